@@ -1,0 +1,2 @@
+#[runtime::main(entries = "many")]
+async fn main() {}

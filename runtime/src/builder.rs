@@ -1,0 +1,163 @@
+//! `Builder`: every knob of a runtime, with its default and the kernel it needs.
+
+use std::{cell::RefCell, io, rc::Rc, time::Duration};
+
+use crate::{
+    Runtime,
+    context::Handle,
+    driver::{Driver, RingConfig},
+    executor::Scheduler,
+    time::Timers,
+    wake::Remote,
+};
+
+/// Which io_uring setup flags the ring is created with.
+///
+/// Each mode documents the kernel it needs. With [`RingMode::Auto`] the runtime tries the modes
+/// from fastest to most compatible and records in [`Capabilities::notes`](crate::Capabilities)
+/// why a faster one was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RingMode {
+    /// Try `DeferTaskrun`, then `CoopTaskrun`, then `Plain` (default).
+    #[default]
+    Auto,
+    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 6.1): completions are
+    /// produced only when the event loop asks for them, once per turn. Fails `build()` on older
+    /// kernels.
+    DeferTaskrun,
+    /// `COOP_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 5.19): no inter-processor interrupts for
+    /// completions, but they run at any kernel entry.
+    CoopTaskrun,
+    /// No task-run flags (Linux 5.11): completions interrupt the thread as they happen.
+    Plain,
+}
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```
+/// let rt = runtime::Builder::new().entries(512).build().unwrap();
+/// assert_eq!(rt.block_on(async { 7 }), 7);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    entries: u32,
+    cq_entries: Option<u32>,
+    mode: RingMode,
+    register_ring_fd: bool,
+    task_budget: usize,
+    shutdown_timeout: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// A builder with the defaults listed on each setter.
+    pub fn new() -> Builder {
+        Builder {
+            entries: 256,
+            cq_entries: None,
+            mode: RingMode::Auto,
+            register_ring_fd: true,
+            task_budget: 256,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Submission queue size (default 256; 1..=32768, rounded up to a power of two by the
+    /// kernel). More SQEs than this may be queued per loop turn: the runtime flushes a full SQ
+    /// to the kernel and keeps going.
+    pub fn entries(&mut self, entries: u32) -> &mut Self {
+        self.entries = entries;
+        self
+    }
+
+    /// Completion queue size (default 4 × `entries`; `entries..=65536`; `IORING_SETUP_CQSIZE`,
+    /// Linux 5.5). Multishot operations and zero-copy notifications post CQEs without SQEs, so
+    /// size it for the largest burst; a CQ that overflows still loses nothing, the kernel holds
+    /// the excess until the runtime reaps it.
+    pub fn cq_entries(&mut self, cq_entries: u32) -> &mut Self {
+        self.cq_entries = Some(cq_entries);
+        self
+    }
+
+    /// The setup-flag policy (default [`RingMode::Auto`]).
+    pub fn ring_mode(&mut self, mode: RingMode) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether to register the ring fd so each enter skips the fd lookup (default on;
+    /// `IORING_REGISTER_RING_FDS`, Linux 5.18; at most 16 rings per thread). Falls back to the
+    /// plain fd, with a note in the capabilities, when registration fails.
+    pub fn register_ring_fd(&mut self, enabled: bool) -> &mut Self {
+        self.register_ring_fd = enabled;
+        self
+    }
+
+    /// How many ready tasks run before the ring is entered again (default 256, minimum 1).
+    /// Lower values favour I/O latency, higher values favour task throughput.
+    pub fn task_budget(&mut self, tasks: usize) -> &mut Self {
+        self.task_budget = tasks.max(1);
+        self
+    }
+
+    /// How long dropping the runtime waits for the kernel to finish cancelled operations
+    /// (default 5 s). Memory of operations still unfinished after that is leaked, never freed,
+    /// since the kernel may still write to it.
+    pub fn shutdown_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Creates the runtime on the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// Invalid sizes give `InvalidInput`. When io_uring cannot be used the error names the cause
+    /// and the remedy: `PermissionDenied` (sysctl `kernel.io_uring_disabled`, seccomp),
+    /// `Unsupported` (kernel too old), `OutOfMemory` (RLIMIT_MEMLOCK too low, with the current
+    /// limit).
+    pub fn build(&self) -> io::Result<Runtime> {
+        let config = self.ring_config()?;
+        let remote = Remote::new()?;
+        let (driver, capabilities) = Driver::new(&config, remote.clone())?;
+        let handle = Rc::new(Handle {
+            driver: RefCell::new(driver),
+            scheduler: Scheduler::default(),
+            timers: RefCell::new(Timers::default()),
+            remote,
+            capabilities,
+            task_budget: self.task_budget,
+            shutdown_timeout: self.shutdown_timeout,
+        });
+        Ok(Runtime::from_handle(handle))
+    }
+
+    fn ring_config(&self) -> io::Result<RingConfig> {
+        let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+        if self.entries == 0 || self.entries > 32768 {
+            return Err(invalid(format!(
+                "Builder::entries must be between 1 and 32768, got {}",
+                self.entries
+            )));
+        }
+        let sq = self.entries.next_power_of_two();
+        let cq = self.cq_entries.unwrap_or(sq.saturating_mul(4).min(65536));
+        if cq < sq || cq > 65536 {
+            return Err(invalid(format!(
+                "Builder::cq_entries must be between the SQ size ({sq}) and 65536, got {cq}"
+            )));
+        }
+        Ok(RingConfig {
+            entries: self.entries,
+            cq_entries: cq,
+            mode: self.mode,
+            register_ring_fd: self.register_ring_fd,
+        })
+    }
+}

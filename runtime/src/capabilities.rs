@@ -1,0 +1,230 @@
+//! What the kernel offered this runtime's ring, and why anything was left off.
+//!
+//! A `Capabilities` value is computed once when the ring is built (setup flags that were
+//! accepted, `params.features`, and the opcode probe from `IORING_REGISTER_PROBE`) and never
+//! changes afterwards.
+
+use std::fmt;
+
+use io_uring::{Parameters, Probe};
+
+/// The io_uring features in use by a runtime, read with [`crate::capabilities()`] or
+/// [`Runtime::capabilities`](crate::Runtime::capabilities).
+///
+/// Printing it (`{}`) gives a multi-line report suitable for logs.
+#[derive(Clone)]
+pub struct Capabilities {
+    kernel: String,
+    sq_entries: u32,
+    cq_entries: u32,
+    features: u32,
+    defer_taskrun: bool,
+    coop_taskrun: bool,
+    taskrun_flag: bool,
+    registered_ring_fd: bool,
+    opcodes: [u64; 4],
+    notes: Vec<String>,
+}
+
+/// io_uring opcodes the runtime reports by name, with the kernel that introduced them.
+const NAMED_OPCODES: &[(u8, &str, &str)] = &[
+    (io_uring::opcode::Nop::CODE, "NOP", "5.1"),
+    (io_uring::opcode::Read::CODE, "READ", "5.6"),
+    (io_uring::opcode::Write::CODE, "WRITE", "5.6"),
+    (io_uring::opcode::Timeout::CODE, "TIMEOUT", "5.4"),
+    (io_uring::opcode::AsyncCancel::CODE, "ASYNC_CANCEL", "5.5"),
+    (io_uring::opcode::Accept::CODE, "ACCEPT", "5.5"),
+    (io_uring::opcode::Connect::CODE, "CONNECT", "5.5"),
+    (io_uring::opcode::Close::CODE, "CLOSE", "5.6"),
+    (io_uring::opcode::Send::CODE, "SEND", "5.6"),
+    (io_uring::opcode::Recv::CODE, "RECV", "5.6"),
+    (io_uring::opcode::SendMsg::CODE, "SENDMSG", "5.3"),
+    (io_uring::opcode::RecvMsg::CODE, "RECVMSG", "5.3"),
+    (io_uring::opcode::Shutdown::CODE, "SHUTDOWN", "5.11"),
+    (io_uring::opcode::MsgRingData::CODE, "MSG_RING", "5.18"),
+    (io_uring::opcode::Socket::CODE, "SOCKET", "5.19"),
+    (io_uring::opcode::SendZc::CODE, "SEND_ZC", "6.0"),
+    (io_uring::opcode::SendMsgZc::CODE, "SENDMSG_ZC", "6.1"),
+    (io_uring::opcode::RecvZc::CODE, "RECV_ZC", "6.15"),
+];
+
+/// `IORING_FEAT_*` bits the runtime reports by name.
+const NAMED_FEATURES: &[(u32, &str)] = &[
+    (1 << 0, "SINGLE_MMAP"),
+    (1 << 1, "NODROP"),
+    (1 << 2, "SUBMIT_STABLE"),
+    (1 << 5, "FAST_POLL"),
+    (1 << 8, "EXT_ARG"),
+    (1 << 11, "CQE_SKIP"),
+    (1 << 14, "RECVSEND_BUNDLE"),
+    (1 << 15, "MIN_TIMEOUT"),
+];
+
+impl Capabilities {
+    pub(crate) fn new(
+        params: &Parameters,
+        defer_taskrun: bool,
+        coop_taskrun: bool,
+        taskrun_flag: bool,
+        registered_ring_fd: bool,
+        probe: Option<&Probe>,
+        notes: Vec<String>,
+    ) -> Capabilities {
+        let mut opcodes = [0u64; 4];
+        if let Some(probe) = probe {
+            for op in 0..=255u8 {
+                if probe.is_supported(op) {
+                    opcodes[usize::from(op / 64)] |= 1 << (op % 64);
+                }
+            }
+        }
+        Capabilities {
+            kernel: crate::driver::kernel_release(),
+            sq_entries: params.sq_entries(),
+            cq_entries: params.cq_entries(),
+            features: features_of(params),
+            defer_taskrun,
+            coop_taskrun,
+            taskrun_flag,
+            registered_ring_fd,
+            opcodes,
+            notes,
+        }
+    }
+
+    /// The running kernel's release string (`uname -r`).
+    pub fn kernel_release(&self) -> &str {
+        &self.kernel
+    }
+
+    /// Submission queue size granted by the kernel (a power of two).
+    pub fn sq_entries(&self) -> u32 {
+        self.sq_entries
+    }
+
+    /// Completion queue size granted by the kernel.
+    pub fn cq_entries(&self) -> u32 {
+        self.cq_entries
+    }
+
+    /// Whether the ring runs with `SINGLE_ISSUER | DEFER_TASKRUN` (Linux 6.1), the fastest mode:
+    /// completions are produced only when the runtime asks for them, once per loop turn.
+    pub fn defer_taskrun(&self) -> bool {
+        self.defer_taskrun
+    }
+
+    /// Whether the ring runs with `COOP_TASKRUN` (Linux 5.19), the fallback when
+    /// `DEFER_TASKRUN` is unavailable.
+    pub fn coop_taskrun(&self) -> bool {
+        self.coop_taskrun
+    }
+
+    /// Whether the kernel flags pending task work in the SQ ring (`TASKRUN_FLAG`).
+    pub fn taskrun_flag(&self) -> bool {
+        self.taskrun_flag
+    }
+
+    /// Whether the ring fd is registered (Linux 5.18) and enters use the registered index.
+    pub fn registered_ring_fd(&self) -> bool {
+        self.registered_ring_fd
+    }
+
+    /// Raw `IORING_FEAT_*` bits from `io_uring_params.features`.
+    pub fn feature_bits(&self) -> u32 {
+        self.features
+    }
+
+    /// Whether `IORING_FEAT_RECVSEND_BUNDLE` (Linux 6.10) is present.
+    pub fn recvsend_bundle(&self) -> bool {
+        self.features & (1 << 14) != 0
+    }
+
+    /// Whether the kernel supports the opcode `code` (e.g. `io_uring::opcode::SendZc::CODE`),
+    /// according to `IORING_REGISTER_PROBE`.
+    pub fn supports_opcode(&self, code: u8) -> bool {
+        self.opcodes[usize::from(code / 64)] & (1 << (code % 64)) != 0
+    }
+
+    /// Why features are not in use, one sentence each. Empty when everything was enabled.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+/// Rebuilds the raw feature bits from the crate's accessors (it does not expose the field, nor
+/// `REG_REG_RING`, bit 13, which is therefore never reported).
+fn features_of(p: &Parameters) -> u32 {
+    let checks: [(u32, bool); 15] = [
+        (1 << 0, p.is_feature_single_mmap()),
+        (1 << 1, p.is_feature_nodrop()),
+        (1 << 2, p.is_feature_submit_stable()),
+        (1 << 3, p.is_feature_rw_cur_pos()),
+        (1 << 4, p.is_feature_cur_personality()),
+        (1 << 5, p.is_feature_fast_poll()),
+        (1 << 6, p.is_feature_poll_32bits()),
+        (1 << 7, p.is_feature_sqpoll_nonfixed()),
+        (1 << 8, p.is_feature_ext_arg()),
+        (1 << 9, p.is_feature_native_workers()),
+        (1 << 10, p.is_feature_resource_tagging()),
+        (1 << 11, p.is_feature_skip_cqe_on_success()),
+        (1 << 12, p.is_feature_linked_file()),
+        (1 << 14, p.is_feature_recvsend_bundle()),
+        (1 << 15, p.is_feature_min_timeout()),
+    ];
+    checks
+        .iter()
+        .filter(|(_, on)| *on)
+        .fold(0, |acc, (bit, _)| acc | bit)
+}
+
+impl fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Capabilities")
+            .field("kernel", &self.kernel)
+            .field("sq_entries", &self.sq_entries)
+            .field("cq_entries", &self.cq_entries)
+            .field("features", &format_args!("{:#x}", self.features))
+            .field("defer_taskrun", &self.defer_taskrun)
+            .field("coop_taskrun", &self.coop_taskrun)
+            .field("taskrun_flag", &self.taskrun_flag)
+            .field("registered_ring_fd", &self.registered_ring_fd)
+            .field("notes", &self.notes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = if self.defer_taskrun {
+            "SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG"
+        } else if self.coop_taskrun {
+            "COOP_TASKRUN|TASKRUN_FLAG"
+        } else {
+            "plain"
+        };
+        writeln!(f, "kernel {}", self.kernel)?;
+        writeln!(
+            f,
+            "ring: {} SQ / {} CQ entries, mode {mode}, registered fd: {}",
+            self.sq_entries, self.cq_entries, self.registered_ring_fd
+        )?;
+        let features: Vec<&str> = NAMED_FEATURES
+            .iter()
+            .filter(|(bit, _)| self.features & bit != 0)
+            .map(|(_, name)| *name)
+            .collect();
+        writeln!(f, "features: {}", features.join(" "))?;
+        let (yes, no): (Vec<_>, Vec<_>) = NAMED_OPCODES
+            .iter()
+            .partition(|(code, _, _)| self.supports_opcode(*code));
+        let yes: Vec<&str> = yes.iter().map(|(_, name, _)| *name).collect();
+        writeln!(f, "opcodes: {}", yes.join(" "))?;
+        for (_, name, since) in no {
+            writeln!(f, "missing opcode: {name} (Linux {since})")?;
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! The per-runtime `Handle` and the thread-local that says which runtime the thread is running.
+//!
+//! # Invariants
+//!
+//! - A `Handle` belongs to one thread (it is `!Send`: `Rc`, `RefCell`); only its `remote` half
+//!   is shared with other threads (see `wake.rs`).
+//! - `CURRENT` is set while `Runtime::block_on` runs and while a runtime shuts down, and
+//!   restored to its previous value afterwards. `block_on` refuses to nest on one thread.
+//! - Each `RefCell` in the handle is borrowed only for short, non-reentrant sections: no user
+//!   code (task polls, wakers, drops of user values) runs while one is borrowed.
+
+use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
+
+use crate::{
+    capabilities::Capabilities, driver::Driver, executor::Scheduler, time::Timers, wake::Remote,
+};
+
+/// Everything one runtime owns, shared by the runtime, its tasks and its operations.
+pub(crate) struct Handle {
+    pub(crate) driver: RefCell<Driver>,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) timers: RefCell<Timers>,
+    pub(crate) remote: Arc<Remote>,
+    pub(crate) capabilities: Capabilities,
+    /// Tasks run per loop turn before the ring is entered again.
+    pub(crate) task_budget: usize,
+    /// How long shutdown waits for the kernel to finish cancelled operations.
+    pub(crate) shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Handle>>> = const { RefCell::new(None) };
+}
+
+/// The runtime running on this thread.
+///
+/// # Panics
+///
+/// Panics when no runtime is running on this thread.
+pub(crate) fn current() -> Rc<Handle> {
+    try_current().unwrap_or_else(|| {
+        panic!(
+            "this function must be called from inside a runtime: use `#[runtime::main]`, \
+             `#[runtime::test]` or `Runtime::block_on`"
+        )
+    })
+}
+
+/// The runtime running on this thread, if any.
+pub(crate) fn try_current() -> Option<Rc<Handle>> {
+    CURRENT
+        .try_with(|c| c.try_borrow().ok().and_then(|h| h.clone()))
+        .ok()
+        .flatten()
+}
+
+/// Runs `f` with the current runtime if it is the one identified by `remote_id`.
+pub(crate) fn with_runtime<R>(remote_id: u64, f: impl FnOnce(&Handle) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| match c.try_borrow() {
+            Ok(current) => match current.as_ref() {
+                Some(handle) if handle.remote.id == remote_id => Some(f(handle)),
+                _ => None,
+            },
+            Err(_) => None,
+        })
+        .ok()
+        .flatten()
+}
+
+/// Makes `handle` the current runtime until the guard is dropped.
+pub(crate) fn enter(handle: Rc<Handle>) -> EnterGuard {
+    let previous = CURRENT.with(|c| c.replace(Some(handle)));
+    EnterGuard { previous }
+}
+
+/// Whether any runtime is running on this thread.
+pub(crate) fn is_entered() -> bool {
+    CURRENT
+        .try_with(|c| c.try_borrow().map(|h| h.is_some()).unwrap_or(true))
+        .unwrap_or(false)
+}
+
+/// Restores the previously current runtime on drop.
+#[derive(Debug)]
+pub(crate) struct EnterGuard {
+    previous: Option<Rc<Handle>>,
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // The replaced handle is dropped after the thread-local is released, since dropping
+        // the last reference runs the driver's and the tasks' destructors. Failure means the
+        // thread-local is being destroyed: nothing is current any more.
+        let replaced = CURRENT.try_with(|c| c.replace(previous));
+        drop(replaced);
+    }
+}

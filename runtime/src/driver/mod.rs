@@ -1,0 +1,385 @@
+//! The driver: one io_uring plus the table of operations in flight on it.
+//!
+//! # Invariants
+//!
+//! - Every SQE the driver queues is either in the SQ, in `backlog` (SQ was full: it is pushed on
+//!   the next turn, in order), or consumed by the kernel. No SQE is ever dropped.
+//! - Every operation SQE has a slot (`driver::slot`) that lives until its final CQE is consumed.
+//!   `in_flight` counts slots whose final CQE has not arrived: the kernel may still touch their
+//!   resources.
+//! - Internal SQEs use reserved `user_data` values whose generation (`u32::MAX`) slots never get:
+//!   `CANCEL` (their CQEs are ignored) and `WAKE` (the eventfd read that lets other threads
+//!   interrupt a blocking enter; re-armed whenever it completes, until shutdown).
+//! - The driver never runs user code while borrowed: wakers and parked resources with a final
+//!   CQE are returned as [`Action`]s for the caller to run after the borrow ends.
+//! - After `begin_shutdown`, no new operation is accepted (`submit` returns `None`). Slots whose
+//!   final CQE never arrives before the shutdown deadline have their resources leaked, never
+//!   freed, because the kernel may still write to them.
+
+mod ring;
+mod setup_error;
+pub(crate) mod slot;
+
+use std::{collections::VecDeque, io, sync::Arc, task::Context, task::Poll, task::Waker};
+
+use io_uring::{opcode, squeue, types};
+use slab::Slab;
+
+pub(crate) use ring::{RingConfig, Wait};
+pub(crate) use setup_error::kernel_release;
+use slot::{Owner, Parked, Slot};
+
+use crate::{capabilities::Capabilities, op::Completion, wake::Remote};
+
+/// `user_data` of `ASYNC_CANCEL` SQEs; their CQEs carry nothing we need.
+const CANCEL: u64 = u64::MAX;
+/// `user_data` of the eventfd read that wakes a blocking enter.
+const WAKE: u64 = u64::MAX - 1;
+/// Generations never handed to slots, so slot `user_data` cannot collide with the above.
+const RESERVED_GENERATION: u32 = u32::MAX;
+
+/// Work the caller runs once the driver borrow has ended.
+pub(crate) enum Action {
+    Nothing,
+    Wake(Waker),
+    Finish(Box<dyn Parked>, Completion),
+}
+
+/// Counters exposed through `runtime::Metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct DriverStats {
+    pub(crate) submitted: u64,
+    pub(crate) completions: u64,
+    pub(crate) enters: u64,
+    pub(crate) stray_completions: u64,
+    pub(crate) backlogged: u64,
+    pub(crate) leaked: u64,
+    pub(crate) cq_overflows: u64,
+}
+
+/// The eventfd read kept armed for cross-thread wake-ups.
+struct WakeRead {
+    /// Heap buffer the kernel writes the eventfd counter into.
+    buf: Box<[u8; 8]>,
+    armed: bool,
+}
+
+pub(crate) struct Driver {
+    ring: ring::Ring,
+    slots: Slab<Slot>,
+    next_generation: u32,
+    backlog: VecDeque<squeue::Entry>,
+    remote: Arc<Remote>,
+    wake: WakeRead,
+    in_flight: usize,
+    parked: usize,
+    closed: bool,
+    stats: DriverStats,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("ring", &self.ring)
+            .field("in_flight", &self.in_flight)
+            .field("parked", &self.parked)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    pub(crate) fn new(
+        config: &RingConfig,
+        remote: Arc<Remote>,
+    ) -> io::Result<(Driver, Capabilities)> {
+        let (ring, caps) = ring::Ring::new(config)?;
+        let mut driver = Driver {
+            ring,
+            slots: Slab::with_capacity(config.entries as usize),
+            next_generation: 0,
+            backlog: VecDeque::new(),
+            remote,
+            wake: WakeRead {
+                buf: Box::new([0; 8]),
+                armed: false,
+            },
+            in_flight: 0,
+            parked: 0,
+            closed: false,
+            stats: DriverStats::default(),
+        };
+        driver.arm_wake();
+        Ok((driver, caps))
+    }
+
+    /// Queues an operation's SQE and returns its `user_data` key, or `None` after shutdown.
+    pub(crate) fn submit(&mut self, sqe: squeue::Entry) -> Option<u64> {
+        if self.closed {
+            return None;
+        }
+        let generation = self.next_generation;
+        self.next_generation = match generation.wrapping_add(1) {
+            RESERVED_GENERATION => 0,
+            g => g,
+        };
+        let entry = self.slots.vacant_entry();
+        let key = slot::encode(entry.key(), generation);
+        entry.insert(Slot::new(generation));
+        self.in_flight += 1;
+        self.stats.submitted += 1;
+        self.queue_sqe(sqe.user_data(key));
+        Some(key)
+    }
+
+    /// Hands the owner its next CQE, or registers its waker. The final CQE removes the slot.
+    pub(crate) fn poll_cqe(&mut self, key: u64, cx: &mut Context<'_>) -> Poll<Completion> {
+        let (index, generation) = slot::decode(key);
+        let slot = match self.slots.get_mut(index) {
+            Some(slot) if slot.generation == generation => slot,
+            _ => unreachable!("an operation polled its slot after the slot was released"),
+        };
+        if let Some(cqe) = slot.cqes.pop() {
+            if !cqe.has_more() {
+                self.slots.remove(index);
+            }
+            return Poll::Ready(cqe);
+        }
+        if let Owner::Future(waker) = &mut slot.owner {
+            match waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        Poll::Pending
+    }
+
+    /// The owner of `key` is gone: park its resources until the final CQE and cancel it.
+    ///
+    /// Returns the resources and the final CQE when that CQE had already arrived; the caller
+    /// releases them after ending the borrow.
+    pub(crate) fn detach(
+        &mut self,
+        key: u64,
+        mut parked: Box<dyn Parked>,
+    ) -> Option<(Box<dyn Parked>, Completion)> {
+        let (index, generation) = slot::decode(key);
+        let slot = match self.slots.get_mut(index) {
+            Some(slot) if slot.generation == generation => slot,
+            _ => unreachable!("an operation detached from its slot after the slot was released"),
+        };
+        while let Some(cqe) = slot.cqes.pop() {
+            if cqe.has_more() {
+                parked.on_more(cqe);
+            } else {
+                self.slots.remove(index);
+                return Some((parked, cqe));
+            }
+        }
+        if self.closed {
+            // Shutdown gave up waiting for this operation: the kernel may still use it.
+            self.slots.remove(index);
+            self.stats.leaked += 1;
+            std::mem::forget(parked);
+            return None;
+        }
+        slot.owner = Owner::Parked(parked);
+        self.parked += 1;
+        self.queue_sqe(opcode::AsyncCancel::new(key).build().user_data(CANCEL));
+        None
+    }
+
+    /// Submits queued SQEs and reaps completions, blocking as `wait` allows.
+    pub(crate) fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
+        self.flush_backlog()?;
+        if !self.ring.cq_is_empty() {
+            wait = Wait::No;
+        }
+        if matches!(wait, Wait::No)
+            && self.ring.sq_len() == 0
+            && !self.ring.has_pending_kernel_work()
+        {
+            return Ok(());
+        }
+        self.stats.enters += 1;
+        self.ring.enter(wait).map(drop)
+    }
+
+    /// Whether overflowed CQEs wait in the kernel for a GETEVENTS enter (counted).
+    pub(crate) fn cq_overflowed(&mut self) -> bool {
+        let overflowed = self.ring.cq_overflowed();
+        if overflowed {
+            self.stats.cq_overflows += 1;
+        }
+        overflowed
+    }
+
+    /// Copies up to `max` CQEs out of the ring into `out` as (user_data, completion).
+    pub(crate) fn reap(&mut self, out: &mut Vec<(u64, Completion)>, max: usize) {
+        let cq = self.ring.completion();
+        out.extend(cq.take(max).map(|cqe| {
+            (
+                cqe.user_data(),
+                Completion::new(cqe.result(), cqe.flags(), [0; 2]),
+            )
+        }));
+    }
+
+    /// Delivers one CQE to its slot and says what the caller must do next.
+    pub(crate) fn route(&mut self, user_data: u64, cqe: Completion) -> Action {
+        self.stats.completions += 1;
+        match user_data {
+            CANCEL => return Action::Nothing,
+            WAKE => {
+                self.wake.armed = false;
+                self.arm_wake();
+                return Action::Nothing;
+            }
+            _ => {}
+        }
+        let (index, generation) = slot::decode(user_data);
+        let Some(slot) = self
+            .slots
+            .get_mut(index)
+            .filter(|s| s.generation == generation && !s.finished)
+        else {
+            // Not ours (or a CQE after the final one, which a correct kernel never posts).
+            self.stats.stray_completions += 1;
+            return Action::Nothing;
+        };
+        let is_final = !cqe.has_more();
+        if is_final {
+            slot.finished = true;
+            self.in_flight -= 1;
+        }
+        match &mut slot.owner {
+            Owner::Future(waker) => {
+                slot.cqes.push(cqe);
+                waker.take().map_or(Action::Nothing, Action::Wake)
+            }
+            Owner::Parked(parked) if !is_final => {
+                parked.on_more(cqe);
+                Action::Nothing
+            }
+            Owner::Parked(_) => {
+                let slot = self.slots.remove(index);
+                self.parked -= 1;
+                match slot.owner {
+                    Owner::Parked(parked) => Action::Finish(parked, cqe),
+                    Owner::Future(_) => unreachable!("owner matched as parked just above"),
+                }
+            }
+        }
+    }
+
+    /// Stops accepting operations and cancels every one in flight, including the wake read.
+    pub(crate) fn begin_shutdown(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let keys: Vec<u64> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.finished)
+            .map(|(i, s)| slot::encode(i, s.generation))
+            .collect();
+        for key in keys {
+            self.queue_sqe(opcode::AsyncCancel::new(key).build().user_data(CANCEL));
+        }
+        if self.wake.armed {
+            self.queue_sqe(opcode::AsyncCancel::new(WAKE).build().user_data(CANCEL));
+        }
+    }
+
+    /// Whether the kernel may still touch memory owned by this driver or its operations.
+    pub(crate) fn has_unfinished(&self) -> bool {
+        self.in_flight > 0 || self.wake.armed || !self.backlog.is_empty()
+    }
+
+    /// Gives up on operations the kernel did not finish: their memory is leaked, never freed.
+    pub(crate) fn leak_unfinished(&mut self) {
+        for (_, slot) in self.slots.iter_mut().filter(|(_, s)| !s.finished) {
+            if let Owner::Parked(_) = slot.owner {
+                let Owner::Parked(parked) = std::mem::replace(&mut slot.owner, Owner::Future(None))
+                else {
+                    unreachable!("owner matched as parked just above")
+                };
+                std::mem::forget(parked);
+                self.stats.leaked += 1;
+            }
+            // Slots still owned by a future stay: when it is dropped, `detach` sees `closed`
+            // and leaks its resources; when it is polled, it stays pending.
+        }
+        if self.wake.armed {
+            let buf = std::mem::replace(&mut self.wake.buf, Box::new([0; 8]));
+            Box::leak(buf);
+            self.wake.armed = false;
+        }
+        self.in_flight = 0;
+        self.backlog.clear();
+    }
+
+    pub(crate) fn stats(&self) -> (DriverStats, usize, usize) {
+        (self.stats, self.in_flight, self.parked)
+    }
+
+    fn arm_wake(&mut self) {
+        if self.closed || self.wake.armed {
+            return;
+        }
+        self.wake.armed = true;
+        let sqe = opcode::Read::new(
+            types::Fd(self.remote.eventfd()),
+            self.wake.buf.as_mut_ptr(),
+            8,
+        )
+        .build()
+        .user_data(WAKE);
+        self.queue_sqe(sqe);
+    }
+
+    /// Pushes an SQE, flushing the SQ to the kernel once if it is full; if it is still full,
+    /// keeps the SQE in the backlog for the next turn. Order is preserved.
+    fn queue_sqe(&mut self, sqe: squeue::Entry) {
+        if self.backlog.is_empty() {
+            if self.ring.push(&sqe).is_ok() {
+                return;
+            }
+            // SQ full: hand the queued SQEs to the kernel now, then retry.
+            self.stats.enters += 1;
+            if self.ring.enter(Wait::No).is_ok() && self.ring.push(&sqe).is_ok() {
+                return;
+            }
+        }
+        self.stats.backlogged += 1;
+        self.backlog.push_back(sqe);
+    }
+
+    /// Moves backlogged SQEs into the SQ, entering the kernel as often as needed.
+    fn flush_backlog(&mut self) -> io::Result<()> {
+        while let Some(sqe) = self.backlog.front() {
+            if self.ring.push(sqe).is_ok() {
+                self.backlog.pop_front();
+                continue;
+            }
+            self.stats.enters += 1;
+            let consumed = self.ring.enter(Wait::No)?;
+            if consumed == 0 {
+                // The kernel took nothing (e.g. transient EAGAIN); retry on the next turn.
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The runtime's shutdown normally finished every operation; if not, never free memory
+        // the kernel may still write (the ring itself is closed right after this).
+        if self.has_unfinished() {
+            self.leak_unfinished();
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The io_uring instance of one worker thread: setup with flag fallbacks, the registered ring fd,
+//! and the single `io_uring_enter` call the event loop makes per turn.
+//!
+//! # Invariants
+//!
+//! - A `Ring` is used only by the thread that created it. With `IORING_SETUP_SINGLE_ISSUER` the
+//!   kernel enforces this (`-EEXIST` from any other thread); the owning `Driver` is `!Send`.
+//! - When the ring fd is registered (`IORING_REGISTER_RING_FDS`), `enter_fd` holds the registered
+//!   index and every enter carries `IORING_ENTER_REGISTERED_RING`. The index lives in the
+//!   creating thread's io_uring context, which is this thread, so it stays valid for the ring's
+//!   lifetime.
+//! - SQEs become visible to the kernel only when the SQ tail is published; the io-uring crate
+//!   publishes it when the `SubmissionQueue` borrow ends, which is before every enter here.
+//! - With `IORING_SETUP_DEFER_TASKRUN`, completions are produced only inside an enter carrying
+//!   `IORING_ENTER_GETEVENTS` (shared/docs/kernel-facts.md §1.2), so every enter here carries it.
+
+use std::{
+    io, mem,
+    os::fd::{AsRawFd, RawFd},
+    time::Duration,
+};
+
+use io_uring::{
+    CompletionQueue, EnterFlags, IoUring, Probe,
+    squeue::{self, PushError},
+    types::{SubmitArgs, Timespec},
+};
+
+use super::setup_error;
+use crate::{RingMode, capabilities::Capabilities};
+
+/// `IORING_REGISTER_RING_FDS` (Linux 5.18), not exported by the io-uring crate.
+const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
+/// `IORING_UNREGISTER_RING_FDS` (Linux 5.18).
+const IORING_UNREGISTER_RING_FDS: libc::c_uint = 21;
+
+/// What the builder asks of the ring.
+#[derive(Debug, Clone)]
+pub(crate) struct RingConfig {
+    pub(crate) entries: u32,
+    pub(crate) cq_entries: u32,
+    pub(crate) mode: RingMode,
+    pub(crate) register_ring_fd: bool,
+}
+
+/// One set of setup flags to try, newest kernel first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 6.1).
+    DeferTaskrun,
+    /// `COOP_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 5.19).
+    CoopTaskrun,
+    /// No task-run flags (Linux 5.11 for the features the loop needs).
+    Plain,
+}
+
+impl Attempt {
+    fn describe(self) -> &'static str {
+        match self {
+            Attempt::DeferTaskrun => "SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG|SUBMIT_ALL",
+            Attempt::CoopTaskrun => "COOP_TASKRUN|TASKRUN_FLAG|SUBMIT_ALL",
+            Attempt::Plain => "no task-run flags",
+        }
+    }
+
+    fn min_kernel(self) -> &'static str {
+        match self {
+            Attempt::DeferTaskrun => "6.1",
+            Attempt::CoopTaskrun => "5.19",
+            Attempt::Plain => "5.11",
+        }
+    }
+
+    fn builder(self, cq_entries: u32) -> io_uring::Builder {
+        let mut b = IoUring::builder();
+        b.dontfork().setup_cqsize(cq_entries);
+        match self {
+            Attempt::DeferTaskrun => {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag()
+                    .setup_submit_all();
+            }
+            Attempt::CoopTaskrun => {
+                b.setup_coop_taskrun()
+                    .setup_taskrun_flag()
+                    .setup_submit_all();
+            }
+            Attempt::Plain => {}
+        }
+        b
+    }
+}
+
+/// The ring and how to enter it.
+pub(crate) struct Ring {
+    uring: IoUring,
+    /// The registered ring index, or the raw ring fd when registration is off or failed.
+    enter_fd: RawFd,
+    /// `IORING_ENTER_REGISTERED_RING` when `enter_fd` is a registered index, else 0.
+    enter_flags: u32,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("fd", &self.uring.as_raw_fd())
+            .field("registered", &(self.enter_flags != 0))
+            .finish()
+    }
+}
+
+/// How long an enter may block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Submit and reap; do not block.
+    No,
+    /// Block until at least one CQE is available.
+    Forever,
+    /// Block until a CQE is available or the duration has passed.
+    Timeout(Duration),
+}
+
+impl Ring {
+    /// Creates the ring, falling back through flag sets as `config.mode` allows, registers its
+    /// fd, and probes what the kernel supports.
+    pub(crate) fn new(config: &RingConfig) -> io::Result<(Ring, Capabilities)> {
+        let attempts: &[Attempt] = match config.mode {
+            RingMode::Auto => &[Attempt::DeferTaskrun, Attempt::CoopTaskrun, Attempt::Plain],
+            RingMode::DeferTaskrun => &[Attempt::DeferTaskrun],
+            RingMode::CoopTaskrun => &[Attempt::CoopTaskrun],
+            RingMode::Plain => &[Attempt::Plain],
+        };
+        let mut notes = Vec::new();
+        let mut chosen = None;
+        for (i, &attempt) in attempts.iter().enumerate() {
+            match attempt.builder(config.cq_entries).build(config.entries) {
+                Ok(uring) => {
+                    chosen = Some((uring, attempt));
+                    break;
+                }
+                // EINVAL is how an older kernel rejects flags it does not know.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && i + 1 < attempts.len() => {
+                    notes.push(format!(
+                        "ring setup with {} was rejected (EINVAL; needs Linux {}), fell back",
+                        attempt.describe(),
+                        attempt.min_kernel()
+                    ));
+                }
+                Err(e) => {
+                    return Err(setup_error::explain(
+                        e,
+                        config,
+                        attempt.describe(),
+                        attempt.min_kernel(),
+                    ));
+                }
+            }
+        }
+        let Some((uring, attempt)) = chosen else {
+            unreachable!("the last attempt either succeeds or returns its error")
+        };
+        if !uring.params().is_feature_ext_arg() {
+            return Err(setup_error::missing_feature(
+                "IORING_FEAT_EXT_ARG (timed waits)",
+                "5.11",
+            ));
+        }
+        if !uring.params().is_feature_nodrop() {
+            return Err(setup_error::missing_feature(
+                "IORING_FEAT_NODROP (no lost completions)",
+                "5.5",
+            ));
+        }
+
+        let mut ring = Ring {
+            enter_fd: uring.as_raw_fd(),
+            enter_flags: 0,
+            uring,
+        };
+        let registered = if config.register_ring_fd {
+            match ring.register_ring_fd() {
+                Ok(()) => true,
+                Err(e) => {
+                    notes.push(format!(
+                        "registered ring fd unavailable ({e}; needs Linux 5.18), using the plain fd"
+                    ));
+                    false
+                }
+            }
+        } else {
+            notes.push("registered ring fd disabled by Builder::register_ring_fd(false)".into());
+            false
+        };
+
+        let mut probe = Probe::new();
+        let probed = match ring.uring.submitter().register_probe(&mut probe) {
+            Ok(()) => Some(probe),
+            Err(e) => {
+                notes.push(format!(
+                    "opcode probe failed ({e}); no opcode is reported supported"
+                ));
+                None
+            }
+        };
+        if attempt != Attempt::DeferTaskrun {
+            notes.push(
+                "DEFER_TASKRUN is off: completions run as task work at any kernel entry, \
+                 which costs more per message"
+                    .into(),
+            );
+        }
+        let caps = Capabilities::new(
+            ring.uring.params(),
+            attempt == Attempt::DeferTaskrun,
+            attempt == Attempt::CoopTaskrun,
+            attempt != Attempt::Plain,
+            registered,
+            probed.as_ref(),
+            notes,
+        );
+        Ok((ring, caps))
+    }
+
+    /// Registers the ring fd with the kernel and switches enters to the registered index.
+    fn register_ring_fd(&mut self) -> io::Result<()> {
+        let mut update = libc_rsrc_update {
+            offset: u32::MAX,
+            resv: 0,
+            data: self.uring.as_raw_fd() as u64,
+        };
+        // SAFETY: IORING_REGISTER_RING_FDS reads and writes one `io_uring_rsrc_update` (the kernel
+        // stores the chosen index in `offset`); `update` is a live, exclusively borrowed value of
+        // that exact layout for the duration of the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                self.uring.as_raw_fd(),
+                IORING_REGISTER_RING_FDS,
+                &mut update as *mut libc_rsrc_update,
+                1u32,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.enter_fd = update.offset as RawFd;
+        self.enter_flags = EnterFlags::REGISTERED_RING.bits();
+        Ok(())
+    }
+
+    /// Queues one SQE. Fails only when the SQ is full; the caller flushes and retries.
+    pub(crate) fn push(&mut self, sqe: &squeue::Entry) -> Result<(), PushError> {
+        let mut sq = self.uring.submission();
+        // SAFETY: the `OpCode` contract (driver/op.rs) makes every address and fd in `sqe` valid
+        // until its final CQE; internal SQEs (wake read, cancels) uphold the same rule.
+        unsafe { sq.push(sqe) }
+    }
+
+    /// Number of SQEs queued and not yet consumed by the kernel.
+    pub(crate) fn sq_len(&mut self) -> usize {
+        self.uring.submission().len()
+    }
+
+    /// Whether an enter is needed to see every completion even with nothing to submit: task work
+    /// is pending (`IORING_SQ_TASKRUN`) or CQEs wait in the kernel's overflow list.
+    pub(crate) fn has_pending_kernel_work(&mut self) -> bool {
+        let sq = self.uring.submission();
+        sq.taskrun() || sq.cq_overflow()
+    }
+
+    /// Whether completions overflowed the CQ and wait in the kernel's list.
+    pub(crate) fn cq_overflowed(&mut self) -> bool {
+        self.uring.submission().cq_overflow()
+    }
+
+    /// The completion queue, to be drained by the caller.
+    pub(crate) fn completion(&mut self) -> CompletionQueue<'_> {
+        self.uring.completion()
+    }
+
+    /// Whether completions are waiting in the CQ.
+    pub(crate) fn cq_is_empty(&mut self) -> bool {
+        self.uring.completion().is_empty()
+    }
+
+    /// Submits every queued SQE and reaps completions, blocking as `wait` says.
+    ///
+    /// Returns the number of SQEs the kernel consumed. A wait that times out or is interrupted by
+    /// a signal is not an error: the caller looks at the CQ either way.
+    pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<usize> {
+        let to_submit = self.sq_len() as u32;
+        let flags = EnterFlags::GETEVENTS.bits() | self.enter_flags;
+        let result = match wait {
+            Wait::No => self.raw_enter(to_submit, 0, flags, None),
+            Wait::Forever => self.raw_enter(to_submit, 1, flags, None),
+            Wait::Timeout(d) => {
+                let ts = Timespec::from(d);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.raw_enter(
+                    to_submit,
+                    1,
+                    flags | EnterFlags::EXT_ARG.bits(),
+                    Some(&args),
+                )
+            }
+        };
+        match result {
+            Ok(n) => Ok(n),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) => Ok(0),
+                _ => Err(e),
+            },
+        }
+    }
+
+    fn raw_enter(
+        &self,
+        to_submit: u32,
+        min_complete: u32,
+        flags: u32,
+        args: Option<&SubmitArgs<'_, '_>>,
+    ) -> io::Result<usize> {
+        let (arg_ptr, arg_size) = match args {
+            Some(a) => (
+                a as *const SubmitArgs<'_, '_> as *const libc::c_void,
+                mem::size_of::<SubmitArgs<'_, '_>>(),
+            ),
+            None => (std::ptr::null(), 0),
+        };
+        // SAFETY: `enter_fd` is this ring's fd or its registered index (flag set accordingly);
+        // with EXT_ARG, `arg_ptr` points at a live `io_uring_getevents_arg` (`SubmitArgs` is
+        // `repr(transparent)` over it) whose timespec outlives the call; otherwise it is null.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                self.enter_fd,
+                to_submit,
+                min_complete,
+                flags,
+                arg_ptr,
+                arg_size,
+            )
+        };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret as usize)
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.enter_flags == 0 {
+            return;
+        }
+        // A registered ring fd holds a reference to the ring in this thread's io_uring context
+        // (at most 16 per thread): without unregistering, closing the fd would not free the ring.
+        let mut update = libc_rsrc_update {
+            offset: self.enter_fd as u32,
+            resv: 0,
+            data: 0,
+        };
+        // SAFETY: IORING_UNREGISTER_RING_FDS reads one `io_uring_rsrc_update` naming our index;
+        // `update` is live for the call. Failure leaves the registration to thread exit.
+        unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                self.uring.as_raw_fd(),
+                IORING_UNREGISTER_RING_FDS,
+                &mut update as *mut libc_rsrc_update,
+                1u32,
+            );
+        }
+    }
+}
+
+/// `struct io_uring_rsrc_update` from `<linux/io_uring.h>`.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+struct libc_rsrc_update {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+const _: () = assert!(mem::size_of::<libc_rsrc_update>() == 16);

@@ -1,0 +1,107 @@
+//! The single-threaded task executor: run queue, task registry, spawning.
+//!
+//! Tasks are `async_task` raw tasks created with `spawn_local`, so their futures need not be
+//! `Send` and are only ever polled and dropped on the runtime's thread (async-task checks this).
+//! Their wakers are `Send + Sync`: a wake on the runtime thread pushes onto the local `queue`;
+//! a wake anywhere else goes through the runtime's `Remote` queue and eventfd (`wake.rs`).
+//!
+//! # Invariants
+//!
+//! - `active` holds a waker for every task whose future has not been dropped yet; a task's
+//!   `ActiveGuard` removes its entry when the future is dropped (completion, abort, shutdown).
+//!   Shutdown wakes every entry and drops the resulting runnables, so no future outlives its
+//!   runtime, even one that nothing would ever wake.
+//! - A runnable is never run or dropped while `queue` or `active` is borrowed.
+//! - After `close`, spawned tasks are dropped at once and their `JoinHandle`s report
+//!   cancellation.
+
+mod join;
+mod spawn;
+mod yield_now;
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    task::Waker,
+};
+
+use async_task::Runnable;
+pub use join::{JoinError, JoinHandle};
+use slab::Slab;
+pub use spawn::spawn;
+pub use yield_now::yield_now;
+
+use crate::wake::Remote;
+
+pub(crate) type Task = Runnable;
+
+/// Run queue and task registry of one runtime.
+#[derive(Debug, Default)]
+pub(crate) struct Scheduler {
+    queue: RefCell<VecDeque<Task>>,
+    active: RefCell<Slab<Waker>>,
+    closed: Cell<bool>,
+}
+
+impl Scheduler {
+    /// Queues a task woken on the runtime thread.
+    pub(crate) fn push(&self, task: Task) {
+        self.queue.borrow_mut().push_back(task);
+    }
+
+    /// Moves tasks woken on other threads into the local queue.
+    pub(crate) fn take_remote(&self, remote: &Remote) {
+        remote.drain_into(&mut self.queue.borrow_mut());
+    }
+
+    /// Whether no task is ready to run.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queue.borrow().is_empty()
+    }
+
+    /// Runs up to `budget` ready tasks. Returns how many ran.
+    pub(crate) fn run(&self, budget: usize) -> usize {
+        let mut ran = 0;
+        while ran < budget {
+            let Some(task) = self.queue.borrow_mut().pop_front() else {
+                break;
+            };
+            ran += 1;
+            task.run();
+        }
+        ran
+    }
+
+    /// Number of tasks whose futures are alive.
+    pub(crate) fn alive(&self) -> usize {
+        self.active.borrow().len()
+    }
+
+    /// Stops accepting tasks and drops every task's future, including idle ones.
+    pub(crate) fn close(&self, remote: &Remote) {
+        self.closed.set(true);
+        // Each round drops every task that is queued or can be woken. Dropping futures can wake
+        // or (refused) spawn others, hence the loop; it ends when no task is left.
+        for _ in 0..1000 {
+            let wakers: Vec<Waker> = self
+                .active
+                .borrow()
+                .iter()
+                .map(|(_, w)| w.clone())
+                .collect();
+            for waker in wakers {
+                waker.wake();
+            }
+            let mut doomed: Vec<Task> = self.queue.borrow_mut().drain(..).collect();
+            doomed.extend(remote.take_all());
+            if doomed.is_empty() && self.active.borrow().is_empty() {
+                return;
+            }
+            drop(doomed);
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+}

@@ -1,0 +1,135 @@
+//! `Op<T>`: the future that submits an operation lazily and resolves at its final CQE.
+//!
+//! # States
+//!
+//! `Unsubmitted(T)` → first poll builds the SQE and queues it → `Submitted { key, data }` →
+//! non-final CQEs go to `OpCode::on_more` → the final CQE goes to `OpCode::complete` → `Done`.
+//! Dropping in `Submitted` parks `data` in the driver until the final CQE (see `driver::slot`).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll, ready},
+};
+
+use super::{Completion, OpCode};
+use crate::context::{self, Handle};
+
+/// A future driving one io_uring operation to its final completion.
+///
+/// Created with [`Op::new`] on a runtime thread. Nothing reaches the kernel until the first
+/// poll. Dropping it early cancels the request and keeps the operation's resources alive until
+/// the kernel is done with them.
+#[must_use = "an operation does nothing until polled"]
+pub struct Op<T: OpCode> {
+    handle: Rc<Handle>,
+    state: State<T>,
+}
+
+enum State<T> {
+    Unsubmitted(T),
+    Submitted { key: u64, data: T },
+    Done,
+}
+
+impl<T: OpCode> Op<T> {
+    /// Wraps `data` for submission on the current thread's runtime.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a runtime (no `block_on` or `#[runtime::main]` is running on
+    /// this thread).
+    pub fn new(data: T) -> Op<T> {
+        Op {
+            handle: context::current(),
+            state: State::Unsubmitted(data),
+        }
+    }
+
+    /// The operation's value, until it has completed.
+    pub fn data(&self) -> Option<&T> {
+        match &self.state {
+            State::Unsubmitted(data) | State::Submitted { data, .. } => Some(data),
+            State::Done => None,
+        }
+    }
+
+    /// Whether the SQE has been queued (the future was polled at least once).
+    pub fn is_submitted(&self) -> bool {
+        matches!(self.state, State::Submitted { .. })
+    }
+}
+
+impl<T: OpCode> Unpin for Op<T> {}
+
+impl<T: OpCode> Future for Op<T> {
+    type Output = T::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
+        let this = self.get_mut();
+        if let State::Unsubmitted(_) = this.state {
+            let State::Unsubmitted(mut data) = std::mem::replace(&mut this.state, State::Done)
+            else {
+                unreachable!("state checked just above")
+            };
+            let sqe = data.build();
+            let Some(key) = this.handle.driver.borrow_mut().submit(sqe) else {
+                // The runtime has shut down; the kernel never saw the SQE.
+                return Poll::Ready(data.complete(Completion::new(-libc::ECANCELED, 0, [0; 2])));
+            };
+            this.state = State::Submitted { key, data };
+        }
+        loop {
+            let State::Submitted { key, data } = &mut this.state else {
+                panic!("`Op` polled after it completed");
+            };
+            let cqe = ready!(this.handle.driver.borrow_mut().poll_cqe(*key, cx));
+            if cqe.has_more() {
+                data.on_more(cqe);
+                continue;
+            }
+            let State::Submitted { data, .. } = std::mem::replace(&mut this.state, State::Done)
+            else {
+                unreachable!("state matched just above")
+            };
+            return Poll::Ready(data.complete(cqe));
+        }
+    }
+}
+
+impl<T: OpCode> Drop for Op<T> {
+    fn drop(&mut self) {
+        let State::Submitted { key, data } = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        let released = match self.handle.driver.try_borrow_mut() {
+            Ok(mut driver) => driver.detach(key, Box::new(data)),
+            Err(_) => {
+                // Dropped from inside the driver (a parked op's `on_more` dropping another op).
+                // The kernel may still use `data`: leaking it is the only sound choice.
+                std::mem::forget(data);
+                None
+            }
+        };
+        // Outside the borrow: dropping the output may run user code that re-enters the runtime.
+        if let Some((parked, cqe)) = released {
+            parked.finish(cqe);
+        }
+    }
+}
+
+impl<T: OpCode> fmt::Debug for Op<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Unsubmitted(_) => "unsubmitted",
+            State::Submitted { .. } => "submitted",
+            State::Done => "done",
+        };
+        f.debug_struct("Op")
+            .field("op", &std::any::type_name::<T>())
+            .field("state", &state)
+            .finish()
+    }
+}

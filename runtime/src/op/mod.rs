@@ -1,0 +1,73 @@
+//! Operations: one struct per io_uring request, and the [`Op`] future that drives it.
+//!
+//! This is the layer every I/O type (sockets in the `net` crate, timers, your own types) is
+//! built on. An operation is a value that owns everything the kernel will touch: fds, buffers,
+//! socket addresses, `msghdr`s, timespecs. [`Op::new`] wraps it; the first poll queues its SQE;
+//! the driver routes each CQE back to it; the final CQE turns the value back into a result with
+//! [`OpCode::complete`].
+//!
+//! # Invariants
+//!
+//! - Resources are never freed while the kernel may still use them. If an [`Op`] is dropped
+//!   before its final CQE, its value moves into the driver (the slot's `Parked` owner), an
+//!   `IORING_OP_ASYNC_CANCEL` is queued, and the value is dropped only when the final CQE
+//!   arrives. Whatever that CQE produced (an accepted fd, a selected buffer) is released by
+//!   dropping the output of [`OpCode::complete`].
+//! - An operation may receive any number of CQEs; only one without `IORING_CQE_F_MORE` ends it
+//!   (multishot items, `SEND_ZC` result + notification).
+//! - Submission is lazy: an `Op` that is never polled never reaches the kernel, and dropping it
+//!   costs nothing.
+//! - An `Op` polled after its runtime shut down completes at once with `ECANCELED` without
+//!   reaching the kernel.
+
+mod completion;
+mod future;
+mod nop;
+mod timeout;
+
+pub use completion::{Completion, cqe_flags};
+pub use future::Op;
+pub use nop::{Nop, nop};
+pub use timeout::Timeout;
+
+use io_uring::squeue;
+
+/// An io_uring request: builds its SQE and turns its final CQE into a result.
+///
+/// # Safety
+///
+/// The SQE returned by [`build`](OpCode::build) is handed to the kernel, which reads and writes
+/// the memory it points to asynchronously. Implementors guarantee:
+///
+/// 1. Every address in the SQE points to memory owned by `self` (or `'static`) that stays valid
+///    from the call to `build` until `self` is consumed by [`complete`](OpCode::complete) or
+///    dropped. The driver guarantees `self` is neither consumed nor dropped before the final CQE.
+/// 2. That memory does **not** move when `self` is moved: it lives in a heap allocation owned by
+///    `self` (a `Vec`, `Box`, an [`IoBuf`](crate::buf::IoBuf) buffer), never inline in `self`.
+///    Operations move from the future into the driver when the future is dropped.
+/// 3. Memory the kernel writes is not read or written through any other path until the final
+///    CQE, and memory the kernel reads is not written.
+/// 4. Every file descriptor in the SQE stays open (owned or shared by `self`) until the final
+///    CQE, so a racing `close` can never redirect the operation to a reused fd number.
+/// 5. `build` is called at most once.
+/// 6. `complete` and `on_more` accept any CQE, including errors and values a well-behaved
+///    kernel would not produce, without undefined behaviour or panics.
+pub unsafe trait OpCode: 'static {
+    /// What the operation produces, usually `io::Result<_>` or `(io::Result<_>, Buffer)`.
+    type Output;
+
+    /// Builds the SQE. The driver sets `user_data` and submits it on the next loop turn.
+    fn build(&mut self) -> squeue::Entry;
+
+    /// Handles a CQE that has `IORING_CQE_F_MORE` set. The default ignores it.
+    ///
+    /// Called both while a future owns the operation and after it was dropped; in the latter
+    /// case it runs while the driver is borrowed, so it must release what the CQE carries
+    /// without submitting operations.
+    fn on_more(&mut self, cqe: Completion) {
+        let _ = cqe;
+    }
+
+    /// Turns the final CQE into the result, handing back owned resources.
+    fn complete(self, cqe: Completion) -> Self::Output;
+}

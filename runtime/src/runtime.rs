@@ -1,0 +1,283 @@
+//! `Runtime`: the event loop and the shutdown sequence.
+//!
+//! # One loop turn
+//!
+//! 1. Poll the `block_on` future if it was woken.
+//! 2. Run up to `task_budget` ready tasks (tasks woken on other threads are pulled in first).
+//! 3. Enter the ring once: submit every queued SQE and reap completions with `GETEVENTS`.
+//!    The enter blocks only when nothing is ready, bounded by the earliest timer; otherwise it
+//!    returns at once, and it is skipped entirely when there is nothing to submit or reap.
+//! 4. Route every CQE to its operation (waking its task), flushing CQ overflow if flagged.
+//! 5. Wake expired timers.
+//!
+//! # Shutdown (dropping the runtime)
+//!
+//! 1. Every task's future is dropped (idle tasks are woken first so none is missed); their
+//!    in-flight operations park their resources in the driver and are cancelled.
+//! 2. Timers are cleared.
+//! 3. Every remaining operation is cancelled, and completions are drained until each has
+//!    received its final CQE, for at most `shutdown_timeout`. Resources of operations the
+//!    kernel did not finish by then are leaked rather than freed.
+//! 4. The ring is closed when the last reference to the handle goes.
+
+use std::{
+    future::Future,
+    pin::pin,
+    rc::Rc,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    Capabilities,
+    context::{self, Handle},
+    driver::{Action, Wait},
+    op::Completion,
+    wake::MainWaker,
+};
+
+/// A single-threaded io_uring runtime: one ring, one task queue, one thread.
+///
+/// A runtime is `!Send`: it runs on the thread that built it. Use [`Runtime::block_on`] (or
+/// `#[runtime::main]`) to run a future; tasks spawned with [`spawn`](crate::spawn) run while
+/// `block_on` does. Dropping the runtime cancels every task and operation and waits (bounded)
+/// for the kernel to release their resources.
+#[derive(Debug)]
+pub struct Runtime {
+    handle: Rc<Handle>,
+}
+
+/// Counters describing a runtime's state, from [`Runtime::metrics`] or [`crate::metrics`].
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Operations whose final CQE has not arrived: the kernel may still use their resources.
+    pub ops_in_flight: usize,
+    /// Of those, operations whose future was dropped; their resources are parked in the driver.
+    pub ops_parked: usize,
+    /// Tasks whose futures are alive.
+    pub tasks_alive: usize,
+    /// Registered timers.
+    pub timers: usize,
+    /// Operations submitted since the runtime started.
+    pub ops_submitted: u64,
+    /// CQEs processed.
+    pub completions: u64,
+    /// `io_uring_enter` calls.
+    pub enters: u64,
+    /// SQEs that found the SQ full and waited in the backlog for a later turn.
+    pub sqes_backlogged: u64,
+    /// CQEs that matched no operation (never expected; counted for diagnosis).
+    pub stray_completions: u64,
+    /// Operations whose resources were leaked because the kernel did not finish them before
+    /// shutdown's deadline.
+    pub ops_leaked: u64,
+    /// Times the CQ was found overflowed (CQEs waiting in the kernel) and flushed.
+    pub cq_overflows: u64,
+}
+
+impl Runtime {
+    /// Builds a runtime with the default [`Builder`](crate::Builder) settings.
+    pub fn new() -> std::io::Result<Runtime> {
+        crate::Builder::new().build()
+    }
+
+    pub(crate) fn from_handle(handle: Rc<Handle>) -> Runtime {
+        Runtime { handle }
+    }
+
+    /// Runs `future` to completion on this thread, driving spawned tasks, I/O and timers
+    /// meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called from inside another `block_on` on the same thread, and resumes a panic
+    /// of `future` itself. Tasks that panic do not take the runtime down: their `JoinHandle`
+    /// reports the panic.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        assert!(
+            !context::is_entered(),
+            "cannot call `block_on` from inside a runtime: the thread is already running one \
+             (use `runtime::spawn` or `.await` instead)"
+        );
+        let _entered = context::enter(self.handle.clone());
+        let handle = &*self.handle;
+        let waker = Waker::from(Arc::new(MainWaker(handle.remote.clone())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = pin!(future);
+        let mut cqes = Vec::with_capacity(DISPATCH_BATCH);
+        handle.remote.wake_main();
+        loop {
+            if handle.remote.take_main_woken()
+                && let Poll::Ready(output) = future.as_mut().poll(&mut cx)
+            {
+                return output;
+            }
+            handle.scheduler.run(handle.task_budget);
+            handle.turn(&mut cqes);
+        }
+    }
+
+    /// What the kernel offered this runtime's ring.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.handle.capabilities
+    }
+
+    /// A snapshot of this runtime's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.handle.metrics()
+    }
+}
+
+/// CQEs copied out of the ring per batch.
+const DISPATCH_BATCH: usize = 256;
+
+impl Handle {
+    /// Steps 3–5 of a loop turn: one enter, CQE routing, timers. Tasks woken on other threads
+    /// are pulled into the run queue first, so they count against blocking.
+    fn turn(&self, cqes: &mut Vec<(u64, Completion)>) {
+        self.scheduler.take_remote(&self.remote);
+        let wait = if self.scheduler.is_idle() {
+            match self.timers.borrow().next_deadline() {
+                None => Wait::Forever,
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(d) if !d.is_zero() => Wait::Timeout(d),
+                    _ => Wait::No,
+                },
+            }
+        } else {
+            Wait::No
+        };
+        let sleeping = !matches!(wait, Wait::No) && self.remote.prepare_sleep();
+        let result = self
+            .driver
+            .borrow_mut()
+            .enter(if sleeping { wait } else { Wait::No });
+        if sleeping {
+            self.remote.finish_sleep();
+        }
+        if let Err(e) = result {
+            // Only a broken ring gets here (closed fd, bad memory); nothing can progress.
+            panic!("io_uring_enter failed: {e}; the runtime's ring is unusable");
+        }
+        self.dispatch(cqes);
+        self.fire_timers();
+    }
+
+    /// Routes every available CQE, flushing the kernel's overflow list when flagged.
+    fn dispatch(&self, cqes: &mut Vec<(u64, Completion)>) {
+        let cq_entries = self.capabilities.cq_entries() as usize;
+        let mut budget = cq_entries.saturating_mul(4).max(DISPATCH_BATCH);
+        while budget > 0 {
+            cqes.clear();
+            self.driver
+                .borrow_mut()
+                .reap(cqes, DISPATCH_BATCH.min(budget));
+            if cqes.is_empty() {
+                let mut driver = self.driver.borrow_mut();
+                if !driver.cq_overflowed() {
+                    break;
+                }
+                // Overflowed CQEs move into the CQ only during a GETEVENTS enter.
+                if driver.enter(Wait::No).is_err() {
+                    break;
+                }
+                continue;
+            }
+            budget = budget.saturating_sub(cqes.len());
+            for &(user_data, cqe) in cqes.iter() {
+                let action = self.driver.borrow_mut().route(user_data, cqe);
+                match action {
+                    Action::Nothing => {}
+                    Action::Wake(waker) => waker.wake(),
+                    Action::Finish(parked, cqe) => parked.finish(cqe),
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&self) {
+        let now = Instant::now();
+        loop {
+            let expired = self.timers.borrow_mut().pop_expired(now);
+            match expired {
+                Some(waker) => waker.wake(),
+                None => break,
+            }
+        }
+    }
+
+    fn metrics(&self) -> Metrics {
+        let (stats, in_flight, parked) = self.driver.borrow().stats();
+        Metrics {
+            ops_in_flight: in_flight,
+            ops_parked: parked,
+            tasks_alive: self.scheduler.alive(),
+            timers: self.timers.borrow().len(),
+            ops_submitted: stats.submitted,
+            completions: stats.completions,
+            enters: stats.enters,
+            sqes_backlogged: stats.backlogged,
+            stray_completions: stats.stray_completions,
+            ops_leaked: stats.leaked,
+            cq_overflows: stats.cq_overflows,
+        }
+    }
+
+    /// The shutdown sequence (see the module docs).
+    fn shutdown(&self) {
+        self.scheduler.close(&self.remote);
+        let timers = self.timers.borrow_mut().take_all();
+        drop(timers);
+
+        self.driver.borrow_mut().begin_shutdown();
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let mut cqes = Vec::with_capacity(DISPATCH_BATCH);
+        while self.driver.borrow().has_unfinished() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let slice = (deadline - now).min(Duration::from_millis(100));
+            if self
+                .driver
+                .borrow_mut()
+                .enter(Wait::Timeout(slice))
+                .is_err()
+            {
+                break;
+            }
+            self.dispatch(&mut cqes);
+        }
+        let mut driver = self.driver.borrow_mut();
+        if driver.has_unfinished() {
+            driver.leak_unfinished();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _entered = context::enter(self.handle.clone());
+        self.handle.shutdown();
+    }
+}
+
+/// What the kernel offered the current thread's runtime.
+///
+/// # Panics
+///
+/// Panics when called outside a runtime.
+pub fn capabilities() -> Capabilities {
+    context::current().capabilities.clone()
+}
+
+/// A snapshot of the current thread's runtime counters.
+///
+/// # Panics
+///
+/// Panics when called outside a runtime.
+pub fn metrics() -> Metrics {
+    context::current().metrics()
+}

@@ -1,0 +1,18 @@
+//! Time: sleeping, timeouts and intervals on the runtime's clock.
+//!
+//! Timers live in a per-runtime registry (`timers.rs`). The event loop bounds its blocking
+//! `io_uring_enter` by the earliest deadline (`IORING_ENTER_EXT_ARG` timeout), then wakes every
+//! expired timer, so timers cost no SQEs and no extra thread. [`Instant`] is
+//! `std::time::Instant` (`CLOCK_MONOTONIC`).
+
+mod interval;
+mod sleep;
+mod timeout;
+mod timers;
+
+pub use std::time::{Duration, Instant};
+
+pub use interval::{Interval, MissedTickBehavior, interval, interval_at};
+pub use sleep::{Sleep, sleep, sleep_until};
+pub use timeout::{Elapsed, Timeout, timeout, timeout_at};
+pub(crate) use timers::Timers;

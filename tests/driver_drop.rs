@@ -1,0 +1,121 @@
+//! Dropping an operation's future before its final CQE: the resources it lent the kernel stay
+//! alive, parked in the driver, until that CQE arrives, and are released right after it.
+
+use std::{sync::Arc, time::Duration};
+
+use integration_tests::{DropFlag, TrackedRead, pipe, poll_once, turns_until};
+use runtime::{Runtime, metrics, op::Op};
+
+#[test]
+fn dropped_read_keeps_its_resources_until_the_final_cqe() {
+    let rt = Runtime::new().unwrap();
+    let (rx, _tx) = pipe().unwrap();
+    let rx = Arc::new(rx);
+    let (flag, recorder) = DropFlag::new();
+    rt.block_on(async {
+        let mut op = Op::new(TrackedRead::new(rx.clone(), 64, recorder));
+        assert!(poll_once(&mut op).await.is_pending());
+        // One loop turn hands the SQE to the kernel; the pipe is empty, so the read waits.
+        runtime::yield_now().await;
+        assert_eq!(metrics().ops_in_flight, 1);
+
+        drop(op);
+        assert!(
+            !flag.dropped(),
+            "resources freed while the kernel owned them"
+        );
+        let m = metrics();
+        assert_eq!((m.ops_in_flight, m.ops_parked), (1, 1), "{m:?}");
+
+        // The next turns submit the cancel and reap the read's -ECANCELED; only then is the
+        // parked operation released.
+        assert!(turns_until(100, || flag.dropped()).await, "never released");
+        let m = metrics();
+        assert_eq!((m.ops_in_flight, m.ops_parked), (0, 0), "{m:?}");
+    });
+}
+
+#[test]
+fn dropping_an_unsubmitted_op_releases_at_once() {
+    let rt = Runtime::new().unwrap();
+    let (rx, _tx) = pipe().unwrap();
+    let (flag, recorder) = DropFlag::new();
+    rt.block_on(async {
+        let op = Op::new(TrackedRead::new(Arc::new(rx), 64, recorder));
+        drop(op);
+        assert!(flag.dropped());
+        assert_eq!(metrics().ops_submitted, 0);
+    });
+}
+
+/// The final CQE already arrived but the future was dropped before looking at it: the driver
+/// releases the resources during the drop.
+#[test]
+fn dropping_after_the_cqe_arrived_releases_during_the_drop() {
+    let rt = Runtime::new().unwrap();
+    let (rx, tx) = pipe().unwrap();
+    let (flag, recorder) = DropFlag::new();
+    rt.block_on(async {
+        let mut op = Op::new(TrackedRead::new(Arc::new(rx), 64, recorder));
+        assert!(poll_once(&mut op).await.is_pending());
+        // SAFETY: writes 5 bytes from a static buffer to the pipe we own.
+        let n = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::write(tx.as_raw_fd(), b"hello".as_ptr().cast(), 5)
+        };
+        assert_eq!(n, 5);
+        assert!(turns_until(100, || metrics().ops_in_flight == 0).await);
+        assert!(!flag.dropped());
+        drop(op);
+        assert!(flag.dropped());
+        assert_eq!(metrics().ops_parked, 0);
+    });
+}
+
+/// A read that completes with data just as it is dropped: the bytes land in the parked buffer,
+/// never in freed memory, and the buffer is released after the CQE.
+#[test]
+fn cancel_racing_completion_is_sound() {
+    let rt = Runtime::new().unwrap();
+    for _ in 0..200 {
+        let (rx, tx) = pipe().unwrap();
+        let (flag, recorder) = DropFlag::new();
+        rt.block_on(async {
+            let mut op = Op::new(TrackedRead::new(Arc::new(rx), 4096, recorder));
+            assert!(poll_once(&mut op).await.is_pending());
+            runtime::yield_now().await;
+            // SAFETY: writes 3 bytes from a static buffer to the pipe we own.
+            unsafe {
+                use std::os::fd::AsRawFd;
+                libc::write(tx.as_raw_fd(), b"abc".as_ptr().cast(), 3);
+            }
+            drop(op);
+            assert!(turns_until(1000, || flag.dropped()).await);
+        });
+    }
+    rt.block_on(async {
+        let m = metrics();
+        assert_eq!(
+            (m.ops_in_flight, m.ops_parked, m.stray_completions),
+            (0, 0, 0)
+        );
+    });
+}
+
+/// A future holding an in-flight operation inside a task that is aborted.
+#[test]
+fn aborting_a_task_parks_its_operation() {
+    let rt = Runtime::new().unwrap();
+    let (rx, _tx) = pipe().unwrap();
+    let rx = Arc::new(rx);
+    let (flag, recorder) = DropFlag::new();
+    rt.block_on(async {
+        let task = runtime::spawn(Op::new(TrackedRead::new(rx.clone(), 16, recorder)));
+        assert!(turns_until(100, || metrics().ops_in_flight == 1).await);
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert!(turns_until(100, || flag.dropped()).await);
+        runtime::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(metrics().ops_parked, 0);
+    });
+}

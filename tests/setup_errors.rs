@@ -1,0 +1,223 @@
+//! When io_uring cannot be used, `Builder::build` explains why and what to do.
+//!
+//! Each case runs in a child process (this test binary, re-executed with `SETUP_ERROR_CASE`
+//! set), because it changes process-wide state that cannot be undone: capabilities, rlimits,
+//! seccomp filters.
+
+use std::{env, io, process::Command};
+
+const CASE_VAR: &str = "SETUP_ERROR_CASE";
+const CHILD_OK: &str = "child-checks-passed";
+
+/// Runs `test_name` in a child process with `case` set and asserts the child's checks passed.
+fn run_child(test_name: &str, case: &str) {
+    let out = Command::new(env::current_exe().unwrap())
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CASE_VAR, case)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(CHILD_OK),
+        "child case {case} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+}
+
+fn child_case() -> Option<String> {
+    env::var(CASE_VAR).ok()
+}
+
+/// Removes CAP_IPC_LOCK from this thread's effective and permitted sets (root is otherwise
+/// exempt from RLIMIT_MEMLOCK accounting).
+fn drop_cap_ipc_lock() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_IPC_LOCK: u32 = 14;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset read and write a v3 header and two data structs, which we pass.
+    unsafe {
+        assert_eq!(
+            libc::syscall(
+                libc::SYS_capget,
+                &mut header as *mut Header,
+                data.as_mut_ptr()
+            ),
+            0
+        );
+        data[0].effective &= !(1 << CAP_IPC_LOCK);
+        data[0].permitted &= !(1 << CAP_IPC_LOCK);
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()),
+            0,
+            "capset: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn set_memlock(bytes: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit reads one rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) }, 0);
+}
+
+/// Installs a seccomp filter that fails `io_uring_setup` with `errno`.
+#[cfg(target_arch = "x86_64")]
+fn deny_io_uring_setup(errno: i32) {
+    #[repr(C)]
+    struct SockFilter {
+        code: u16,
+        jt: u8,
+        jf: u8,
+        k: u32,
+    }
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const SockFilter,
+    }
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let filter = [
+        // Load seccomp_data.arch; anything but x86_64 is allowed through.
+        SockFilter {
+            code: LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 4,
+        },
+        SockFilter {
+            code: JEQ_K,
+            jt: 0,
+            jf: 3,
+            k: AUDIT_ARCH_X86_64,
+        },
+        // Load seccomp_data.nr; io_uring_setup fails with `errno`.
+        SockFilter {
+            code: LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        SockFilter {
+            code: JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_io_uring_setup as u32,
+        },
+        SockFilter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: RET_ERRNO | errno as u32,
+        },
+        SockFilter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: RET_ALLOW,
+        },
+    ];
+    let prog = SockFprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr(),
+    };
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes integers; PR_SET_SECCOMP reads `prog`, which points at
+    // `filter`; both outlive the calls.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const SockFprog
+            ),
+            0,
+            "seccomp: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+#[test]
+fn memlock_too_low_is_explained() {
+    match child_case().as_deref() {
+        None => run_child("memlock_too_low_is_explained", "memlock"),
+        Some(_) => {
+            drop_cap_ipc_lock();
+            set_memlock(0);
+            let err = runtime::Runtime::new().unwrap_err();
+            let msg = err.to_string();
+            println!("{msg}");
+            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{msg}");
+            assert!(msg.contains("RLIMIT_MEMLOCK"), "{msg}");
+            assert!(
+                msg.contains("0 bytes (soft)"),
+                "names the current limit: {msg}"
+            );
+            assert!(msg.contains("ulimit -l"), "names a remedy: {msg}");
+            println!("{CHILD_OK}");
+        }
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn io_uring_blocked_by_seccomp_or_sysctl_is_explained() {
+    match child_case().as_deref() {
+        None => run_child(
+            "io_uring_blocked_by_seccomp_or_sysctl_is_explained",
+            "eperm",
+        ),
+        Some(_) => {
+            deny_io_uring_setup(libc::EPERM);
+            let err = runtime::Runtime::new().unwrap_err();
+            let msg = err.to_string();
+            println!("{msg}");
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{msg}");
+            assert!(msg.contains("kernel.io_uring_disabled is 0"), "{msg}");
+            assert!(msg.contains("seccomp"), "{msg}");
+            println!("{CHILD_OK}");
+        }
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn kernel_without_io_uring_is_explained() {
+    match child_case().as_deref() {
+        None => run_child("kernel_without_io_uring_is_explained", "enosys"),
+        Some(_) => {
+            deny_io_uring_setup(libc::ENOSYS);
+            let err = runtime::Runtime::new().unwrap_err();
+            let msg = err.to_string();
+            println!("{msg}");
+            assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{msg}");
+            assert!(msg.contains("Linux 5.11 or newer"), "{msg}");
+            println!("{CHILD_OK}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Helpers shared by the integration tests: fd counting, drop recording, pipes, joins, CPU time.
+
+use std::{
+    fs,
+    future::Future,
+    io,
+    os::fd::{FromRawFd, OwnedFd},
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+/// Number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
+
+/// Serialises tests that count fds or threads, which other tests in the same binary disturb.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records when a value is dropped, to prove the runtime released something at the right time.
+#[derive(Debug, Clone, Default)]
+pub struct DropFlag(Arc<AtomicBool>);
+
+impl DropFlag {
+    /// A flag and a value that sets it when dropped.
+    pub fn new() -> (DropFlag, DropRecorder) {
+        let flag = DropFlag::default();
+        let recorder = DropRecorder(flag.0.clone());
+        (flag, recorder)
+    }
+
+    /// Whether the recorder was dropped.
+    pub fn dropped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Sets its `DropFlag` when dropped.
+#[derive(Debug)]
+pub struct DropRecorder(Arc<AtomicBool>);
+
+impl Drop for DropRecorder {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Counts how many of a set of values were dropped.
+#[derive(Debug, Clone, Default)]
+pub struct DropCounter(Arc<AtomicUsize>);
+
+impl DropCounter {
+    /// A value that increments the counter when dropped.
+    pub fn token(&self) -> DropToken {
+        DropToken(self.0.clone())
+    }
+
+    /// How many tokens were dropped.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Increments its `DropCounter` when dropped.
+#[derive(Debug)]
+pub struct DropToken(Arc<AtomicUsize>);
+
+impl Drop for DropToken {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A pipe as (read end, write end), both close-on-exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Awaits every future, returning outputs in order.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (fut, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("all ready")).collect()
+}
+
+/// A one-shot value that can be completed from any thread; awaiting it yields the value.
+#[derive(Debug)]
+pub struct Oneshot<T> {
+    inner: Arc<Mutex<(Option<T>, Option<Waker>)>>,
+}
+
+impl<T> Clone for Oneshot<T> {
+    fn clone(&self) -> Self {
+        Oneshot {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> Default for Oneshot<T> {
+    fn default() -> Self {
+        Oneshot {
+            inner: Arc::new(Mutex::new((None, None))),
+        }
+    }
+}
+
+impl<T> Oneshot<T> {
+    /// Stores the value and wakes the awaiting task (on whatever thread this runs).
+    pub fn complete(&self, value: T) {
+        let waker = {
+            let mut g = self.inner.lock().unwrap();
+            g.0 = Some(value);
+            g.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Future for Oneshot<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut g = self.inner.lock().unwrap();
+        match g.0.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                g.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// CPU time (user + system) consumed by the calling thread.
+pub fn thread_cpu_time() -> Duration {
+    // SAFETY: getrusage writes one `rusage` into the zeroed local.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Polls `check` until it is true or `limit` passes; returns whether it became true.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    check()
+}
+
+/// A `read(2)` on an fd as a runtime operation, carrying a value whose drop the test observes.
+///
+/// Used to prove that an operation's resources outlive its future until the final CQE.
+#[derive(Debug)]
+pub struct TrackedRead<T: 'static> {
+    fd: Arc<OwnedFd>,
+    buf: Vec<u8>,
+    _tracker: T,
+}
+
+impl<T: 'static> TrackedRead<T> {
+    /// A read of up to `len` bytes from `fd`; `tracker` is dropped with the operation.
+    pub fn new(fd: Arc<OwnedFd>, len: usize, tracker: T) -> TrackedRead<T> {
+        TrackedRead {
+            fd,
+            buf: vec![0; len],
+            _tracker: tracker,
+        }
+    }
+}
+
+// SAFETY: the SQE points at `buf`'s heap allocation (stable across moves, owned by `self`) and
+// at the fd kept open by the `Arc<OwnedFd>` in `self`.
+unsafe impl<T: 'static> runtime::op::OpCode for TrackedRead<T> {
+    type Output = (io::Result<usize>, Vec<u8>);
+
+    fn build(&mut self) -> io_uring::squeue::Entry {
+        use std::os::fd::AsRawFd;
+        io_uring::opcode::Read::new(
+            io_uring::types::Fd(self.fd.as_raw_fd()),
+            self.buf.as_mut_ptr(),
+            self.buf.len() as u32,
+        )
+        .offset(u64::MAX)
+        .build()
+    }
+
+    fn complete(mut self, cqe: runtime::op::Completion) -> Self::Output {
+        let res = cqe.into_result().map(|n| n as usize);
+        if let Ok(n) = res {
+            self.buf.truncate(n);
+        }
+        (res, self.buf)
+    }
+}
+
+/// Polls a future exactly once.
+pub async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
+}
+
+/// Runs loop turns (yielding) until `check` is true, at most `turns` times.
+pub async fn turns_until(turns: usize, mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..turns {
+        if check() {
+            return true;
+        }
+        runtime::yield_now().await;
+    }
+    check()
+}
