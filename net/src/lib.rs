@@ -1,1 +1,55 @@
-//! Sockets for the io_uring runtime. (TCP and UDP arrive with the networking issue.)
+//! TCP and UDP sockets for the io_uring runtime, with owned-buffer I/O.
+//!
+//! Every operation is an io_uring request driven by the runtime of the current thread; there is
+//! no readiness polling. Buffers move into an operation and come back with its result:
+//!
+//! ```no_run
+//! use net::TcpListener;
+//! use runtime::buf::IoBuf; // for `slice`
+//!
+//! #[runtime::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let listener = TcpListener::bind("127.0.0.1:8080")?;
+//!     loop {
+//!         let (stream, _) = listener.accept().await?;
+//!         runtime::spawn(async move {
+//!             let mut buf = vec![0u8; 4096];
+//!             loop {
+//!                 let (res, b) = stream.read(buf).await;
+//!                 let n = match res {
+//!                     Ok(0) | Err(_) => return,
+//!                     Ok(n) => n,
+//!                 };
+//!                 let (res, b) = stream.write_all(b.slice(..n)).await;
+//!                 buf = b.into_inner();
+//!                 if res.is_err() {
+//!                     return;
+//!                 }
+//!             }
+//!         });
+//!     }
+//! }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - A socket's fd is closed only after every operation on it has received its final
+//!   completion, so a racing close can never redirect an operation to a reused fd number.
+//! - Dropping a receive before it completes loses no data: what the kernel had already
+//!   delivered is returned by the next receive (`TcpStream` keeps stream order).
+//! - Sends never raise SIGPIPE: a reset peer gives `BrokenPipe` or `ConnectionReset`.
+//! - Malformed or unresolvable addresses are `InvalidInput` errors; host names are resolved on
+//!   a helper thread, never on the runtime thread (except by the synchronous `bind` calls).
+
+mod addr;
+mod bufs;
+mod oneshot;
+mod op;
+mod rescue;
+mod socket;
+pub mod tcp;
+pub mod udp;
+
+pub use addr::ToSocketAddrs;
+pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;

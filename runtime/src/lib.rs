@@ -37,6 +37,7 @@
 //! - [`op`]: the operation layer sockets and other I/O types are built on.
 //! - [`capabilities`], [`metrics`]: what the kernel offered, and counters.
 
+pub mod buf;
 mod builder;
 mod capabilities;
 mod context;

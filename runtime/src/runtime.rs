@@ -138,7 +138,7 @@ impl Handle {
     /// are pulled into the run queue first, so they count against blocking.
     fn turn(&self, cqes: &mut Vec<(u64, Completion)>) {
         self.scheduler.take_remote(&self.remote);
-        let wait = if self.scheduler.is_idle() {
+        let wait = if self.scheduler.is_idle() && !self.driver.borrow().has_skip_pending() {
             match self.timers.borrow().next_deadline() {
                 None => Wait::Forever,
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -186,13 +186,22 @@ impl Handle {
                 continue;
             }
             budget = budget.saturating_sub(cqes.len());
-            for &(user_data, cqe) in cqes.iter() {
-                let action = self.driver.borrow_mut().route(user_data, cqe);
-                match action {
-                    Action::Nothing => {}
-                    Action::Wake(waker) => waker.wake(),
-                    Action::Finish(parked, cqe) => parked.finish(cqe),
-                }
+            self.route_all(cqes);
+        }
+        // Skip-success operations that posted nothing by now have succeeded.
+        cqes.clear();
+        self.driver.borrow_mut().resolve_skipped(cqes);
+        self.route_all(cqes);
+    }
+
+    /// Routes CQEs to their operations, running wakers and parked finishers between borrows.
+    fn route_all(&self, cqes: &[(u64, Completion)]) {
+        for &(user_data, cqe) in cqes {
+            let action = self.driver.borrow_mut().route(user_data, cqe);
+            match action {
+                Action::Nothing => {}
+                Action::Wake(waker) => waker.wake(),
+                Action::Finish(parked, cqe) => parked.finish(cqe),
             }
         }
     }

@@ -252,3 +252,47 @@ pub async fn turns_until(turns: usize, mut check: impl FnMut() -> bool) -> bool 
     }
     check()
 }
+
+/// Raises the soft RLIMIT_NOFILE to at least `wanted` (up to the hard limit).
+pub fn raise_fd_limit(wanted: u64) {
+    // SAFETY: getrlimit/setrlimit read and write one `rlimit`.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur < wanted {
+            lim.rlim_cur = wanted.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so content checks catch reordering.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Re-runs `test_name` of the current test binary in a child process with `var=case` set and
+/// asserts it printed `marker` and exited successfully; returns the child's stdout.
+pub fn run_in_child(test_name: &str, var: &str, case: &str, marker: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(var, case)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(marker),
+        "child {test_name}/{case} failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout
+}

@@ -12,6 +12,12 @@
 //!   interrupt a blocking enter; re-armed whenever it completes, until shutdown).
 //! - The driver never runs user code while borrowed: wakers and parked resources with a final
 //!   CQE are returned as [`Action`]s for the caller to run after the borrow ends.
+//! - Skip-success SQEs (`OpCode::skip_success`) post no CQE when they succeed. Their keys wait
+//!   in `skip_pending` until an enter has consumed every queued SQE and every CQE it produced
+//!   has been routed (CQ empty, no overflow); a slot that got no final CQE by then succeeded,
+//!   and `resolve_skipped` delivers the synthesized completion. The loop never blocks while
+//!   `skip_pending` is non-empty.
+//! - Every routed CQE is stamped with a strictly increasing sequence number.
 //! - After `begin_shutdown`, no new operation is accepted (`submit` returns `None`). Slots whose
 //!   final CQE never arrives before the shutdown deadline have their resources leaked, never
 //!   freed, because the kernel may still write to them.
@@ -74,6 +80,8 @@ pub(crate) struct Driver {
     in_flight: usize,
     parked: usize,
     closed: bool,
+    skip_pending: Vec<u64>,
+    next_sequence: u64,
     stats: DriverStats,
 }
 
@@ -107,6 +115,8 @@ impl Driver {
             in_flight: 0,
             parked: 0,
             closed: false,
+            skip_pending: Vec::new(),
+            next_sequence: 1,
             stats: DriverStats::default(),
         };
         driver.arm_wake();
@@ -114,7 +124,8 @@ impl Driver {
     }
 
     /// Queues an operation's SQE and returns its `user_data` key, or `None` after shutdown.
-    pub(crate) fn submit(&mut self, sqe: squeue::Entry) -> Option<u64> {
+    /// `skip_success` is the result to report if the (skip-success) SQE posts no CQE.
+    pub(crate) fn submit(&mut self, sqe: squeue::Entry, skip_success: Option<i32>) -> Option<u64> {
         if self.closed {
             return None;
         }
@@ -125,7 +136,12 @@ impl Driver {
         };
         let entry = self.slots.vacant_entry();
         let key = slot::encode(entry.key(), generation);
-        entry.insert(Slot::new(generation));
+        let mut slot = Slot::new(generation);
+        slot.skip_success = skip_success;
+        entry.insert(slot);
+        if skip_success.is_some() {
+            self.skip_pending.push(key);
+        }
         self.in_flight += 1;
         self.stats.submitted += 1;
         self.queue_sqe(sqe.user_data(key));
@@ -189,6 +205,18 @@ impl Driver {
         None
     }
 
+    /// Queues a cancellation of `key`'s request, which stays owned by its future.
+    pub(crate) fn cancel(&mut self, key: u64) {
+        let (index, generation) = slot::decode(key);
+        if self
+            .slots
+            .get(index)
+            .is_some_and(|s| s.generation == generation && !s.finished)
+        {
+            self.queue_sqe(opcode::AsyncCancel::new(key).build().user_data(CANCEL));
+        }
+    }
+
     /// Submits queued SQEs and reaps completions, blocking as `wait` allows.
     pub(crate) fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
         self.flush_backlog()?;
@@ -225,9 +253,40 @@ impl Driver {
         }));
     }
 
+    /// Whether skip-success operations wait to learn their outcome; the loop must not block.
+    pub(crate) fn has_skip_pending(&self) -> bool {
+        !self.skip_pending.is_empty()
+    }
+
+    /// Synthesizes the completions of skip-success operations that are known to have succeeded:
+    /// every queued SQE has been consumed and every CQE produced so far has been reaped, and
+    /// none was a final CQE for them. Otherwise leaves them pending for a later turn.
+    pub(crate) fn resolve_skipped(&mut self, out: &mut Vec<(u64, Completion)>) {
+        if self.skip_pending.is_empty()
+            || !self.backlog.is_empty()
+            || self.ring.sq_len() != 0
+            || !self.ring.cq_is_empty()
+            || self.ring.cq_overflowed()
+        {
+            return;
+        }
+        for key in self.skip_pending.drain(..) {
+            let (index, generation) = slot::decode(key);
+            if let Some(slot) = self.slots.get(index)
+                && slot.generation == generation
+                && !slot.finished
+                && let Some(result) = slot.skip_success
+            {
+                out.push((key, Completion::new(result, 0, [0; 2])));
+            }
+        }
+    }
+
     /// Delivers one CQE to its slot and says what the caller must do next.
     pub(crate) fn route(&mut self, user_data: u64, cqe: Completion) -> Action {
         self.stats.completions += 1;
+        let cqe = cqe.with_sequence(self.next_sequence);
+        self.next_sequence += 1;
         match user_data {
             CANCEL => return Action::Nothing,
             WAKE => {
@@ -318,6 +377,7 @@ impl Driver {
         }
         self.in_flight = 0;
         self.backlog.clear();
+        self.skip_pending.clear();
     }
 
     pub(crate) fn stats(&self) -> (DriverStats, usize, usize) {

@@ -43,15 +43,15 @@ impl<T: OpCode> Parked for T {
     }
 
     fn finish(self: Box<Self>, cqe: Completion) {
-        // Dropping the output releases what the CQE produced (an fd, a selected buffer) along
-        // with the operation's own resources.
-        drop((*self).complete(cqe));
+        (*self).complete_detached(cqe);
     }
 }
 
 /// One in-flight operation.
 pub(crate) struct Slot {
     pub(crate) generation: u32,
+    /// For skip-success SQEs: the result to report if no CQE arrives.
+    pub(crate) skip_success: Option<i32>,
     pub(crate) owner: Owner,
     /// CQEs the owner has not consumed yet.
     pub(crate) cqes: CqeQueue,
@@ -63,6 +63,7 @@ impl Slot {
     pub(crate) fn new(generation: u32) -> Slot {
         Slot {
             generation,
+            skip_success: None,
             owner: Owner::Future(None),
             cqes: CqeQueue::Empty,
             finished: false,

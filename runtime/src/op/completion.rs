@@ -27,6 +27,7 @@ pub struct Completion {
     result: i32,
     flags: u32,
     extra: [u64; 2],
+    sequence: u64,
 }
 
 impl Completion {
@@ -36,7 +37,21 @@ impl Completion {
             result,
             flags,
             extra,
+            sequence: 0,
         }
+    }
+
+    /// The same completion stamped with the driver's processing order.
+    pub(crate) fn with_sequence(mut self, sequence: u64) -> Completion {
+        self.sequence = sequence;
+        self
+    }
+
+    /// The order in which the runtime processed this completion among all completions of its
+    /// ring (strictly increasing). Operations on the same socket use it to put data delivered
+    /// to an abandoned receive back in stream order.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
     }
 
     /// The raw `res` field.

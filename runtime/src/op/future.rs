@@ -56,6 +56,16 @@ impl<T: OpCode> Op<T> {
         }
     }
 
+    /// Asks the kernel to cancel the request (`IORING_OP_ASYNC_CANCEL`) while this future keeps
+    /// waiting for it: the operation then completes, usually with `ECANCELED` (or with its real
+    /// result if it won the race), and hands its resources back as usual. Does nothing before
+    /// the first poll or after completion.
+    pub fn cancel(&mut self) {
+        if let State::Submitted { key, .. } = self.state {
+            self.handle.driver.borrow_mut().cancel(key);
+        }
+    }
+
     /// Whether the SQE has been queued (the future was polled at least once).
     pub fn is_submitted(&self) -> bool {
         matches!(self.state, State::Submitted { .. })
@@ -75,7 +85,8 @@ impl<T: OpCode> Future for Op<T> {
                 unreachable!("state checked just above")
             };
             let sqe = data.build();
-            let Some(key) = this.handle.driver.borrow_mut().submit(sqe) else {
+            let skip_success = data.skip_success();
+            let Some(key) = this.handle.driver.borrow_mut().submit(sqe, skip_success) else {
                 // The runtime has shut down; the kernel never saw the SQE.
                 return Poll::Ready(data.complete(Completion::new(-libc::ECANCELED, 0, [0; 2])));
             };

@@ -22,11 +22,13 @@
 
 mod completion;
 mod future;
+mod multishot;
 mod nop;
 mod timeout;
 
 pub use completion::{Completion, cqe_flags};
 pub use future::Op;
+pub use multishot::{Multishot, MultishotOp};
 pub use nop::{Nop, nop};
 pub use timeout::Timeout;
 
@@ -70,4 +72,28 @@ pub unsafe trait OpCode: 'static {
 
     /// Turns the final CQE into the result, handing back owned resources.
     fn complete(self, cqe: Completion) -> Self::Output;
+
+    /// Handles the final CQE of an operation whose future was dropped. The default calls
+    /// [`complete`](OpCode::complete) and drops the output, which releases whatever the CQE
+    /// produced; receives override it to keep data the kernel already delivered.
+    ///
+    /// Runs on the runtime thread after the driver borrow has ended; it may use the runtime.
+    fn complete_detached(self, cqe: Completion)
+    where
+        Self: Sized,
+    {
+        drop(self.complete(cqe));
+    }
+
+    /// For an SQE submitted with `IOSQE_CQE_SKIP_SUCCESS`: the result to report when it
+    /// succeeds, since success then posts no CQE. `None` (the default) for ordinary SQEs.
+    ///
+    /// Returning `Some` is part of the safety contract: the SQE must carry
+    /// `IOSQE_CQE_SKIP_SUCCESS` and must complete or fail *inside the `io_uring_enter` call that
+    /// submits it* (e.g. a send with `MSG_DONTWAIT`, which never waits for poll), so that once
+    /// that enter returned and its CQEs were reaped without one for this operation, the
+    /// operation is known to have succeeded and its resources are free.
+    fn skip_success(&self) -> Option<i32> {
+        None
+    }
 }

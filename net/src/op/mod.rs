@@ -1,0 +1,26 @@
+//! The io_uring operations behind the socket types, one struct per request.
+//!
+//! Each struct owns everything the kernel touches (see `runtime::op::OpCode`): a `Socket`
+//! clone keeping the fd open, the buffer, and boxed kernel structures (`sockaddr`, `msghdr`,
+//! `iovec` arrays) whose addresses survive moves of the operation.
+//!
+//! Sends are first tried on the fast path (shared/docs/kernel-facts.md §8.2):
+//! `MSG_DONTWAIT` (+ `MSG_WAITALL` on streams) with `IOSQE_CQE_SKIP_SUCCESS`, which completes
+//! or fails inside the enter that submits it and posts no CQE on success. A failure (`EAGAIN`,
+//! or a short stream send) posts a CQE, and the caller resumes with an ordinary send that waits
+//! for the socket. Every send carries `MSG_NOSIGNAL`: a reset peer gives `EPIPE`, never SIGPIPE.
+
+mod accept;
+mod cancel;
+mod connect;
+mod msg;
+mod stream;
+
+pub(crate) use accept::{Accept, AcceptMulti};
+pub(crate) use cancel::CancelFd;
+pub(crate) use connect::Connect;
+pub(crate) use msg::{RecvMsg, RecvMsgOutput, SendMsg};
+pub(crate) use stream::{Readv, Recv, Send, SendMode, Writev};
+
+/// Largest byte count one request moves, so results fit the CQE's `i32`.
+pub(crate) const MAX_IO: usize = i32::MAX as usize;

@@ -1,0 +1,230 @@
+//! `SendMsg` and `RecvMsg`: datagrams with an address and control messages.
+
+use std::{io, net::SocketAddr};
+
+use io_uring::{opcode, squeue};
+use runtime::{
+    buf::{IoBuf, IoBufMut},
+    op::{Completion, OpCode},
+};
+
+use super::{MAX_IO, stream::MsgHdr};
+use crate::{addr::RawAddr, bufs, socket::Rescued, socket::Socket};
+
+/// The kernel structures of one message, boxed so their addresses survive moves.
+#[derive(Debug)]
+struct MsgState {
+    hdr: MsgHdr,
+    iov: IoVec,
+    addr: RawAddr,
+}
+
+/// A plain `iovec`.
+struct IoVec(libc::iovec);
+
+impl std::fmt::Debug for IoVec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "iovec({} bytes)", self.0.iov_len)
+    }
+}
+
+impl MsgState {
+    fn new(addr: RawAddr) -> Box<MsgState> {
+        Box::new(MsgState {
+            hdr: MsgHdr::zeroed(),
+            iov: IoVec(libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }),
+            addr,
+        })
+    }
+}
+
+/// `IORING_OP_SENDMSG` of one buffer, to an optional address, with optional control data.
+#[derive(Debug)]
+pub(crate) struct SendMsg<B> {
+    socket: Socket,
+    buf: B,
+    control: Option<Vec<u8>>,
+    state: Box<MsgState>,
+    has_addr: bool,
+    fast: bool,
+}
+
+impl<B: IoBuf> SendMsg<B> {
+    /// `fast` selects the skip-success `MSG_DONTWAIT` path (see `op`'s module docs).
+    pub(crate) fn new(
+        socket: Socket,
+        buf: B,
+        addr: Option<&SocketAddr>,
+        control: Option<Vec<u8>>,
+        fast: bool,
+    ) -> SendMsg<B> {
+        let state = MsgState::new(addr.map_or_else(RawAddr::empty, RawAddr::from_socket_addr));
+        SendMsg {
+            socket,
+            buf,
+            control,
+            state,
+            has_addr: addr.is_some(),
+            fast,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_init().min(MAX_IO)
+    }
+}
+
+// SAFETY: the SQE points at the boxed `msghdr`, which points at the boxed `iovec` and address
+// and at the control vector's heap memory; the `iovec` points into `buf`'s stable memory; the
+// fd is kept open by `socket`. All are owned by `self` and not modified after `build`. With
+// `fast`, the SQE carries `MSG_DONTWAIT` and `IOSQE_CQE_SKIP_SUCCESS`, so it completes or
+// fails inside the submitting enter, as `skip_success` requires; a datagram is sent whole.
+unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
+    type Output = (io::Result<usize>, B, Option<Vec<u8>>);
+
+    fn build(&mut self) -> squeue::Entry {
+        let len = self.len();
+        let state = &mut *self.state;
+        state.iov.0 = libc::iovec {
+            iov_base: self.buf.stable_ptr() as *mut libc::c_void,
+            iov_len: len,
+        };
+        state.hdr.0.msg_iov = &mut state.iov.0;
+        state.hdr.0.msg_iovlen = 1;
+        if self.has_addr {
+            state.hdr.0.msg_name = state.addr.as_mut_ptr().cast();
+            state.hdr.0.msg_namelen = state.addr.len;
+        }
+        if let Some(control) = &mut self.control {
+            state.hdr.0.msg_control = control.as_mut_ptr().cast();
+            state.hdr.0.msg_controllen = control.len();
+        }
+        let mut flags = libc::MSG_NOSIGNAL;
+        if self.fast {
+            flags |= libc::MSG_DONTWAIT;
+        }
+        let sqe = opcode::SendMsg::new(self.socket.uring_fd(), &state.hdr.0)
+            .flags(flags as u32)
+            .build();
+        if self.fast {
+            sqe.flags(squeue::Flags::SKIP_SUCCESS)
+        } else {
+            sqe
+        }
+    }
+
+    fn skip_success(&self) -> Option<i32> {
+        self.fast.then(|| self.len() as i32)
+    }
+
+    fn complete(self, cqe: Completion) -> Self::Output {
+        (
+            cqe.into_result().map(|n| n as usize),
+            self.buf,
+            self.control,
+        )
+    }
+}
+
+/// What a `RecvMsg` learned besides the payload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecvMsgOutput {
+    /// The datagram's length on the wire (`MSG_TRUNC` makes the kernel report it).
+    pub(crate) len: usize,
+    /// Bytes placed in the buffer (less than `len` when truncated).
+    pub(crate) copied: usize,
+    pub(crate) peer: Option<SocketAddr>,
+    /// `msg_flags` as returned (`MSG_TRUNC`, `MSG_CTRUNC`, ...).
+    pub(crate) flags: i32,
+}
+
+/// `IORING_OP_RECVMSG` of one datagram into a buffer, with its source address and control
+/// messages.
+#[derive(Debug)]
+pub(crate) struct RecvMsg<B> {
+    socket: Socket,
+    buf: B,
+    control: Option<Vec<u8>>,
+    state: Box<MsgState>,
+}
+
+impl<B: IoBufMut> RecvMsg<B> {
+    pub(crate) fn new(socket: Socket, buf: B, control: Option<Vec<u8>>) -> RecvMsg<B> {
+        RecvMsg {
+            socket,
+            buf,
+            control,
+            state: MsgState::new(RawAddr::empty()),
+        }
+    }
+
+    /// Reads the kernel's answer out of the message state.
+    fn output(&mut self, len: usize) -> RecvMsgOutput {
+        let copied = len.min(self.buf.bytes_total());
+        let state = &mut *self.state;
+        state.addr.len = state.hdr.0.msg_namelen;
+        if let Some(control) = &mut self.control {
+            let n = state.hdr.0.msg_controllen.min(control.capacity());
+            // SAFETY: the kernel wrote `msg_controllen` bytes of control data into the vector's
+            // buffer (at most its capacity, which we passed as `msg_controllen`).
+            unsafe { control.set_len(n) };
+        }
+        RecvMsgOutput {
+            len,
+            copied,
+            peer: state.addr.socket_addr().ok(),
+            flags: state.hdr.0.msg_flags,
+        }
+    }
+}
+
+// SAFETY: the SQE points at the boxed `msghdr`, which points at the boxed `iovec`, the boxed
+// address storage and the control vector's spare capacity; the `iovec` covers `buf`'s stable
+// memory (`bytes_total` bytes); the fd is kept open by `socket`. All owned by `self`.
+unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
+    type Output = (io::Result<RecvMsgOutput>, B, Option<Vec<u8>>);
+
+    fn build(&mut self) -> squeue::Entry {
+        let state = &mut *self.state;
+        state.iov.0 = libc::iovec {
+            iov_base: self.buf.stable_mut_ptr().cast(),
+            iov_len: self.buf.bytes_total().min(MAX_IO),
+        };
+        state.hdr.0.msg_iov = &mut state.iov.0;
+        state.hdr.0.msg_iovlen = 1;
+        state.hdr.0.msg_name = state.addr.as_mut_ptr().cast();
+        state.hdr.0.msg_namelen = state.addr.len;
+        if let Some(control) = &mut self.control {
+            control.clear();
+            state.hdr.0.msg_control = control.as_mut_ptr().cast();
+            state.hdr.0.msg_controllen = control.capacity();
+        }
+        opcode::RecvMsg::new(self.socket.uring_fd(), &mut state.hdr.0)
+            .flags(libc::MSG_TRUNC as u32)
+            .build()
+    }
+
+    fn complete(mut self, cqe: Completion) -> Self::Output {
+        let res = cqe.into_result().map(|len| {
+            let out = self.output(len as usize);
+            bufs::set_init_across(std::slice::from_mut(&mut self.buf), out.copied);
+            out
+        });
+        (res, self.buf, self.control)
+    }
+
+    fn complete_detached(mut self, cqe: Completion) {
+        if let Ok(len) = cqe.into_result() {
+            let out = self.output(len as usize);
+            self.socket.rescue(Rescued {
+                sequence: cqe.sequence(),
+                data: bufs::gather(std::slice::from_ref(&self.buf), out.copied),
+                peer: out.peer,
+                full_len: out.len,
+            });
+        }
+    }
+}

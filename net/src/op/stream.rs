@@ -1,0 +1,276 @@
+//! Byte-stream operations: `Recv`, `Send`, `Readv`, `Writev`.
+
+use std::io;
+
+use io_uring::{opcode, squeue};
+use runtime::{
+    buf::{IoBuf, IoBufMut},
+    op::{Completion, OpCode},
+};
+
+use super::MAX_IO;
+use crate::{bufs, socket::Rescued, socket::Socket};
+
+/// `IORING_OP_RECV` on a stream socket into an owned buffer (filled from its start).
+#[derive(Debug)]
+pub(crate) struct Recv<B> {
+    socket: Socket,
+    buf: B,
+}
+
+impl<B: IoBufMut> Recv<B> {
+    pub(crate) fn new(socket: Socket, buf: B) -> Recv<B> {
+        Recv { socket, buf }
+    }
+}
+
+// SAFETY: the SQE points into `buf`'s stable memory (`IoBufMut` contract), at most
+// `bytes_total` bytes, and at the fd kept open by `socket`; both are owned by `self`.
+unsafe impl<B: IoBufMut> OpCode for Recv<B> {
+    type Output = (io::Result<usize>, B);
+
+    fn build(&mut self) -> squeue::Entry {
+        let len = self.buf.bytes_total().min(MAX_IO) as u32;
+        opcode::Recv::new(self.socket.uring_fd(), self.buf.stable_mut_ptr(), len).build()
+    }
+
+    fn complete(mut self, cqe: Completion) -> Self::Output {
+        let res = cqe.into_result().map(|n| n as usize);
+        if let Ok(n) = res {
+            let n = n.min(self.buf.bytes_total());
+            let bufs = std::slice::from_mut(&mut self.buf);
+            bufs::set_init_across(bufs, n);
+            let n = self.socket.merge_older(cqe.sequence(), bufs, n);
+            return (Ok(n), self.buf);
+        }
+        (res, self.buf)
+    }
+
+    fn complete_detached(self, cqe: Completion) {
+        if let Ok(n) = cqe.into_result()
+            && n > 0
+        {
+            let n = (n as usize).min(self.buf.bytes_total());
+            self.socket.rescue(Rescued {
+                sequence: cqe.sequence(),
+                data: bufs::gather(std::slice::from_ref(&self.buf), n),
+                peer: None,
+                full_len: n,
+            });
+        }
+    }
+}
+
+/// How a send waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendMode {
+    /// Skip-success fast path for streams: `MSG_DONTWAIT | MSG_WAITALL`, no CQE when all bytes
+    /// went out.
+    FastStream,
+    /// Skip-success fast path for datagrams: `MSG_DONTWAIT`.
+    FastDatagram,
+    /// Waits for room in the socket; with `all`, until every byte is sent (`MSG_WAITALL`).
+    Wait { all: bool },
+}
+
+impl SendMode {
+    fn flags(self) -> i32 {
+        libc::MSG_NOSIGNAL
+            | match self {
+                SendMode::FastStream => libc::MSG_DONTWAIT | libc::MSG_WAITALL,
+                SendMode::FastDatagram => libc::MSG_DONTWAIT,
+                SendMode::Wait { all: true } => libc::MSG_WAITALL,
+                SendMode::Wait { all: false } => 0,
+            }
+    }
+
+    pub(crate) fn is_fast(self) -> bool {
+        matches!(self, SendMode::FastStream | SendMode::FastDatagram)
+    }
+}
+
+/// `IORING_OP_SEND` of a buffer's initialized bytes.
+#[derive(Debug)]
+pub(crate) struct Send<B> {
+    socket: Socket,
+    buf: B,
+    mode: SendMode,
+}
+
+impl<B: IoBuf> Send<B> {
+    pub(crate) fn new(socket: Socket, buf: B, mode: SendMode) -> Send<B> {
+        Send { socket, buf, mode }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_init().min(MAX_IO)
+    }
+}
+
+// SAFETY: the SQE points into `buf`'s stable memory (`IoBuf` contract), `bytes_init` bytes,
+// and at the fd kept open by `socket`. The fast modes carry `IOSQE_CQE_SKIP_SUCCESS` and
+// `MSG_DONTWAIT`, so they complete or fail inside the submitting enter (no poll is armed), as
+// `skip_success` requires; success means all `len` bytes were sent.
+unsafe impl<B: IoBuf> OpCode for Send<B> {
+    type Output = (io::Result<usize>, B);
+
+    fn build(&mut self) -> squeue::Entry {
+        let sqe = opcode::Send::new(
+            self.socket.uring_fd(),
+            self.buf.stable_ptr(),
+            self.len() as u32,
+        )
+        .flags(self.mode.flags())
+        .build();
+        if self.mode.is_fast() {
+            sqe.flags(squeue::Flags::SKIP_SUCCESS)
+        } else {
+            sqe
+        }
+    }
+
+    fn skip_success(&self) -> Option<i32> {
+        self.mode.is_fast().then(|| self.len() as i32)
+    }
+
+    fn complete(self, cqe: Completion) -> Self::Output {
+        (cqe.into_result().map(|n| n as usize), self.buf)
+    }
+}
+
+/// `IORING_OP_READV` into owned buffers, each filled from its start, in order.
+#[derive(Debug)]
+pub(crate) struct Readv<B> {
+    socket: Socket,
+    bufs: Vec<B>,
+    /// Heap array the SQE points at.
+    iovecs: Vec<libc::iovec>,
+}
+
+impl<B: IoBufMut> Readv<B> {
+    pub(crate) fn new(socket: Socket, bufs: Vec<B>) -> Readv<B> {
+        Readv {
+            socket,
+            bufs,
+            iovecs: Vec::new(),
+        }
+    }
+}
+
+// SAFETY: the SQE points at `iovecs` (a heap array owned by `self`, not resized after
+// `build`), whose entries point into the buffers' stable memory; the fd is kept open by
+// `socket`.
+unsafe impl<B: IoBufMut> OpCode for Readv<B> {
+    type Output = (io::Result<usize>, Vec<B>);
+
+    fn build(&mut self) -> squeue::Entry {
+        self.iovecs = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_mut_ptr().cast(),
+                iov_len: b.bytes_total(),
+            })
+            .collect();
+        opcode::Readv::new(
+            self.socket.uring_fd(),
+            self.iovecs.as_ptr(),
+            self.iovecs.len() as u32,
+        )
+        .offset(u64::MAX)
+        .build()
+    }
+
+    fn complete(mut self, cqe: Completion) -> Self::Output {
+        let res = cqe.into_result().map(|n| n as usize);
+        if let Ok(n) = res {
+            let n = n.min(bufs::capacity(&self.bufs));
+            bufs::set_init_across(&mut self.bufs, n);
+            let n = self.socket.merge_older(cqe.sequence(), &mut self.bufs, n);
+            return (Ok(n), self.bufs);
+        }
+        (res, self.bufs)
+    }
+
+    fn complete_detached(self, cqe: Completion) {
+        if let Ok(n) = cqe.into_result()
+            && n > 0
+        {
+            let n = (n as usize).min(bufs::capacity(&self.bufs));
+            self.socket.rescue(Rescued {
+                sequence: cqe.sequence(),
+                data: bufs::gather(&self.bufs, n),
+                peer: None,
+                full_len: n,
+            });
+        }
+    }
+}
+
+/// `IORING_OP_SENDMSG` of several owned buffers (a vectored write that cannot raise SIGPIPE).
+#[derive(Debug)]
+pub(crate) struct Writev<B> {
+    socket: Socket,
+    bufs: Vec<B>,
+    iovecs: Vec<libc::iovec>,
+    /// Boxed: the SQE points at it.
+    hdr: Box<MsgHdr>,
+}
+
+/// A `msghdr` that may be sent between threads in debug output; plain data.
+pub(crate) struct MsgHdr(pub(crate) libc::msghdr);
+
+impl std::fmt::Debug for MsgHdr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("msghdr")
+            .field("iovlen", &self.0.msg_iovlen)
+            .field("namelen", &self.0.msg_namelen)
+            .field("controllen", &self.0.msg_controllen)
+            .finish()
+    }
+}
+
+impl MsgHdr {
+    pub(crate) fn zeroed() -> MsgHdr {
+        // SAFETY: `msghdr` is plain old data; all-zero (null pointers, zero lengths) is valid.
+        MsgHdr(unsafe { std::mem::zeroed() })
+    }
+}
+
+impl<B: IoBuf> Writev<B> {
+    pub(crate) fn new(socket: Socket, bufs: Vec<B>) -> Writev<B> {
+        Writev {
+            socket,
+            bufs,
+            iovecs: Vec::new(),
+            hdr: Box::new(MsgHdr::zeroed()),
+        }
+    }
+}
+
+// SAFETY: the SQE points at `hdr` (boxed), which points at `iovecs` (heap, not resized after
+// `build`), whose entries point into the buffers' stable memory; the fd is kept open by
+// `socket`. All owned by `self`.
+unsafe impl<B: IoBuf> OpCode for Writev<B> {
+    type Output = (io::Result<usize>, Vec<B>);
+
+    fn build(&mut self) -> squeue::Entry {
+        self.iovecs = self
+            .bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_ptr() as *mut libc::c_void,
+                iov_len: b.bytes_init(),
+            })
+            .collect();
+        self.hdr.0.msg_iov = self.iovecs.as_mut_ptr();
+        self.hdr.0.msg_iovlen = self.iovecs.len();
+        opcode::SendMsg::new(self.socket.uring_fd(), &self.hdr.0)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+    }
+
+    fn complete(self, cqe: Completion) -> Self::Output {
+        (cqe.into_result().map(|n| n as usize), self.bufs)
+    }
+}

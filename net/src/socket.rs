@@ -1,0 +1,218 @@
+//! `Socket`: a socket fd shared by its user-facing type and every operation in flight on it.
+//!
+//! # Invariants
+//!
+//! - Every operation holds a clone of the `Socket` it targets until its final CQE (the clone
+//!   lives in the operation's value, which the driver parks if the future is dropped). The fd
+//!   is closed when the last clone goes, so it is never closed, or its number reused, while
+//!   the kernel may still act on it.
+//! - `rescued` holds data that the kernel delivered to receives whose futures were dropped
+//!   before their CQE: nothing the kernel delivered is lost. Entries are ordered by the
+//!   sequence number of the CQE that delivered them. A stream receive serves rescued bytes
+//!   first, and one that completes after an older rescued chunk was queued puts that chunk's
+//!   bytes in front of its own, so the byte stream stays in kernel order.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    io,
+    net::SocketAddr,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    rc::Rc,
+    task::Waker,
+};
+
+use io_uring::types;
+use runtime::buf::IoBufMut;
+use socket2::{Domain, Protocol, SockRef, Type};
+
+use crate::bufs;
+
+/// Data from an abandoned receive.
+#[derive(Debug)]
+pub(crate) struct Rescued {
+    /// Sequence number of the CQE that delivered it.
+    pub(crate) sequence: u64,
+    pub(crate) data: Vec<u8>,
+    /// The sender, for datagrams.
+    pub(crate) peer: Option<SocketAddr>,
+    /// For datagrams: the length on the wire (more than `data.len()` if it was truncated).
+    pub(crate) full_len: usize,
+}
+
+struct Inner {
+    fd: OwnedFd,
+    rescued: RefCell<VecDeque<Rescued>>,
+    /// The task of a receive in flight, woken when data is rescued (see `rescue.rs`).
+    reader: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("rescued", &self.rescued.borrow().len())
+            .finish()
+    }
+}
+
+/// A shared, reference-counted socket fd.
+#[derive(Debug, Clone)]
+pub(crate) struct Socket(Rc<Inner>);
+
+impl Socket {
+    /// A new close-on-exec socket.
+    pub(crate) fn new(domain: Domain, ty: Type, protocol: Protocol) -> io::Result<Socket> {
+        let socket = socket2::Socket::new(domain, ty, Some(protocol))?;
+        Ok(Socket::from_fd(OwnedFd::from(socket)))
+    }
+
+    pub(crate) fn from_fd(fd: OwnedFd) -> Socket {
+        Socket(Rc::new(Inner {
+            fd,
+            rescued: RefCell::new(VecDeque::new()),
+            reader: Cell::new(None),
+        }))
+    }
+
+    /// The fd as io_uring's SQE field.
+    pub(crate) fn uring_fd(&self) -> types::Fd {
+        types::Fd(self.0.fd.as_raw_fd())
+    }
+
+    /// Socket options and queries, through socket2.
+    pub(crate) fn sock_ref(&self) -> SockRef<'_> {
+        SockRef::from(&self.0.fd)
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock_ref()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(not_inet)
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.sock_ref()
+            .peer_addr()?
+            .as_socket()
+            .ok_or_else(not_inet)
+    }
+
+    /// Takes the fd out, or duplicates it when operations still hold the socket.
+    pub(crate) fn into_fd(self) -> io::Result<OwnedFd> {
+        match Rc::try_unwrap(self.0) {
+            Ok(inner) => Ok(inner.fd),
+            Err(shared) => shared.fd.try_clone(),
+        }
+    }
+
+    /// Keeps data an abandoned receive got from the kernel.
+    pub(crate) fn rescue(&self, rescued: Rescued) {
+        let mut queue = self.0.rescued.borrow_mut();
+        let at = queue
+            .iter()
+            .rposition(|r| r.sequence < rescued.sequence)
+            .map_or(0, |i| i + 1);
+        queue.insert(at, rescued);
+        drop(queue);
+        // A receive in flight would wait for data that is already here: let it know.
+        if let Some(reader) = self.0.reader.take() {
+            reader.wake();
+        }
+    }
+
+    /// Whether rescued data waits to be read.
+    pub(crate) fn has_rescued(&self) -> bool {
+        !self.0.rescued.borrow().is_empty()
+    }
+
+    /// Registers the task of a receive in flight, to be woken by `rescue`.
+    pub(crate) fn set_reader(&self, waker: &Waker) {
+        let current = self.0.reader.take();
+        self.0.reader.set(match current {
+            Some(w) if w.will_wake(waker) => Some(w),
+            _ => Some(waker.clone()),
+        });
+    }
+
+    /// Serves a stream read from rescued bytes, if any: fills the buffers from the oldest
+    /// chunk and keeps the rest. Returns the bytes copied, or `None` with nothing rescued.
+    pub(crate) fn read_rescued<B: IoBufMut>(&self, bufs: &mut [B]) -> Option<usize> {
+        let mut queue = self.0.rescued.borrow_mut();
+        let front = queue.front_mut()?;
+        let n = bufs::scatter(bufs, &front.data);
+        if n == front.data.len() {
+            queue.pop_front();
+        } else {
+            front.data.drain(..n);
+        }
+        Some(n)
+    }
+
+    /// A stream receive with CQE `sequence` completed with `n` bytes in `bufs`: if rescued
+    /// bytes are older, they go in front. Returns the number of bytes now in `bufs`.
+    pub(crate) fn merge_older<B: IoBufMut>(
+        &self,
+        sequence: u64,
+        bufs: &mut [B],
+        n: usize,
+    ) -> usize {
+        let mut queue = self.0.rescued.borrow_mut();
+        if queue.front().is_none_or(|r| r.sequence > sequence) {
+            return n;
+        }
+        let mut combined = Vec::new();
+        while let Some(r) = queue.front()
+            && r.sequence < sequence
+        {
+            combined.extend_from_slice(&queue.pop_front().expect("front exists").data);
+        }
+        combined.extend_from_slice(&bufs::gather(bufs, n));
+        let copied = bufs::scatter(bufs, &combined);
+        if copied < combined.len() {
+            let data = combined.split_off(copied);
+            queue.push_front(Rescued {
+                sequence,
+                full_len: data.len(),
+                data,
+                peer: None,
+            });
+        }
+        copied
+    }
+
+    /// The oldest rescued datagram.
+    pub(crate) fn take_rescued_datagram(&self) -> Option<Rescued> {
+        self.0.rescued.borrow_mut().pop_front()
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.fd.as_fd()
+    }
+}
+
+/// Adopts a raw fd.
+///
+/// # Safety
+///
+/// `fd` must be an open socket owned by nothing else.
+pub(crate) unsafe fn socket_from_raw(fd: RawFd) -> Socket {
+    // SAFETY: the caller transfers ownership of an open fd.
+    Socket::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn not_inet() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the socket has no IPv4 or IPv6 address",
+    )
+}

@@ -1,0 +1,255 @@
+//! `TcpListener`.
+
+use std::{
+    cell::Cell,
+    io,
+    net::SocketAddr,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use runtime::op::Op;
+use socket2::{Domain, Protocol, Type};
+
+use super::{Incoming, TcpStream};
+use crate::{
+    addr::{self, ToSocketAddrs},
+    op::{Accept, CancelFd},
+    socket::Socket,
+};
+
+/// Options for [`TcpListener::bind_with`].
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    reuse_port: bool,
+    backlog: i32,
+    nodelay: bool,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions::new()
+    }
+}
+
+impl ListenerOptions {
+    /// Defaults: `SO_REUSEADDR` on (always), `SO_REUSEPORT` off, backlog 1024, `TCP_NODELAY`
+    /// off.
+    pub fn new() -> ListenerOptions {
+        ListenerOptions {
+            reuse_port: false,
+            backlog: 1024,
+            nodelay: false,
+        }
+    }
+
+    /// Sets `SO_REUSEPORT`, so several sockets (one per thread) can listen on one port and the
+    /// kernel spreads connections across them.
+    pub fn reuse_port(&mut self, on: bool) -> &mut Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// The `listen(2)` backlog (capped by `net.core.somaxconn`).
+    pub fn backlog(&mut self, backlog: u32) -> &mut Self {
+        self.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` on the listener; accepted connections inherit it.
+    pub fn nodelay(&mut self, on: bool) -> &mut Self {
+        self.nodelay = on;
+        self
+    }
+}
+
+/// A TCP socket listening for connections.
+///
+/// ```no_run
+/// # runtime::Runtime::new().unwrap().block_on(async {
+/// use futures_core::Stream;
+/// let listener = net::TcpListener::bind("127.0.0.1:8080").unwrap();
+/// let (stream, peer) = listener.accept().await.unwrap();
+/// # let _ = (stream, peer);
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct TcpListener {
+    socket: Socket,
+    /// After descriptor exhaustion, accepts wait until this instant (see `accept`).
+    backoff: Cell<Backoff>,
+}
+
+/// Delay before retrying after `EMFILE`-class errors: 10 ms doubling to 1 s.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Backoff {
+    until: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// Whether an accept error means "out of descriptors or memory": retrying at once would
+    /// fail the same way and spin.
+    pub(super) fn is_exhaustion(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        )
+    }
+
+    pub(super) fn failed(&mut self) {
+        self.delay = if self.delay.is_zero() {
+            Self::FIRST
+        } else {
+            (self.delay * 2).min(Self::MAX)
+        };
+        self.until = Some(Instant::now() + self.delay);
+    }
+
+    pub(super) fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
+
+    pub(super) fn until(&self) -> Option<Instant> {
+        self.until
+    }
+}
+
+impl TcpListener {
+    /// Binds to `addr` and listens, with `SO_REUSEADDR` set and a backlog of 1024.
+    ///
+    /// Host names are resolved with the system resolver (this blocks the calling thread;
+    /// binding normally happens once at start-up). Every resolved address is tried in turn.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a malformed or unresolvable address; the OS error otherwise (e.g.
+    /// `AddrInUse`).
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+        TcpListener::bind_with(addr, &ListenerOptions::new())
+    }
+
+    /// Binds and listens with explicit options (`SO_REUSEPORT`, backlog, `TCP_NODELAY`).
+    pub fn bind_with<A: ToSocketAddrs>(
+        addr: A,
+        options: &ListenerOptions,
+    ) -> io::Result<TcpListener> {
+        let mut last = None;
+        for addr in addr::resolve_blocking(&addr)? {
+            match TcpListener::bind_one(&addr, options) {
+                Ok(listener) => return Ok(listener),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("resolve_blocking returns at least one address"))
+    }
+
+    fn bind_one(addr: &SocketAddr, options: &ListenerOptions) -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, Protocol::TCP)?;
+        let s = socket.sock_ref();
+        s.set_reuse_address(true)?;
+        if options.reuse_port {
+            s.set_reuse_port(true)?;
+        }
+        if options.nodelay {
+            s.set_tcp_nodelay(true)?;
+        }
+        s.bind(&(*addr).into())?;
+        s.listen(options.backlog)?;
+        Ok(TcpListener::from_socket(socket))
+    }
+
+    fn from_socket(socket: Socket) -> TcpListener {
+        TcpListener {
+            socket,
+            backoff: Cell::new(Backoff::default()),
+        }
+    }
+
+    /// Accepts one connection.
+    ///
+    /// When descriptors run out (`EMFILE`, `ENFILE`) the error is returned, and the next
+    /// `accept` first waits a little (10 ms, doubling up to 1 s, reset by a success), so a loop
+    /// that retries on errors does not spin the CPU while the condition lasts.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        if let Some(until) = self.backoff.get().until() {
+            runtime::time::sleep_until(until).await;
+        }
+        match Op::new(Accept::new(self.socket.clone())).await {
+            Ok((fd, peer)) => {
+                self.update_backoff(Backoff::succeeded);
+                Ok((TcpStream::from_socket(Socket::from_fd(fd)), peer))
+            }
+            Err(e) => {
+                if Backoff::is_exhaustion(&e) {
+                    self.update_backoff(|b| {
+                        b.failed();
+                    });
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn update_backoff(&self, f: impl FnOnce(&mut Backoff)) {
+        let mut b = self.backoff.get();
+        f(&mut b);
+        self.backoff.set(b);
+    }
+
+    /// A stream of accepted connections, backed by one multishot accept request (Linux 5.19)
+    /// that is re-armed whenever the kernel ends it. See [`Incoming`].
+    ///
+    /// The stream holds its own reference to the socket, so it may outlive `&self` (e.g. move
+    /// into a task).
+    pub fn incoming(&self) -> Incoming {
+        Incoming::new(self.socket.clone())
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Cancels every operation in flight on the listener (pending accepts, `incoming` streams,
+    /// which then yield an `ECANCELED` error), then releases this handle. The socket closes
+    /// once the last stream holding it is dropped.
+    pub async fn close(self) -> io::Result<()> {
+        Op::new(CancelFd::new(self.socket.clone())).await.map(drop)
+    }
+
+    /// Adopts a listening `std` socket.
+    pub fn from_std(listener: std::net::TcpListener) -> TcpListener {
+        TcpListener::from_socket(Socket::from_fd(OwnedFd::from(listener)))
+    }
+
+    /// Converts into a `std` listener (duplicating the fd if operations still hold it).
+    pub fn into_std(self) -> io::Result<std::net::TcpListener> {
+        Ok(std::net::TcpListener::from(self.socket.into_fd()?))
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl FromRawFd for TcpListener {
+    /// # Safety
+    ///
+    /// `fd` must be an open, listening TCP socket owned by nothing else.
+    unsafe fn from_raw_fd(fd: RawFd) -> TcpListener {
+        // SAFETY: the caller transfers ownership of an open socket fd.
+        TcpListener::from_socket(unsafe { crate::socket::socket_from_raw(fd) })
+    }
+}

@@ -1,0 +1,12 @@
+//! TCP: listeners, streams, and owned halves of streams.
+
+mod incoming;
+mod listener;
+mod split;
+mod stream;
+
+pub use incoming::Incoming;
+pub use listener::{ListenerOptions, TcpListener};
+pub use split::{OwnedReadHalf, OwnedWriteHalf, ReuniteError};
+pub use stream::TcpStream;
+pub(crate) use stream::is_cancelled;

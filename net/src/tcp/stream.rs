@@ -1,0 +1,263 @@
+//! `TcpStream`.
+
+use std::{
+    io,
+    net::{Shutdown, SocketAddr},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use runtime::{
+    buf::{IoBuf, IoBufMut},
+    op::Op,
+};
+use socket2::{Domain, Protocol, Type};
+
+use super::split::{OwnedReadHalf, OwnedWriteHalf};
+use crate::{
+    addr::{self, ToSocketAddrs},
+    op::{CancelFd, Connect, Readv, Recv, Send, SendMode, Writev},
+    rescue::RescueAware,
+    socket::Socket,
+};
+
+pub(crate) fn is_cancelled(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECANCELED)
+}
+
+/// A TCP connection with owned-buffer I/O.
+///
+/// Buffers move into each operation and come back with its result:
+///
+/// ```no_run
+/// # runtime::Runtime::new().unwrap().block_on(async {
+/// let stream = net::TcpStream::connect("127.0.0.1:8080").await.unwrap();
+/// let (res, buf) = stream.write_all(b"ping".to_vec()).await;
+/// res.unwrap();
+/// let (res, buf) = stream.read(buf).await;
+/// let n = res.unwrap();
+/// println!("{:?}", &buf[..n]);
+/// # });
+/// ```
+///
+/// Dropping a `read` before it completes cancels it without losing data: bytes the kernel had
+/// already delivered into the abandoned buffer are kept and returned by the next read, in
+/// order.
+#[derive(Debug)]
+pub struct TcpStream {
+    pub(super) socket: Socket,
+}
+
+impl TcpStream {
+    pub(crate) fn from_socket(socket: Socket) -> TcpStream {
+        TcpStream { socket }
+    }
+
+    /// Opens a connection to `addr`, trying each resolved address in turn like
+    /// `std::net::TcpStream::connect`; returns the last error if none accepts.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a malformed or unresolvable address, `ConnectionRefused` when nothing
+    /// listens, and other OS errors as they come.
+    pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        let mut last = None;
+        for addr in addr::resolve(&addr).await? {
+            match TcpStream::connect_one(&addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("resolve returns at least one address"))
+    }
+
+    async fn connect_one(addr: &SocketAddr) -> io::Result<TcpStream> {
+        let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, Protocol::TCP)?;
+        let (res, socket) = Op::new(Connect::new(socket, addr)).await;
+        res.map(|()| TcpStream::from_socket(socket))
+    }
+
+    /// Reads into `buf` (from its start, up to its capacity) and returns how many bytes
+    /// arrived; `Ok(0)` means the peer closed its side (or `buf` has no capacity).
+    pub async fn read<B: IoBufMut>(&self, mut buf: B) -> (io::Result<usize>, B) {
+        loop {
+            if let Some(n) = self.socket.read_rescued(std::slice::from_mut(&mut buf)) {
+                return (Ok(n), buf);
+            }
+            let op = Recv::new(self.socket.clone(), buf);
+            let ((res, b), cancelled) = RescueAware::new(self.socket.clone(), op).await;
+            buf = b;
+            match res {
+                // Cancelled because data was rescued: serve it.
+                Err(e) if cancelled && is_cancelled(&e) => continue,
+                res => return (res, buf),
+            }
+        }
+    }
+
+    /// Reads until `buf` is full (to its capacity).
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` if the peer closes first; the bytes read so far are in the returned
+    /// buffer.
+    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
+        let total = buf.bytes_total();
+        let mut filled = 0;
+        let mut buf = buf;
+        while filled < total {
+            let (res, slice) = self.read(buf.slice(filled..)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    return (
+                        Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the peer closed after {filled} of {total} bytes"),
+                        )),
+                        buf,
+                    );
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Reads into several buffers, filling each from its start in order.
+    pub async fn readv<B: IoBufMut>(&self, mut bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        loop {
+            if let Some(n) = self.socket.read_rescued(&mut bufs) {
+                return (Ok(n), bufs);
+            }
+            let op = Readv::new(self.socket.clone(), bufs);
+            let ((res, b), cancelled) = RescueAware::new(self.socket.clone(), op).await;
+            bufs = b;
+            match res {
+                Err(e) if cancelled && is_cancelled(&e) => continue,
+                res => return (res, bufs),
+            }
+        }
+    }
+
+    /// Writes some of `buf`'s initialized bytes and returns how many.
+    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastStream)).await;
+        match res {
+            // The fast path found no room: wait for some.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Op::new(Send::new(
+                    self.socket.clone(),
+                    buf,
+                    SendMode::Wait { all: false },
+                ))
+                .await
+            }
+            res => (res, buf),
+        }
+    }
+
+    /// Writes all of `buf`'s initialized bytes.
+    ///
+    /// The first attempt goes out without waiting and without a completion when it succeeds
+    /// (see the `op` module); whatever does not fit is sent by a request that waits for room.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        let len = buf.bytes_init();
+        let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastStream)).await;
+        let mut sent = match res {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return (Err(e), buf),
+        };
+        let mut buf = buf;
+        while sent < len {
+            let mode = SendMode::Wait { all: true };
+            let (res, slice) =
+                Op::new(Send::new(self.socket.clone(), buf.slice(sent..), mode)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Writes the initialized bytes of several buffers, in order, with one request; returns how
+    /// many bytes went out.
+    pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        Op::new(Writev::new(self.socket.clone(), bufs)).await
+    }
+
+    /// Shuts down the read half, the write half (the peer reads EOF) or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.socket.sock_ref().shutdown(how)
+    }
+
+    /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.socket.sock_ref().set_tcp_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.socket.sock_ref().tcp_nodelay()
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Splits into a read half and a write half that can live in different tasks (on this
+    /// thread). Dropping the write half shuts down the write direction, as in tokio.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        super::split::split(self)
+    }
+
+    /// Cancels every operation in flight on the stream (they complete with `ECANCELED`), then
+    /// releases this handle; the socket closes once nothing holds it.
+    pub async fn close(self) -> io::Result<()> {
+        Op::new(CancelFd::new(self.socket.clone())).await.map(drop)
+    }
+
+    /// Adopts a connected `std` stream.
+    pub fn from_std(stream: std::net::TcpStream) -> TcpStream {
+        TcpStream::from_socket(Socket::from_fd(OwnedFd::from(stream)))
+    }
+
+    /// Converts into a `std` stream (duplicating the fd if operations still hold it).
+    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        Ok(std::net::TcpStream::from(self.socket.into_fd()?))
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl FromRawFd for TcpStream {
+    /// # Safety
+    ///
+    /// `fd` must be an open, connected TCP socket owned by nothing else.
+    unsafe fn from_raw_fd(fd: RawFd) -> TcpStream {
+        // SAFETY: the caller transfers ownership of an open socket fd.
+        TcpStream::from_socket(unsafe { crate::socket::socket_from_raw(fd) })
+    }
+}

@@ -1,0 +1,6 @@
+//! UDP: `UdpSocket`, with control messages for GSO/GRO in [`cmsg`].
+
+pub mod cmsg;
+mod socket;
+
+pub use socket::{RecvMeta, Truncated, UdpSocket};

@@ -1,0 +1,377 @@
+//! `UdpSocket`.
+
+use std::{
+    fmt, io,
+    net::SocketAddr,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use runtime::{
+    buf::{IoBuf, IoBufMut},
+    op::Op,
+};
+use socket2::{Domain, Protocol, Type};
+
+use crate::{
+    addr::{self, ToSocketAddrs},
+    bufs,
+    op::{CancelFd, RecvMsg, RecvMsgOutput, Send, SendMode, SendMsg},
+    rescue::RescueAware,
+    socket::Socket,
+    tcp::is_cancelled,
+};
+
+/// A UDP socket with owned-buffer I/O.
+///
+/// ```no_run
+/// # runtime::Runtime::new().unwrap().block_on(async {
+/// let socket = net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// let (res, buf) = socket.recv_from(vec![0u8; 1500]).await;
+/// let (n, peer) = res.unwrap();
+/// let (res, _) = socket.send_to(buf, peer).await;
+/// # let _ = (n, res);
+/// # });
+/// ```
+///
+/// Socket options not offered here are available through `socket2::SockRef::from(&socket)`.
+#[derive(Debug)]
+pub struct UdpSocket {
+    socket: Socket,
+}
+
+/// A received datagram did not fit the buffer. The buffer holds its first
+/// [`capacity`](Truncated::capacity) bytes; the rest was discarded by the kernel.
+///
+/// Returned inside an `io::Error` of kind `InvalidData`; get it back with
+/// `err.get_ref().and_then(|e| e.downcast_ref::<Truncated>())`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncated {
+    /// The datagram's length on the wire.
+    pub len: usize,
+    /// The buffer's capacity, which is what it now holds.
+    pub capacity: usize,
+    /// The sender, when known.
+    pub peer: Option<SocketAddr>,
+}
+
+impl fmt::Display for Truncated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "datagram of {} bytes truncated to the {}-byte buffer",
+            self.len, self.capacity
+        )?;
+        if let Some(peer) = self.peer {
+            write!(f, " (from {peer})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Truncated {}
+
+impl Truncated {
+    fn into_error(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+}
+
+/// What [`UdpSocket::recv_msg`] received besides the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// Bytes placed in the buffer.
+    pub len: usize,
+    /// The datagram's length on the wire; more than `len` when truncated.
+    pub datagram_len: usize,
+    /// The sender.
+    pub peer: Option<SocketAddr>,
+    /// Whether the payload was truncated (`MSG_TRUNC`).
+    pub truncated: bool,
+    /// Whether control messages were truncated (`MSG_CTRUNC`): the control buffer was small.
+    pub control_truncated: bool,
+}
+
+impl From<RecvMsgOutput> for RecvMeta {
+    fn from(out: RecvMsgOutput) -> RecvMeta {
+        RecvMeta {
+            len: out.copied,
+            datagram_len: out.len,
+            peer: out.peer,
+            truncated: out.flags & libc::MSG_TRUNC != 0 || out.len > out.copied,
+            control_truncated: out.flags & libc::MSG_CTRUNC != 0,
+        }
+    }
+}
+
+impl UdpSocket {
+    /// Binds to `addr` (host names are resolved on the calling thread). Every resolved
+    /// address is tried in turn.
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
+        let mut last = None;
+        for addr in addr::resolve_blocking(&addr)? {
+            let bound = Socket::new(Domain::for_address(addr), Type::DGRAM, Protocol::UDP)
+                .and_then(|socket| {
+                    socket.sock_ref().bind(&addr.into())?;
+                    Ok(socket)
+                });
+            match bound {
+                Ok(socket) => return Ok(UdpSocket { socket }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("resolve_blocking returns at least one address"))
+    }
+
+    /// Sets the default peer: `send` goes there, and only its datagrams are received.
+    pub async fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        let mut last = None;
+        for addr in addr::resolve(&addr).await? {
+            // connect(2) on a datagram socket only records the peer; it does not block.
+            match self.socket.sock_ref().connect(&addr.into()) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("resolve returns at least one address"))
+    }
+
+    /// Sends `buf`'s initialized bytes as one datagram to `addr` (the first address it resolves
+    /// to).
+    pub async fn send_to<B: IoBuf, A: ToSocketAddrs>(
+        &self,
+        buf: B,
+        addr: A,
+    ) -> (io::Result<usize>, B) {
+        let addr = match addr::resolve(&addr).await {
+            Ok(addrs) => addrs[0],
+            Err(e) => return (Err(e), buf),
+        };
+        let (res, buf, _) = self.send_msg(buf, Some(addr), None).await;
+        (res, buf)
+    }
+
+    /// Receives one datagram into `buf` and returns its length and sender.
+    ///
+    /// # Errors
+    ///
+    /// A datagram larger than `buf`'s capacity is an `InvalidData` error carrying
+    /// [`Truncated`] (the buffer holds the first part), never a silent loss of bytes.
+    pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> (io::Result<(usize, SocketAddr)>, B) {
+        let (res, buf, _) = self.recv_msg_inner(buf, None).await;
+        let res = res.and_then(|meta| {
+            let peer = meta.peer.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "datagram without a source address",
+                )
+            })?;
+            Ok((meta.len, peer))
+        });
+        (res, buf)
+    }
+
+    /// Sends `buf`'s initialized bytes to the connected peer.
+    pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastDatagram)).await;
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Op::new(Send::new(
+                    self.socket.clone(),
+                    buf,
+                    SendMode::Wait { all: false },
+                ))
+                .await
+            }
+            res => (res, buf),
+        }
+    }
+
+    /// Receives one datagram from the connected peer.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](UdpSocket::recv_from) for datagrams larger than the buffer.
+    pub async fn recv<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        let (res, buf, _) = self.recv_msg_inner(buf, None).await;
+        (res.map(|meta| meta.len), buf)
+    }
+
+    /// Sends one datagram with optional destination and control messages (e.g.
+    /// [`cmsg::udp_segment`](super::cmsg::udp_segment) for GSO). Returns the control buffer.
+    pub async fn send_msg<B: IoBuf>(
+        &self,
+        buf: B,
+        addr: Option<SocketAddr>,
+        control: Option<Vec<u8>>,
+    ) -> (io::Result<usize>, B, Option<Vec<u8>>) {
+        let op = SendMsg::new(self.socket.clone(), buf, addr.as_ref(), control, true);
+        let (res, buf, control) = Op::new(op).await;
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let op = SendMsg::new(self.socket.clone(), buf, addr.as_ref(), control, false);
+                Op::new(op).await
+            }
+            res => (res, buf, control),
+        }
+    }
+
+    /// Receives one datagram with its control messages into `control` (its capacity is the
+    /// room offered; see [`cmsg::space`](super::cmsg::space)). Truncation is reported in the
+    /// metadata rather than as an error.
+    pub async fn recv_msg<B: IoBufMut>(
+        &self,
+        buf: B,
+        control: Vec<u8>,
+    ) -> (io::Result<RecvMeta>, B, Vec<u8>) {
+        let (res, buf, control) = self.receive(buf, Some(control), |meta, _| Ok(meta)).await;
+        (res, buf, control.unwrap_or_default())
+    }
+
+    async fn recv_msg_inner<B: IoBufMut>(
+        &self,
+        buf: B,
+        control: Option<Vec<u8>>,
+    ) -> (io::Result<RecvMeta>, B, Option<Vec<u8>>) {
+        self.receive(buf, control, |meta, truncated| {
+            if meta.truncated {
+                Err(truncated.into_error())
+            } else {
+                Ok(meta)
+            }
+        })
+        .await
+    }
+
+    /// Receives one datagram (a rescued one first), then lets `finish` judge the metadata.
+    async fn receive<B: IoBufMut>(
+        &self,
+        mut buf: B,
+        mut control: Option<Vec<u8>>,
+        finish: impl Fn(RecvMeta, Truncated) -> io::Result<RecvMeta>,
+    ) -> (io::Result<RecvMeta>, B, Option<Vec<u8>>) {
+        loop {
+            if let Some((meta, truncated)) = self.rescued(&mut buf) {
+                if let Some(control) = &mut control {
+                    control.clear();
+                }
+                return (finish(meta, truncated), buf, control);
+            }
+            let op = RecvMsg::new(self.socket.clone(), buf, control);
+            let ((res, b, c), cancelled) = RescueAware::new(self.socket.clone(), op).await;
+            buf = b;
+            control = c;
+            let res = match res {
+                Err(e) if cancelled && is_cancelled(&e) => continue,
+                Err(e) => Err(e),
+                Ok(out) => {
+                    let meta = RecvMeta::from(out);
+                    let truncated = Truncated {
+                        len: meta.datagram_len,
+                        capacity: meta.len,
+                        peer: meta.peer,
+                    };
+                    finish(meta, truncated)
+                }
+            };
+            return (res, buf, control);
+        }
+    }
+
+    /// A datagram an abandoned receive got from the kernel, copied into `buf`.
+    fn rescued<B: IoBufMut>(&self, buf: &mut B) -> Option<(RecvMeta, Truncated)> {
+        let rescued = self.socket.take_rescued_datagram()?;
+        let copied = bufs::scatter(std::slice::from_mut(buf), &rescued.data);
+        let meta = RecvMeta {
+            len: copied,
+            datagram_len: rescued.full_len,
+            peer: rescued.peer,
+            truncated: rescued.full_len > copied,
+            control_truncated: false,
+        };
+        let truncated = Truncated {
+            len: rescued.full_len,
+            capacity: copied,
+            peer: rescued.peer,
+        };
+        Some((meta, truncated))
+    }
+
+    /// Asks the kernel to coalesce same-size datagrams from one sender into one receive
+    /// (`UDP_GRO`, Linux 5.0); read the segment size with
+    /// [`cmsg::gro_segment_size`](super::cmsg::gro_segment_size).
+    pub fn set_gro(&self, on: bool) -> io::Result<()> {
+        let value: libc::c_int = on.into();
+        // SAFETY: setsockopt reads one `c_int` from the live local `value`.
+        let ret = unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                super::cmsg::SOL_UDP,
+                super::cmsg::UDP_GRO,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The connected peer.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.peer_addr()
+    }
+
+    /// Sets `SO_BROADCAST`.
+    pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
+        self.socket.sock_ref().set_broadcast(on)
+    }
+
+    /// Cancels every operation in flight on the socket (they complete with `ECANCELED`), then
+    /// releases this handle; the socket closes once nothing holds it.
+    pub async fn close(self) -> io::Result<()> {
+        Op::new(CancelFd::new(self.socket.clone())).await.map(drop)
+    }
+
+    /// Adopts a bound `std` socket.
+    pub fn from_std(socket: std::net::UdpSocket) -> UdpSocket {
+        UdpSocket {
+            socket: Socket::from_fd(OwnedFd::from(socket)),
+        }
+    }
+
+    /// Converts into a `std` socket (duplicating the fd if operations still hold it).
+    pub fn into_std(self) -> io::Result<std::net::UdpSocket> {
+        Ok(std::net::UdpSocket::from(self.socket.into_fd()?))
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl AsFd for UdpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl FromRawFd for UdpSocket {
+    /// # Safety
+    ///
+    /// `fd` must be an open UDP socket owned by nothing else.
+    unsafe fn from_raw_fd(fd: RawFd) -> UdpSocket {
+        UdpSocket {
+            // SAFETY: the caller transfers ownership of an open socket fd.
+            socket: unsafe { crate::socket::socket_from_raw(fd) },
+        }
+    }
+}

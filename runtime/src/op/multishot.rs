@@ -1,0 +1,212 @@
+//! `Multishot<T>`: a stream over the CQEs of one multishot request.
+//!
+//! # States
+//!
+//! `Unsubmitted(T)` → first poll queues the SQE → `Submitted { key, data }`: every CQE becomes
+//! at most one item through `MultishotOp::next`; the first CQE without `IORING_CQE_F_MORE` ends
+//! the request → `Finished(data)`, and the stream yields `None` until re-armed with
+//! [`Multishot::rearm`]. Dropping it while submitted parks `data` in the driver, cancels the
+//! request, and hands every later CQE to `MultishotOp::next_detached` so that what they carry
+//! (accepted fds, selected buffers) is released.
+
+use std::{
+    fmt,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll},
+};
+
+use futures_core::Stream;
+use io_uring::squeue;
+
+use super::Completion;
+use crate::{
+    context::{self, Handle},
+    driver::slot::Parked,
+};
+
+/// A multishot io_uring request: one SQE, many CQEs.
+///
+/// # Safety
+///
+/// The rules of [`OpCode`](super::OpCode) apply, with "until the final CQE" meaning the first
+/// CQE without `IORING_CQE_F_MORE`; `build` may be called again after that CQE to re-arm.
+/// `next` and `next_detached` must accept any CQE without undefined behaviour or panics.
+pub unsafe trait MultishotOp: 'static {
+    /// What each CQE turns into.
+    type Item;
+
+    /// Builds the SQE (with the request's multishot flag).
+    fn build(&mut self) -> squeue::Entry;
+
+    /// Turns one CQE into an item; `None` yields nothing for it.
+    fn next(&mut self, cqe: Completion) -> Option<Self::Item>;
+
+    /// Handles a CQE that arrives after the stream was dropped. The default drops the item,
+    /// releasing what it owns. Runs while the driver is borrowed for non-final CQEs: it must not
+    /// submit operations.
+    fn next_detached(&mut self, cqe: Completion) {
+        drop(self.next(cqe));
+    }
+}
+
+/// A stream of the items of one multishot request (see the module docs).
+#[must_use = "streams do nothing unless polled"]
+pub struct Multishot<T: MultishotOp> {
+    handle: Rc<Handle>,
+    state: State<T>,
+}
+
+enum State<T> {
+    Unsubmitted(T),
+    Submitted {
+        key: u64,
+        data: T,
+    },
+    Finished(T),
+    /// Transient, while moving `data` between states.
+    Empty,
+}
+
+impl<T: MultishotOp> Multishot<T> {
+    /// Wraps `data` for submission on the current thread's runtime.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a runtime.
+    pub fn new(data: T) -> Multishot<T> {
+        Multishot {
+            handle: context::current(),
+            state: State::Unsubmitted(data),
+        }
+    }
+
+    /// Whether the kernel ended the request (a CQE without `IORING_CQE_F_MORE` arrived).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished(_))
+    }
+
+    /// After the request ended, makes the next poll submit it again with the same data.
+    /// Returns false (and does nothing) while the request is still armed.
+    pub fn rearm(&mut self) -> bool {
+        match std::mem::replace(&mut self.state, State::Empty) {
+            State::Finished(data) => {
+                self.state = State::Unsubmitted(data);
+                true
+            }
+            other => {
+                self.state = other;
+                false
+            }
+        }
+    }
+
+    /// The request's data, unless it is in the kernel's hands.
+    pub fn data(&self) -> Option<&T> {
+        match &self.state {
+            State::Unsubmitted(data) | State::Finished(data) => Some(data),
+            _ => None,
+        }
+    }
+}
+
+impl<T: MultishotOp> Unpin for Multishot<T> {}
+
+impl<T: MultishotOp> Stream for Multishot<T> {
+    type Item = T::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T::Item>> {
+        let this = self.get_mut();
+        loop {
+            match std::mem::replace(&mut this.state, State::Empty) {
+                State::Unsubmitted(mut data) => {
+                    let sqe = data.build();
+                    match this.handle.driver.borrow_mut().submit(sqe, None) {
+                        Some(key) => this.state = State::Submitted { key, data },
+                        None => {
+                            // The runtime has shut down: the request ends without reaching the
+                            // kernel.
+                            let item = data.next(Completion::new(-libc::ECANCELED, 0, [0; 2]));
+                            this.state = State::Finished(data);
+                            return Poll::Ready(item);
+                        }
+                    }
+                }
+                State::Submitted { key, mut data } => {
+                    let polled = this.handle.driver.borrow_mut().poll_cqe(key, cx);
+                    let cqe = match polled {
+                        Poll::Ready(cqe) => cqe,
+                        Poll::Pending => {
+                            this.state = State::Submitted { key, data };
+                            return Poll::Pending;
+                        }
+                    };
+                    let item = data.next(cqe);
+                    this.state = if cqe.has_more() {
+                        State::Submitted { key, data }
+                    } else {
+                        State::Finished(data)
+                    };
+                    match item {
+                        Some(item) => return Poll::Ready(Some(item)),
+                        None if this.is_finished() => return Poll::Ready(None),
+                        None => continue,
+                    }
+                }
+                State::Finished(data) => {
+                    this.state = State::Finished(data);
+                    return Poll::Ready(None);
+                }
+                State::Empty => unreachable!("`Multishot` state is restored before returning"),
+            }
+        }
+    }
+}
+
+impl<T: MultishotOp> Drop for Multishot<T> {
+    fn drop(&mut self) {
+        let State::Submitted { key, data } = std::mem::replace(&mut self.state, State::Empty)
+        else {
+            return;
+        };
+        let parked: Box<dyn Parked> = Box::new(ParkedStream(data));
+        let released = match self.handle.driver.try_borrow_mut() {
+            Ok(mut driver) => driver.detach(key, parked),
+            Err(_) => {
+                std::mem::forget(parked);
+                None
+            }
+        };
+        if let Some((parked, cqe)) = released {
+            parked.finish(cqe);
+        }
+    }
+}
+
+/// A dropped stream's data, fed the CQEs that still arrive.
+struct ParkedStream<T>(T);
+
+impl<T: MultishotOp> Parked for ParkedStream<T> {
+    fn on_more(&mut self, cqe: Completion) {
+        self.0.next_detached(cqe);
+    }
+
+    fn finish(mut self: Box<Self>, cqe: Completion) {
+        self.0.next_detached(cqe);
+    }
+}
+
+impl<T: MultishotOp> fmt::Debug for Multishot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Unsubmitted(_) => "unsubmitted",
+            State::Submitted { .. } => "submitted",
+            State::Finished(_) => "finished",
+            State::Empty => "empty",
+        };
+        f.debug_struct("Multishot")
+            .field("op", &std::any::type_name::<T>())
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,366 @@
+//! TCP end to end: echo round trips, many connections, half-close, split halves, cancelled
+//! reads, conversions.
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr},
+    task::Poll,
+    time::Duration,
+};
+
+use integration_tests::{join_all, pattern, poll_once, raise_fd_limit, turns_until};
+use net::{TcpListener, TcpStream};
+use runtime::{buf::IoBuf, metrics, spawn, time::timeout};
+
+/// An echo server task on an ephemeral port; returns its address.
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    spawn(async move {
+        let mut incoming = listener.incoming();
+        while let Some(conn) = incoming.next().await {
+            let Ok(stream) = conn else { continue };
+            spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let (res, b) = stream.read(buf).await;
+                    let n = match res {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let (res, b) = stream.write_all(b.slice(..n)).await;
+                    buf = b.into_inner();
+                    if res.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `data` and reads the same number of bytes back, with a writer and a reader task.
+async fn round_trip(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (reader, writer) = stream.into_split();
+    let len = data.len();
+    let write = spawn(async move {
+        let (res, _) = writer.write_all(data).await;
+        res.unwrap();
+        writer
+    });
+    let (res, echoed) = reader.read_exact(Vec::with_capacity(len)).await;
+    res.unwrap();
+    drop(write.await.unwrap());
+    echoed
+}
+
+#[runtime::test]
+async fn echo_round_trips_from_1_byte_to_16_mib() {
+    let addr = echo_server();
+    for (i, len) in [1, 100, 4096, 65_537, 1 << 20, 16 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pattern(len, i as u64 + 1);
+        let echoed = round_trip(addr, data.clone()).await;
+        assert_eq!(echoed.len(), len);
+        assert!(echoed == data, "content differs for {len} bytes");
+    }
+}
+
+#[runtime::test]
+async fn a_thousand_concurrent_connections() {
+    raise_fd_limit(4096);
+    let addr = echo_server();
+    let clients: Vec<_> = (0..1000u64)
+        .map(|i| {
+            spawn(async move {
+                let stream = TcpStream::connect(addr).await.unwrap();
+                let data = pattern(1024, i);
+                let (res, _) = stream.write_all(data.clone()).await;
+                res.unwrap();
+                let (res, echoed) = stream.read_exact(Vec::with_capacity(1024)).await;
+                res.unwrap();
+                assert_eq!(echoed, data);
+            })
+        })
+        .collect();
+    for c in join_all(clients).await {
+        c.unwrap();
+    }
+}
+
+#[runtime::test]
+async fn half_close_delivers_eof_and_keeps_the_other_direction() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        loop {
+            let (res, buf) = stream.read(vec![0u8; 7]).await;
+            match res.unwrap() {
+                0 => break,
+                n => received.extend_from_slice(&buf[..n]),
+            }
+        }
+        // The client only shut down its write side: we can still answer.
+        let (res, _) = stream.write_all(format!("got {}", received.len())).await;
+        res.unwrap();
+        received
+    });
+    let client = TcpStream::connect(addr).await.unwrap();
+    let (res, _) = client.write_all("half-close me").await;
+    res.unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let (res, reply) = client.read_exact(vec![0u8; 6]).await;
+    res.unwrap();
+    assert_eq!(&reply, b"got 13");
+    let (res, _) = client.read(vec![0u8; 8]).await;
+    assert_eq!(res.unwrap(), 0, "EOF after the server's answer");
+    assert_eq!(server.await.unwrap(), b"half-close me");
+}
+
+#[runtime::test]
+async fn read_after_the_peer_closed_is_zero() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    drop(server);
+    for _ in 0..3 {
+        let (res, _) = client.read(vec![0u8; 16]).await;
+        assert_eq!(res.unwrap(), 0);
+    }
+}
+
+#[runtime::test]
+async fn split_halves_in_separate_tasks() {
+    let addr = echo_server();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (reader, writer) = stream.into_split();
+    let writer_task = spawn(async move {
+        for i in 0..100u8 {
+            let (res, _) = writer.write_all(vec![i; 100]).await;
+            res.unwrap();
+        }
+        writer
+    });
+    let reader_task = spawn(async move {
+        let (res, got) = reader.read_exact(Vec::with_capacity(10_000)).await;
+        res.unwrap();
+        (reader, got)
+    });
+    let writer = writer_task.await.unwrap();
+    let (reader, got) = reader_task.await.unwrap();
+    for (i, chunk) in got.chunks(100).enumerate() {
+        assert!(chunk.iter().all(|&b| b == i as u8));
+    }
+    let stream = reader.reunite(writer).unwrap();
+    assert!(stream.peer_addr().is_ok());
+}
+
+#[runtime::test]
+async fn vectored_reads_and_writes() {
+    let addr = echo_server();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let parts = vec![b"one ".to_vec(), b"two ".to_vec(), b"three".to_vec()];
+    let (res, _) = stream.writev(parts).await;
+    assert_eq!(res.unwrap(), 13);
+    let mut got = Vec::new();
+    let mut bufs = vec![Vec::with_capacity(4), Vec::with_capacity(16)];
+    while got.len() < 13 {
+        for b in &mut bufs {
+            b.clear();
+        }
+        let (res, b) = stream.readv(bufs).await;
+        let n = res.unwrap();
+        let mut left = n;
+        for part in &b {
+            let take = left.min(part.len());
+            got.extend_from_slice(&part[..take]);
+            left -= take;
+        }
+        bufs = b;
+    }
+    assert_eq!(got, b"one two three");
+}
+
+/// Dropping a read while data arrives loses nothing: whatever the kernel delivered into the
+/// abandoned buffer comes back from the next read, in order.
+#[runtime::test]
+async fn dropped_reads_lose_no_data() {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(std_listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = std_listener.accept().unwrap();
+    let mut expected = Vec::new();
+    let mut received = Vec::new();
+    for round in 0..300u32 {
+        let mut read = Box::pin(client.read(vec![0u8; 64]));
+        if let Poll::Ready((res, buf)) = poll_once(&mut read).await {
+            // Served at once from data rescued in an earlier round.
+            let n = res.unwrap();
+            received.extend_from_slice(&buf[..n]);
+        } else if round % 3 != 0 {
+            runtime::yield_now().await; // the read reaches the kernel before the data
+        }
+        let chunk = format!("<{round}>");
+        server.write_all(chunk.as_bytes()).unwrap();
+        expected.extend_from_slice(chunk.as_bytes());
+        drop(read);
+        if round % 2 == 0 {
+            // Another read in flight while the cancelled one may still complete. If the data
+            // it needs were stuck with the abandoned read, it would wait forever.
+            let (res, buf) = timeout(Duration::from_secs(5), client.read(vec![0u8; 3]))
+                .await
+                .expect("data delivered to the abandoned read never reached this one");
+            let n = res.unwrap();
+            received.extend_from_slice(&buf[..n]);
+        }
+    }
+    server.shutdown(Shutdown::Write).unwrap();
+    loop {
+        let (res, buf) = timeout(Duration::from_secs(5), client.read(vec![0u8; 1000]))
+            .await
+            .expect("EOF never came");
+        match res.unwrap() {
+            0 => break,
+            n => received.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        String::from_utf8_lossy(&expected)
+    );
+    assert!(turns_until(100, || metrics().ops_in_flight == 0).await);
+}
+
+#[runtime::test]
+async fn connect_errors_are_explicit() {
+    // Nothing listens on a port we just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = TcpStream::connect(("127.0.0.1", port)).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+
+    for bad in ["no-port-here", "127.0.0.1:notaport", "256.1.1.1:80", ":80"] {
+        let err = TcpStream::connect(bad).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{bad}: {err}");
+    }
+    let err = TcpStream::connect("host.that-does-not-exist.invalid:80")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("could not resolve"), "{err}");
+}
+
+#[runtime::test]
+async fn connect_resolves_host_names() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accept = spawn(async move { listener.accept().await.map(|(_, peer)| peer) });
+    let stream = TcpStream::connect(("localhost", port)).await.unwrap();
+    assert_eq!(stream.peer_addr().unwrap().port(), port);
+    assert_eq!(accept.await.unwrap().unwrap(), stream.local_addr().unwrap());
+}
+
+#[runtime::test]
+async fn writes_to_a_reset_peer_fail_cleanly() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    // SO_LINGER 0: closing sends RST.
+    socket2::SockRef::from(&server)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(server);
+    runtime::time::sleep(Duration::from_millis(20)).await;
+    let mut last = None;
+    for _ in 0..10 {
+        let (res, _) = client.write_all(vec![7u8; 64 * 1024]).await;
+        if let Err(e) = res {
+            last = Some(e);
+            break;
+        }
+    }
+    let err = last.expect("writing to a reset connection must fail");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "{err}"
+    );
+}
+
+#[runtime::test]
+async fn std_conversions_and_options() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let std_listener = listener.into_std().unwrap();
+    let listener = TcpListener::from_std(std_listener);
+    let std_client = std::net::TcpStream::connect(addr).unwrap();
+    let (server, peer) = listener.accept().await.unwrap();
+    assert_eq!(peer, std_client.local_addr().unwrap());
+    server.set_nodelay(true).unwrap();
+    assert!(server.nodelay().unwrap());
+    let (res, _) = server.write_all("from the ring").await;
+    res.unwrap();
+    let mut std_client = std_client;
+    let mut buf = [0u8; 13];
+    std_client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"from the ring");
+    // And back: an io_uring stream made from a std one, then turned into std again.
+    let client = TcpStream::from_std(std_client);
+    let (res, _) = client.write_all("ok").await;
+    res.unwrap();
+    let mut std_server = server.into_std().unwrap();
+    let mut buf = [0u8; 2];
+    std_server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ok");
+}
+
+/// `close` cancels a pending accept in another task instead of leaving it hanging.
+#[runtime::test]
+async fn closing_a_listener_wakes_its_pending_accepts() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut incoming = listener.incoming();
+    let waiter = spawn(async move {
+        let first = incoming.next().await;
+        let after = incoming.next().await;
+        (first.map(|r| r.map(drop)), after.is_none())
+    });
+    assert!(turns_until(10, || metrics().ops_in_flight >= 1).await);
+    listener.close().await.unwrap();
+    let (first, ended) = runtime::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the pending accept hung")
+        .unwrap();
+    let err = first.expect("an error item").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ECANCELED), "{err}");
+    assert!(ended, "the stream ends after the listener is closed");
+}
+
+/// Buffers that are not `Vec`: static strings, boxed arrays, slices of those.
+#[runtime::test]
+async fn other_buffer_types_work() {
+    let addr = echo_server();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (res, _) = stream.write_all("static str").await;
+    res.unwrap();
+    let (res, _) = stream.write_all(&b" + bytes"[..]).await;
+    res.unwrap();
+    let (res, boxed) = stream.read_exact(Box::new([0u8; 18])).await;
+    res.unwrap();
+    assert_eq!(&boxed[..], b"static str + bytes");
+}
