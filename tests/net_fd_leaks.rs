@@ -69,3 +69,31 @@ fn sockets_dropped_with_operations_in_flight_are_closed() {
     }
     assert_eq!(open_fds(), before, "file descriptors leaked");
 }
+
+/// An accept that completed in the kernel but whose future was dropped before it saw the
+/// result: the new connection's fd is closed, not leaked.
+#[test]
+fn a_dropped_accept_closes_the_connection_it_got() {
+    let _serial = exclusive();
+    let rt = runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..20 {
+            let before = open_fds();
+            let mut accept = Box::pin(listener.accept());
+            assert!(integration_tests::poll_once(&mut accept).await.is_pending());
+            runtime::yield_now().await;
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            // Let the accept complete in the kernel, then drop its future unread.
+            runtime::time::sleep(Duration::from_millis(2)).await;
+            drop(accept);
+            runtime::yield_now().await;
+            drop(client);
+            assert!(
+                integration_tests::turns_until(100, || open_fds() == before).await,
+                "the accepted fd leaked"
+            );
+        }
+    });
+}

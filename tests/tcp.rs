@@ -364,3 +364,58 @@ async fn other_buffer_types_work() {
     res.unwrap();
     assert_eq!(&boxed[..], b"static str + bytes");
 }
+
+/// With a tiny completion queue a burst of connections overflows it, which ends the multishot
+/// accept; `incoming` re-arms it and still yields every connection.
+#[test]
+fn incoming_rearms_when_the_kernel_ends_the_multishot() {
+    let rt = runtime::Builder::new()
+        .entries(2)
+        .cq_entries(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = listener.incoming();
+        // Arm the multishot accept before the burst.
+        assert!(poll_once(&mut Box::pin(incoming.next())).await.is_pending());
+        runtime::yield_now().await;
+        let clients = std::thread::spawn(move || {
+            (0..64)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect::<Vec<_>>()
+        });
+        // Do not reap while the burst arrives, so CQEs pile up past the 2-entry CQ.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut accepted = 0;
+        while accepted < 64 {
+            let stream = timeout(Duration::from_secs(5), incoming.next())
+                .await
+                .expect("a connection was lost")
+                .unwrap()
+                .unwrap();
+            drop(stream);
+            accepted += 1;
+        }
+        let _clients = clients.join().unwrap();
+        let m = metrics();
+        assert!(m.cq_overflows > 0, "the CQ never overflowed: {m:?}");
+        assert!(
+            m.ops_submitted >= 2,
+            "the multishot accept was never re-armed: {m:?}"
+        );
+    });
+}
+
+/// `bytes::Bytes` and `BytesMut` work as buffers (the `bytes` feature).
+#[runtime::test]
+async fn bytes_buffers() {
+    let addr = echo_server();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (res, _) = stream.write_all(bytes::Bytes::from_static(b"bytes!")).await;
+    res.unwrap();
+    let (res, buf) = stream.read_exact(bytes::BytesMut::with_capacity(6)).await;
+    res.unwrap();
+    assert_eq!(&buf[..], b"bytes!");
+}
