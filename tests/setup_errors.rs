@@ -6,6 +6,8 @@
 
 use std::{env, io, process::Command};
 
+use integration_tests::{drop_cap_ipc_lock, set_memlock};
+
 const CASE_VAR: &str = "SETUP_ERROR_CASE";
 const CHILD_OK: &str = "child-checks-passed";
 
@@ -26,58 +28,6 @@ fn run_child(test_name: &str, case: &str) {
 
 fn child_case() -> Option<String> {
     env::var(CASE_VAR).ok()
-}
-
-/// Removes CAP_IPC_LOCK from this thread's effective and permitted sets (root is otherwise
-/// exempt from RLIMIT_MEMLOCK accounting).
-fn drop_cap_ipc_lock() {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    const CAP_IPC_LOCK: u32 = 14;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget/capset read and write a v3 header and two data structs, which we pass.
-    unsafe {
-        assert_eq!(
-            libc::syscall(
-                libc::SYS_capget,
-                &mut header as *mut Header,
-                data.as_mut_ptr()
-            ),
-            0
-        );
-        data[0].effective &= !(1 << CAP_IPC_LOCK);
-        data[0].permitted &= !(1 << CAP_IPC_LOCK);
-        assert_eq!(
-            libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()),
-            0,
-            "capset: {}",
-            io::Error::last_os_error()
-        );
-    }
-}
-
-fn set_memlock(bytes: u64) {
-    let lim = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: bytes,
-    };
-    // SAFETY: setrlimit reads one rlimit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) }, 0);
 }
 
 /// Installs a seccomp filter that fails `io_uring_setup` with `errno`.

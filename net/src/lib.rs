@@ -49,7 +49,9 @@ mod rescue;
 mod socket;
 pub mod tcp;
 pub mod udp;
+mod zc;
 
 pub use addr::ToSocketAddrs;
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
+pub use zc::{SwitchReason, ZcSent, ZeroCopy, ZeroCopyStats};

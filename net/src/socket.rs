@@ -26,7 +26,7 @@ use io_uring::types;
 use runtime::buf::IoBufMut;
 use socket2::{Domain, Protocol, SockRef, Type};
 
-use crate::bufs;
+use crate::{bufs, zc::ZcState};
 
 /// Data from an abandoned receive.
 #[derive(Debug)]
@@ -45,6 +45,8 @@ struct Inner {
     rescued: RefCell<VecDeque<Rescued>>,
     /// The task of a receive in flight, woken when data is rescued (see `rescue.rs`).
     reader: Cell<Option<Waker>>,
+    /// Zero-copy send policy and counters.
+    zc: ZcState,
 }
 
 impl std::fmt::Debug for Inner {
@@ -72,6 +74,7 @@ impl Socket {
             fd,
             rescued: RefCell::new(VecDeque::new()),
             reader: Cell::new(None),
+            zc: ZcState::default(),
         }))
     }
 
@@ -105,6 +108,11 @@ impl Socket {
             Ok(inner) => Ok(inner.fd),
             Err(shared) => shared.fd.try_clone(),
         }
+    }
+
+    /// The zero-copy policy and counters.
+    pub(crate) fn zc(&self) -> &ZcState {
+        &self.0.zc
     }
 
     /// Keeps data an abandoned receive got from the kernel.

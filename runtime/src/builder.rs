@@ -131,7 +131,8 @@ impl Builder {
             scheduler: Scheduler::default(),
             timers: RefCell::new(Timers::default()),
             remote,
-            capabilities,
+            cq_entries: capabilities.cq_entries() as usize,
+            capabilities: RefCell::new(capabilities),
             task_budget: self.task_budget,
             shutdown_timeout: self.shutdown_timeout,
         });

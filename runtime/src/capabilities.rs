@@ -92,6 +92,13 @@ impl Capabilities {
         }
     }
 
+    /// Records why a feature is not in use, for [`Capabilities::notes`].
+    pub(crate) fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+
     /// The running kernel's release string (`uname -r`).
     pub fn kernel_release(&self) -> &str {
         &self.kernel

@@ -21,7 +21,10 @@ pub(crate) struct Handle {
     pub(crate) scheduler: Scheduler,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) remote: Arc<Remote>,
-    pub(crate) capabilities: Capabilities,
+    /// What the ring offers; subsystems add notes when a feature is unavailable.
+    pub(crate) capabilities: RefCell<Capabilities>,
+    /// `capabilities().cq_entries()`, read on every loop turn.
+    pub(crate) cq_entries: usize,
     /// Tasks run per loop turn before the ring is entered again.
     pub(crate) task_budget: usize,
     /// How long shutdown waits for the kernel to finish cancelled operations.

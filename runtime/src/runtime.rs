@@ -120,8 +120,8 @@ impl Runtime {
     }
 
     /// What the kernel offered this runtime's ring.
-    pub fn capabilities(&self) -> &Capabilities {
-        &self.handle.capabilities
+    pub fn capabilities(&self) -> Capabilities {
+        self.handle.capabilities.borrow().clone()
     }
 
     /// A snapshot of this runtime's counters.
@@ -167,7 +167,7 @@ impl Handle {
 
     /// Routes every available CQE, flushing the kernel's overflow list when flagged.
     fn dispatch(&self, cqes: &mut Vec<(u64, Completion)>) {
-        let cq_entries = self.capabilities.cq_entries() as usize;
+        let cq_entries = self.cq_entries;
         let mut budget = cq_entries.saturating_mul(4).max(DISPATCH_BATCH);
         while budget > 0 {
             cqes.clear();
@@ -279,7 +279,7 @@ impl Drop for Runtime {
 ///
 /// Panics when called outside a runtime.
 pub fn capabilities() -> Capabilities {
-    context::current().capabilities.clone()
+    context::current().capabilities.borrow().clone()
 }
 
 /// A snapshot of the current thread's runtime counters.

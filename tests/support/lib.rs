@@ -296,3 +296,118 @@ pub fn run_in_child(test_name: &str, var: &str, case: &str, marker: &str) -> Str
     );
     stdout
 }
+
+/// A send buffer that records when it is dropped, to prove zero-copy sends release it only
+/// after the kernel's notification.
+#[derive(Debug)]
+pub struct TrackedBuf {
+    data: Vec<u8>,
+    _recorder: DropRecorder,
+}
+
+impl TrackedBuf {
+    /// `data` as a buffer, and the flag its drop sets.
+    pub fn new(data: Vec<u8>) -> (TrackedBuf, DropFlag) {
+        let (flag, recorder) = DropFlag::new();
+        (
+            TrackedBuf {
+                data,
+                _recorder: recorder,
+            },
+            flag,
+        )
+    }
+
+    /// The bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+// SAFETY: delegates to the inner `Vec`, whose heap memory does not move with `TrackedBuf`.
+unsafe impl runtime::buf::IoBuf for TrackedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.data.as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.data.len()
+    }
+
+    fn bytes_total(&self) -> usize {
+        self.data.capacity()
+    }
+}
+
+/// Reads everything available from a non-blocking std socket; returns the byte count.
+pub fn drain(stream: &mut std::net::TcpStream, into: &mut Vec<u8>) -> usize {
+    use std::io::Read;
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                into.extend_from_slice(&buf[..n]);
+                total += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("drain: {e}"),
+        }
+    }
+    total
+}
+
+/// Removes CAP_IPC_LOCK from this thread's effective and permitted sets (root is otherwise
+/// exempt from RLIMIT_MEMLOCK accounting). For child-process tests only.
+pub fn drop_cap_ipc_lock() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_IPC_LOCK: u32 = 14;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset read and write a v3 header and two data structs, which we pass.
+    unsafe {
+        assert_eq!(
+            libc::syscall(
+                libc::SYS_capget,
+                &mut header as *mut Header,
+                data.as_mut_ptr()
+            ),
+            0
+        );
+        data[0].effective &= !(1 << CAP_IPC_LOCK);
+        data[0].permitted &= !(1 << CAP_IPC_LOCK);
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()),
+            0,
+            "capset: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Sets RLIMIT_MEMLOCK (soft and hard) for this process. For child-process tests only.
+pub fn set_memlock(bytes: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit reads one rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) }, 0);
+}

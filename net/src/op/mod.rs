@@ -15,12 +15,14 @@ mod cancel;
 mod connect;
 mod msg;
 mod stream;
+mod zc;
 
 pub(crate) use accept::{Accept, AcceptMulti};
 pub(crate) use cancel::CancelFd;
 pub(crate) use connect::Connect;
 pub(crate) use msg::{RecvMsg, RecvMsgOutput, SendMsg};
 pub(crate) use stream::{Readv, Recv, Send, SendMode, Writev};
+pub(crate) use zc::{SendZc, ZcEvent};
 
 /// Largest byte count one request moves, so results fit the CQE's `i32`.
 pub(crate) const MAX_IO: usize = i32::MAX as usize;

@@ -13,7 +13,7 @@ use crate::{addr::RawAddr, bufs, socket::Rescued, socket::Socket};
 
 /// The kernel structures of one message, boxed so their addresses survive moves.
 #[derive(Debug)]
-struct MsgState {
+pub(crate) struct MsgState {
     hdr: MsgHdr,
     iov: IoVec,
     addr: RawAddr,
@@ -29,7 +29,7 @@ impl std::fmt::Debug for IoVec {
 }
 
 impl MsgState {
-    fn new(addr: RawAddr) -> Box<MsgState> {
+    pub(crate) fn new(addr: RawAddr) -> Box<MsgState> {
         Box::new(MsgState {
             hdr: MsgHdr::zeroed(),
             iov: IoVec(libc::iovec {
@@ -38,6 +38,34 @@ impl MsgState {
             }),
             addr,
         })
+    }
+}
+
+impl MsgState {
+    /// Points the header at one buffer (`len` bytes at `ptr`), the address if `with_addr`,
+    /// and the control data if any; returns the header for the SQE.
+    pub(crate) fn prepare_send(
+        &mut self,
+        ptr: *const u8,
+        len: usize,
+        with_addr: bool,
+        control: Option<&mut Vec<u8>>,
+    ) -> *const libc::msghdr {
+        self.iov.0 = libc::iovec {
+            iov_base: ptr as *mut libc::c_void,
+            iov_len: len,
+        };
+        self.hdr.0.msg_iov = &mut self.iov.0;
+        self.hdr.0.msg_iovlen = 1;
+        if with_addr {
+            self.hdr.0.msg_name = self.addr.as_mut_ptr().cast();
+            self.hdr.0.msg_namelen = self.addr.len;
+        }
+        if let Some(control) = control {
+            self.hdr.0.msg_control = control.as_mut_ptr().cast();
+            self.hdr.0.msg_controllen = control.len();
+        }
+        &self.hdr.0
     }
 }
 
@@ -87,26 +115,17 @@ unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
 
     fn build(&mut self) -> squeue::Entry {
         let len = self.len();
-        let state = &mut *self.state;
-        state.iov.0 = libc::iovec {
-            iov_base: self.buf.stable_ptr() as *mut libc::c_void,
-            iov_len: len,
-        };
-        state.hdr.0.msg_iov = &mut state.iov.0;
-        state.hdr.0.msg_iovlen = 1;
-        if self.has_addr {
-            state.hdr.0.msg_name = state.addr.as_mut_ptr().cast();
-            state.hdr.0.msg_namelen = state.addr.len;
-        }
-        if let Some(control) = &mut self.control {
-            state.hdr.0.msg_control = control.as_mut_ptr().cast();
-            state.hdr.0.msg_controllen = control.len();
-        }
+        let hdr = self.state.prepare_send(
+            self.buf.stable_ptr(),
+            len,
+            self.has_addr,
+            self.control.as_mut(),
+        );
         let mut flags = libc::MSG_NOSIGNAL;
         if self.fast {
             flags |= libc::MSG_DONTWAIT;
         }
-        let sqe = opcode::SendMsg::new(self.socket.uring_fd(), &state.hdr.0)
+        let sqe = opcode::SendMsg::new(self.socket.uring_fd(), hdr)
             .flags(flags as u32)
             .build();
         if self.fast {

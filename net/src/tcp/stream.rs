@@ -14,11 +14,15 @@ use socket2::{Domain, Protocol, Type};
 
 use super::split::{OwnedReadHalf, OwnedWriteHalf};
 use crate::{
+    ZcSent, ZeroCopy, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
-    op::{CancelFd, Connect, Readv, Recv, Send, SendMode, Writev},
+    op::{CancelFd, Connect, Readv, Recv, Send, SendMode, SendZc, Writev},
     rescue::RescueAware,
     socket::Socket,
+    zc::{self, Attempt},
 };
+
+const SEND_ZC: u8 = io_uring::opcode::SendZc::CODE;
 
 pub(crate) fn is_cancelled(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ECANCELED)
@@ -190,6 +194,89 @@ impl TcpStream {
     /// many bytes went out.
     pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
         Op::new(Writev::new(self.socket.clone(), bufs)).await
+    }
+
+    /// Sends with `IORING_OP_SEND_ZC`: the kernel transmits straight from `buf`'s pages, and
+    /// the buffer comes back only after the kernel's notification that no packet references it
+    /// any more, so it is free to reuse. May send fewer bytes than offered, like
+    /// [`write`](TcpStream::write).
+    ///
+    /// The socket's [`ZeroCopy`] policy decides whether `SEND_ZC` is really used: under the
+    /// default `Auto`, the first notification reporting a copy (loopback always copies) or a
+    /// socket without zero-copy support switches the socket to ordinary sends; see
+    /// [`zero_copy_stats`](TcpStream::zero_copy_stats). Buffers from a registered
+    /// [`FixedBufPool`](runtime::buf::FixedBufPool) are sent by index
+    /// (`IORING_RECVSEND_FIXED_BUF`).
+    ///
+    /// # Errors
+    ///
+    /// As for `write`; under `ZeroCopy::On`, `Unsupported` when the socket or kernel cannot do
+    /// zero-copy sends.
+    pub async fn send_zc<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        match zc::attempt(&self.socket, buf, SEND_ZC, |s, b| SendZc::send(s, b, false)).await {
+            Attempt::Sent(res, release) => (res, release.await),
+            Attempt::UseCopy(buf) => self.write(buf).await,
+        }
+    }
+
+    /// Sends all of `buf` with zero-copy sends, resubmitting the unsent tail after each
+    /// notification until every byte went out. The buffer comes back after the last
+    /// notification.
+    pub async fn send_zc_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        let len = buf.bytes_init();
+        let mut sent = 0;
+        let mut buf = buf;
+        while sent < len {
+            let make = |s, b| SendZc::send(s, b, true);
+            match zc::attempt(&self.socket, buf.slice(sent..), SEND_ZC, make).await {
+                Attempt::Sent(res, release) => {
+                    buf = release.await.into_inner();
+                    match res {
+                        Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return (Err(e), buf),
+                    }
+                }
+                Attempt::UseCopy(rest) => {
+                    let (res, rest) = self.write_all(rest).await;
+                    return (res, rest.into_inner());
+                }
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Starts a zero-copy send of all of `buf` (`MSG_WAITALL`) and resolves at its result,
+    /// without waiting for the notification: the next send can be issued at once. The
+    /// returned [`ZcSent`] yields the buffer once the kernel released it. Dropping the
+    /// `ZcSent`, or this future at any point, leaves the buffer with the runtime until the
+    /// notification arrives.
+    pub async fn send_zc_pipelined<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, ZcSent<B>) {
+        match zc::attempt(&self.socket, buf, SEND_ZC, |s, b| SendZc::send(s, b, true)).await {
+            Attempt::Sent(res, release) => (res, release),
+            Attempt::UseCopy(buf) => {
+                let len = buf.bytes_init();
+                let (res, buf) = self.write_all(buf).await;
+                (res.map(|()| len), ZcSent::ready(buf))
+            }
+        }
+    }
+
+    /// Sets the zero-copy policy (default [`ZeroCopy::Auto`]).
+    pub fn set_zero_copy(&self, policy: ZeroCopy) {
+        self.socket.zc().set_policy(policy);
+    }
+
+    /// The zero-copy policy.
+    pub fn zero_copy(&self) -> ZeroCopy {
+        self.socket.zc().policy()
+    }
+
+    /// Counters of zero-copy sends on this socket, including whether `Auto` switched it to
+    /// ordinary sends.
+    pub fn zero_copy_stats(&self) -> ZeroCopyStats {
+        self.socket.zc().stats()
     }
 
     /// Shuts down the read half, the write half (the peer reads EOF) or both.

@@ -13,12 +13,15 @@ use runtime::{
 use socket2::{Domain, Protocol, Type};
 
 use crate::{
+    ZeroCopy, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
     bufs,
+    op::SendZc,
     op::{CancelFd, RecvMsg, RecvMsgOutput, Send, SendMode, SendMsg},
     rescue::RescueAware,
     socket::Socket,
     tcp::is_cancelled,
+    zc::{self, Attempt},
 };
 
 /// A UDP socket with owned-buffer I/O.
@@ -294,6 +297,49 @@ impl UdpSocket {
             peer: rescued.peer,
         };
         Some((meta, truncated))
+    }
+
+    /// Sends one datagram to the connected peer with `IORING_OP_SEND_ZC`; the buffer comes
+    /// back after the kernel's notification. The socket's [`ZeroCopy`] policy applies as for
+    /// [`TcpStream::send_zc`](crate::TcpStream::send_zc).
+    pub async fn send_zc<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        let send_zc = io_uring::opcode::SendZc::CODE;
+        match zc::attempt(&self.socket, buf, send_zc, |s, b| SendZc::send(s, b, false)).await {
+            Attempt::Sent(res, release) => (res, release.await),
+            Attempt::UseCopy(buf) => self.send(buf).await,
+        }
+    }
+
+    /// Sends one datagram to `addr` with `IORING_OP_SENDMSG_ZC`; the buffer comes back after
+    /// the kernel's notification. The socket's [`ZeroCopy`] policy applies.
+    pub async fn send_to_zc<B: IoBuf, A: ToSocketAddrs>(
+        &self,
+        buf: B,
+        addr: A,
+    ) -> (io::Result<usize>, B) {
+        let addr = match addr::resolve(&addr).await {
+            Ok(addrs) => addrs[0],
+            Err(e) => return (Err(e), buf),
+        };
+        let sendmsg_zc = io_uring::opcode::SendMsgZc::CODE;
+        let make = |s, b| SendZc::send_to(s, b, &addr);
+        match zc::attempt(&self.socket, buf, sendmsg_zc, make).await {
+            Attempt::Sent(res, release) => (res, release.await),
+            Attempt::UseCopy(buf) => {
+                let (res, buf, _) = self.send_msg(buf, Some(addr), None).await;
+                (res, buf)
+            }
+        }
+    }
+
+    /// Sets the zero-copy policy (default [`ZeroCopy::Auto`]).
+    pub fn set_zero_copy(&self, policy: ZeroCopy) {
+        self.socket.zc().set_policy(policy);
+    }
+
+    /// Counters of zero-copy sends on this socket.
+    pub fn zero_copy_stats(&self) -> ZeroCopyStats {
+        self.socket.zc().stats()
     }
 
     /// Asks the kernel to coalesce same-size datagrams from one sender into one receive

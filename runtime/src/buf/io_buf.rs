@@ -14,6 +14,9 @@ use super::Slice;
 ///    moved, and until `b` is dropped: the memory is on the heap or `'static`, never inline.
 /// 3. Calling the methods has no side effects and returns the same values as long as `b` is not
 ///    mutated through `&mut` (the runtime calls them more than once).
+/// 4. If `fixed_slot` returns `Some(slot)`, the `bytes_total()` bytes at `stable_ptr()` lie
+///    inside the buffer registered in `slot.index` of the ring of runtime `slot.runtime`, and
+///    stay registered while `b` lives.
 pub unsafe trait IoBuf: Unpin + 'static {
     /// Pointer to the start of the buffer.
     fn stable_ptr(&self) -> *const u8;
@@ -29,6 +32,13 @@ pub unsafe trait IoBuf: Unpin + 'static {
         // SAFETY: rule 1 of the trait: `bytes_init` bytes at `stable_ptr` are initialized and
         // owned by `self`, which the returned borrow keeps alive.
         unsafe { std::slice::from_raw_parts(self.stable_ptr(), self.bytes_init()) }
+    }
+
+    /// For buffers registered with a ring ([`FixedBuf`](super::FixedBuf)): which runtime and
+    /// slot. Operations use it through [`fixed_index`](super::fixed_index); ordinary buffers
+    /// return `None` (the default).
+    fn fixed_slot(&self) -> Option<super::FixedSlot> {
+        None
     }
 
     /// An owned view of `range` of the buffer (bounds are checked against `bytes_total`).

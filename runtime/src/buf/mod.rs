@@ -18,8 +18,10 @@
 //! Consequently `[u8; N]` arrays are not buffers (moving one moves its bytes), but
 //! `Box<[u8; N]>` is.
 
+mod fixed;
 mod io_buf;
 mod slice;
 
+pub use fixed::{FixedBuf, FixedBufPool, FixedSlot, fixed_index};
 pub use io_buf::{IoBuf, IoBufMut};
 pub use slice::Slice;

@@ -90,6 +90,11 @@ unsafe impl<B: IoBuf> IoBuf for Slice<B> {
     fn bytes_total(&self) -> usize {
         self.end - self.begin
     }
+
+    fn fixed_slot(&self) -> Option<super::FixedSlot> {
+        // A sub-range of a registered buffer lies inside the same registration.
+        self.buf.fixed_slot()
+    }
 }
 
 // SAFETY: as for `IoBuf`; `set_init` forwards the end of the written range to `buf`, which only

@@ -70,8 +70,13 @@ struct WakeRead {
     armed: bool,
 }
 
+/// Slots in the ring's fixed-buffer table (the kernel's limit is 16384).
+const FIXED_BUFFER_SLOTS: usize = 4096;
+
 pub(crate) struct Driver {
     ring: ring::Ring,
+    /// Which fixed-buffer slots are taken; empty until the first registration.
+    fixed_slots: Vec<bool>,
     slots: Slab<Slot>,
     next_generation: u32,
     backlog: VecDeque<squeue::Entry>,
@@ -104,6 +109,7 @@ impl Driver {
         let (ring, caps) = ring::Ring::new(config)?;
         let mut driver = Driver {
             ring,
+            fixed_slots: Vec::new(),
             slots: Slab::with_capacity(config.entries as usize),
             next_generation: 0,
             backlog: VecDeque::new(),
@@ -203,6 +209,56 @@ impl Driver {
         self.parked += 1;
         self.queue_sqe(opcode::AsyncCancel::new(key).build().user_data(CANCEL));
         None
+    }
+
+    /// Registers buffers as consecutive fixed-buffer slots; returns the first slot's index.
+    ///
+    /// # Safety
+    ///
+    /// The memory each `iovec` describes must stay valid until `unregister_buffers` clears the
+    /// slots (or the ring closes), and no operation may use a slot after it was cleared.
+    pub(crate) unsafe fn register_buffers(&mut self, iovecs: &[libc::iovec]) -> io::Result<u16> {
+        if self.fixed_slots.is_empty() {
+            self.ring.register_buffer_table(FIXED_BUFFER_SLOTS as u32)?;
+            self.fixed_slots = vec![false; FIXED_BUFFER_SLOTS];
+        }
+        let n = iovecs.len();
+        let base = (0..=FIXED_BUFFER_SLOTS.saturating_sub(n))
+            .find(|&b| self.fixed_slots[b..b + n].iter().all(|used| !used))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!(
+                        "no {n} consecutive free slots left in the ring's table of \
+                         {FIXED_BUFFER_SLOTS} fixed buffers"
+                    ),
+                )
+            })?;
+        // SAFETY: forwarded to the caller; the slots were free.
+        unsafe { self.ring.update_buffers(base as u32, iovecs)? };
+        self.fixed_slots[base..base + n].fill(true);
+        Ok(base as u16)
+    }
+
+    /// Clears fixed-buffer slots `base..base + n`. Returns whether it worked: only then may
+    /// their memory be freed (otherwise the kernel still has it registered).
+    #[must_use]
+    pub(crate) fn unregister_buffers(&mut self, base: u16, n: usize) -> bool {
+        let empty = vec![
+            libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            };
+            n
+        ];
+        // SAFETY: empty iovecs describe no memory; they only clear the slots.
+        if unsafe { self.ring.update_buffers(u32::from(base), &empty) }.is_ok() {
+            let base = usize::from(base);
+            self.fixed_slots[base..base + n].fill(false);
+            true
+        } else {
+            false
+        }
     }
 
     /// Queues a cancellation of `key`'s request, which stays owned by its future.

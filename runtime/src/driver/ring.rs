@@ -249,6 +249,30 @@ impl Ring {
         Ok(())
     }
 
+    /// Registers an empty table of `slots` fixed buffers (Linux 5.19, sparse registration).
+    pub(crate) fn register_buffer_table(&self, slots: u32) -> io::Result<()> {
+        self.uring.submitter().register_buffers_sparse(slots)
+    }
+
+    /// Fills fixed-buffer slots `offset..offset + iovecs.len()` (an empty `iovec` clears one).
+    ///
+    /// # Safety
+    ///
+    /// Every non-empty `iovec` must describe memory that stays valid, and is not freed, until
+    /// its slot is cleared again or the ring is closed.
+    pub(crate) unsafe fn update_buffers(
+        &self,
+        offset: u32,
+        iovecs: &[libc::iovec],
+    ) -> io::Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            self.uring
+                .submitter()
+                .register_buffers_update(offset, iovecs, None)
+        }
+    }
+
     /// Queues one SQE. Fails only when the SQ is full; the caller flushes and retries.
     pub(crate) fn push(&mut self, sqe: &squeue::Entry) -> Result<(), PushError> {
         let mut sq = self.uring.submission();

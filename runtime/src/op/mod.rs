@@ -34,6 +34,18 @@ pub use timeout::Timeout;
 
 use io_uring::squeue;
 
+/// Whether the current thread's ring supports opcode `code` (from `IORING_REGISTER_PROBE`).
+///
+/// # Panics
+///
+/// Panics outside a runtime.
+pub fn is_supported(code: u8) -> bool {
+    crate::context::current()
+        .capabilities
+        .borrow()
+        .supports_opcode(code)
+}
+
 /// An io_uring request: builds its SQE and turns its final CQE into a result.
 ///
 /// # Safety

@@ -101,6 +101,18 @@ impl<T: MultishotOp> Multishot<T> {
         }
     }
 
+    /// Takes the request's data back once the kernel ended the request (or before it was
+    /// submitted); otherwise returns the stream unchanged.
+    pub fn into_inner(mut self) -> Result<T, Multishot<T>> {
+        match std::mem::replace(&mut self.state, State::Empty) {
+            State::Finished(data) | State::Unsubmitted(data) => Ok(data),
+            other => {
+                self.state = other;
+                Err(self)
+            }
+        }
+    }
+
     /// The request's data, unless it is in the kernel's hands.
     pub fn data(&self) -> Option<&T> {
         match &self.state {
