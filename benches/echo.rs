@@ -1,5 +1,6 @@
-//! TCP echo ping-pong: the `tcp_echo` example against tokio (`current_thread`) and monoio echo
-//! servers, with the same client, in the same run.
+//! TCP echo ping-pong: the `tcp_echo` example (owned-buffer reads) and the `tcp_echo_ring`
+//! example (multishot receives from a shared provided-buffer ring) against tokio
+//! (`current_thread`) and monoio echo servers, with the same client, in the same run.
 //!
 //! Every server runs as its own process pinned to CPU 0; the client (a tokio `current_thread`
 //! loop in this process) is pinned to CPU 1. For each (connections, message size) pair and
@@ -208,10 +209,22 @@ fn main() {
         pin_to(1).expect("pin the client to CPU 1");
     }
 
+    // tokio and monoio stay at indexes 1 and 2: the ratio columns refer to them.
     let servers = [
-        start_server("runtime", env!("CARGO_BIN_EXE_echo_runtime"), 18080, pin),
+        start_server(
+            "runtime (tcp_echo)",
+            env!("CARGO_BIN_EXE_echo_runtime"),
+            18080,
+            pin,
+        ),
         start_server("tokio", env!("CARGO_BIN_EXE_echo_tokio"), 18081, pin),
         start_server("monoio", env!("CARGO_BIN_EXE_echo_monoio"), 18082, pin),
+        start_server(
+            "runtime (tcp_echo_ring)",
+            env!("CARGO_BIN_EXE_echo_ring"),
+            18083,
+            pin,
+        ),
     ];
     println!(
         "echo ping-pong: {rounds} rounds, {warmup:?} warm-up + {measure:?} measured per run, \

@@ -45,6 +45,7 @@ mod addr;
 mod bufs;
 mod oneshot;
 mod op;
+mod recv_stream;
 mod rescue;
 mod socket;
 pub mod tcp;
@@ -52,6 +53,7 @@ pub mod udp;
 mod zc;
 
 pub use addr::ToSocketAddrs;
+pub use recv_stream::{Datagram, RecvMsgStream, RecvStream};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use zc::{SwitchReason, ZcSent, ZeroCopy, ZeroCopyStats};

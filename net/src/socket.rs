@@ -190,6 +190,11 @@ impl Socket {
         copied
     }
 
+    /// The oldest rescued chunk of stream data, whole.
+    pub(crate) fn take_rescued_chunk(&self) -> Option<Vec<u8>> {
+        self.0.rescued.borrow_mut().pop_front().map(|r| r.data)
+    }
+
     /// The oldest rescued datagram.
     pub(crate) fn take_rescued_datagram(&self) -> Option<Rescued> {
         self.0.rescued.borrow_mut().pop_front()

@@ -135,6 +135,7 @@ impl Builder {
             capabilities: RefCell::new(capabilities),
             task_budget: self.task_budget,
             shutdown_timeout: self.shutdown_timeout,
+            buf_rings: RefCell::new(Vec::new()),
         });
         Ok(Runtime::from_handle(handle))
     }

@@ -9,7 +9,12 @@
 //! - Each `RefCell` in the handle is borrowed only for short, non-reentrant sections: no user
 //!   code (task polls, wakers, drops of user values) runs while one is borrowed.
 
-use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
+use std::{
+    cell::RefCell,
+    rc::{Rc, Weak},
+    sync::Arc,
+    time::Duration,
+};
 
 use crate::{
     capabilities::Capabilities, driver::Driver, executor::Scheduler, time::Timers, wake::Remote,
@@ -29,6 +34,8 @@ pub(crate) struct Handle {
     pub(crate) task_budget: usize,
     /// How long shutdown waits for the kernel to finish cancelled operations.
     pub(crate) shutdown_timeout: Duration,
+    /// Provided-buffer rings, topped up once per loop turn before the enter.
+    pub(crate) buf_rings: RefCell<Vec<Weak<crate::buf::ring::RingInner>>>,
 }
 
 impl std::fmt::Debug for Handle {

@@ -138,6 +138,7 @@ impl Handle {
     /// are pulled into the run queue first, so they count against blocking.
     fn turn(&self, cqes: &mut Vec<(u64, Completion)>) {
         self.scheduler.take_remote(&self.remote);
+        self.top_up_buf_rings();
         let wait = if self.scheduler.is_idle() && !self.driver.borrow().has_skip_pending() {
             match self.timers.borrow().next_deadline() {
                 None => Wait::Forever,
@@ -163,6 +164,27 @@ impl Handle {
         }
         self.dispatch(cqes);
         self.fire_timers();
+    }
+
+    /// Gives the kernel free provided buffers, once per turn (one tail store per ring).
+    fn top_up_buf_rings(&self) {
+        let mut i = 0;
+        loop {
+            // Short borrows: topping up runs no user code, but keep the list free anyway.
+            let ring = match self.buf_rings.borrow().get(i) {
+                Some(weak) => weak.upgrade(),
+                None => break,
+            };
+            match ring {
+                Some(ring) => {
+                    ring.top_up();
+                    i += 1;
+                }
+                None => {
+                    self.buf_rings.borrow_mut().swap_remove(i);
+                }
+            }
+        }
     }
 
     /// Routes every available CQE, flushing the kernel's overflow list when flagged.

@@ -7,14 +7,14 @@ use std::{
 };
 
 use runtime::{
-    buf::{IoBuf, IoBufMut},
+    buf::{BufRing, IoBuf, IoBufMut},
     op::Op,
 };
 use socket2::{Domain, Protocol, Type};
 
 use super::split::{OwnedReadHalf, OwnedWriteHalf};
 use crate::{
-    ZcSent, ZeroCopy, ZeroCopyStats,
+    RecvStream, ZcSent, ZeroCopy, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
     op::{CancelFd, Connect, Readv, Recv, Send, SendMode, SendZc, Writev},
     rescue::RescueAware,
@@ -277,6 +277,25 @@ impl TcpStream {
     /// ordinary sends.
     pub fn zero_copy_stats(&self) -> ZeroCopyStats {
         self.socket.zc().stats()
+    }
+
+    /// Received bytes as a stream of [`RxBuf`](runtime::buf::RxBuf)s taken from `ring` only
+    /// when data arrives, over one multishot receive (Linux 6.0). Many streams can share one
+    /// ring; an idle connection then holds no buffer. See [`RecvStream`].
+    ///
+    /// Do not mix with [`read`](TcpStream::read) on the same socket while the stream lives:
+    /// both would take from the same byte stream.
+    pub fn recv_stream(&self, ring: &BufRing) -> RecvStream {
+        RecvStream::new(self.socket.clone(), ring, false)
+    }
+
+    /// Like [`recv_stream`](TcpStream::recv_stream), with `IORING_RECVSEND_BUNDLE` (Linux 6.10)
+    /// when the kernel offers it: one completion covers several consecutive buffers when data
+    /// arrives faster than it is taken, saving completions. Falls back to the plain stream
+    /// where bundles are unavailable or the ring is incremental (kernel-facts §4.6).
+    pub fn recv_stream_bundled(&self, ring: &BufRing) -> RecvStream {
+        let bundle = runtime::capabilities().recvsend_bundle() && !ring.is_incremental();
+        RecvStream::new(self.socket.clone(), ring, bundle)
     }
 
     /// Shuts down the read half, the write half (the peer reads EOF) or both.

@@ -7,13 +7,13 @@ use std::{
 };
 
 use runtime::{
-    buf::{IoBuf, IoBufMut},
+    buf::{BufRing, IoBuf, IoBufMut},
     op::Op,
 };
 use socket2::{Domain, Protocol, Type};
 
 use crate::{
-    ZeroCopy, ZeroCopyStats,
+    RecvMsgStream, ZeroCopy, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
     bufs,
     op::SendZc,
@@ -340,6 +340,15 @@ impl UdpSocket {
     /// Counters of zero-copy sends on this socket.
     pub fn zero_copy_stats(&self) -> ZeroCopyStats {
         self.socket.zc().stats()
+    }
+
+    /// Received datagrams as a stream over one multishot `recvmsg` (Linux 6.0), each in a
+    /// buffer taken from `ring` when it arrives, with its source address, its true length
+    /// (truncation is flagged, never silent) and, with [`set_gro`](UdpSocket::set_gro), the
+    /// GRO segment size. Each buffer carries a 112-byte header in front of the payload, so
+    /// datagrams of up to `ring.buf_len() - 112` bytes fit whole.
+    pub fn recv_msg_stream(&self, ring: &BufRing) -> RecvMsgStream {
+        RecvMsgStream::new(self.socket.clone(), ring)
     }
 
     /// Asks the kernel to coalesce same-size datagrams from one sender into one receive

@@ -20,8 +20,12 @@
 
 mod fixed;
 mod io_buf;
+pub(crate) mod ring;
+mod rx;
 mod slice;
 
 pub use fixed::{FixedBuf, FixedBufPool, FixedSlot, fixed_index};
 pub use io_buf::{IoBuf, IoBufMut};
+pub use ring::{BufRing, BufRingBuilder, BufRingStats};
+pub use rx::RxBuf;
 pub use slice::Slice;

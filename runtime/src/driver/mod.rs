@@ -77,6 +77,8 @@ pub(crate) struct Driver {
     ring: ring::Ring,
     /// Which fixed-buffer slots are taken; empty until the first registration.
     fixed_slots: Vec<bool>,
+    /// Provided-buffer group ids in use.
+    buf_groups: Vec<u16>,
     slots: Slab<Slot>,
     next_generation: u32,
     backlog: VecDeque<squeue::Entry>,
@@ -110,6 +112,7 @@ impl Driver {
         let mut driver = Driver {
             ring,
             fixed_slots: Vec::new(),
+            buf_groups: Vec::new(),
             slots: Slab::with_capacity(config.entries as usize),
             next_generation: 0,
             backlog: VecDeque::new(),
@@ -255,6 +258,41 @@ impl Driver {
         if unsafe { self.ring.update_buffers(u32::from(base), &empty) }.is_ok() {
             let base = usize::from(base);
             self.fixed_slots[base..base + n].fill(false);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Registers a provided-buffer ring under a free group id and returns the id.
+    ///
+    /// # Safety
+    ///
+    /// As `Ring::register_buf_ring`: the ring memory and every buffer it names stay valid until
+    /// `unregister_buf_ring(id)` succeeds.
+    pub(crate) unsafe fn register_buf_ring(
+        &mut self,
+        ring_addr: u64,
+        entries: u16,
+        flags: u16,
+    ) -> io::Result<u16> {
+        let bgid = (0..u16::MAX)
+            .find(|id| !self.buf_groups.contains(id))
+            .ok_or_else(|| io::Error::other("no free provided-buffer group id"))?;
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            self.ring
+                .register_buf_ring(ring_addr, entries, bgid, flags)?
+        };
+        self.buf_groups.push(bgid);
+        Ok(bgid)
+    }
+
+    /// Unregisters group `bgid`; only on success may its memory be freed.
+    #[must_use]
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) -> bool {
+        if self.ring.unregister_buf_ring(bgid).is_ok() {
+            self.buf_groups.retain(|&g| g != bgid);
             true
         } else {
             false

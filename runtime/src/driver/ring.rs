@@ -273,6 +273,34 @@ impl Ring {
         }
     }
 
+    /// Registers a provided-buffer ring (`IORING_REGISTER_PBUF_RING`, Linux 5.19) as group
+    /// `bgid`.
+    ///
+    /// # Safety
+    ///
+    /// `ring_addr` must point to page-aligned memory of `entries` `io_uring_buf` entries that
+    /// stays valid until the group is unregistered (or the ring closes), and every buffer an
+    /// entry names must stay valid while the entry may be used by the kernel.
+    pub(crate) unsafe fn register_buf_ring(
+        &self,
+        ring_addr: u64,
+        entries: u16,
+        bgid: u16,
+        flags: u16,
+    ) -> io::Result<()> {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            self.uring
+                .submitter()
+                .register_buf_ring_with_flags(ring_addr, entries, bgid, flags)
+        }
+    }
+
+    /// Unregisters provided-buffer group `bgid`.
+    pub(crate) fn unregister_buf_ring(&self, bgid: u16) -> io::Result<()> {
+        self.uring.submitter().unregister_buf_ring(bgid)
+    }
+
     /// Queues one SQE. Fails only when the SQ is full; the caller flushes and retries.
     pub(crate) fn push(&mut self, sqe: &squeue::Entry) -> Result<(), PushError> {
         let mut sq = self.uring.submission();

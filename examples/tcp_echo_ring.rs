@@ -1,0 +1,54 @@
+//! TCP echo server receiving through one shared provided-buffer ring.
+//!
+//! ```text
+//! cargo run --release --example tcp_echo_ring [ADDR]     # default 127.0.0.1:8080
+//! ```
+//!
+//! Every connection's receives draw buffers from one `BufRing` only when data arrives
+//! (multishot receive with buffer selection), so an idle connection holds no buffer. Each
+//! received `RxBuf` is written straight back and returns to the ring when the write is done.
+
+use net::{TcpListener, TcpStream};
+use runtime::buf::BufRing;
+
+const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+
+#[runtime::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+    // 4096 buffers of 4 KiB: only the ones in circulation become resident memory.
+    let ring = BufRing::builder().entries(4096).buf_len(4096).build()?;
+    let listener = TcpListener::bind(addr.as_str())?;
+    eprintln!("tcp_echo_ring listening on {}", listener.local_addr()?);
+    let mut incoming = listener.incoming();
+    while let Some(conn) = incoming.next().await {
+        match conn {
+            Ok(stream) => {
+                runtime::spawn(echo(stream, ring.clone()));
+            }
+            Err(e) => eprintln!("accept failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+async fn echo(stream: TcpStream, ring: BufRing) {
+    let mut received = stream.recv_stream(&ring);
+    while let Some(item) = received.next().await {
+        let buf = match item {
+            Ok(buf) => buf,
+            Err(e) => {
+                eprintln!("receive failed: {e}");
+                return;
+            }
+        };
+        // The buffer goes back to the ring when `write_all` hands it back and it is dropped.
+        let (res, _buf) = stream.write_all(buf).await;
+        if let Err(e) = res {
+            eprintln!("write failed: {e}");
+            return;
+        }
+    }
+}

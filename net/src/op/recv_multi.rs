@@ -1,0 +1,227 @@
+//! Multishot receives into a provided-buffer ring: `RecvMulti` (streams) and `RecvMsgMulti`
+//! (datagrams, with the source address and control messages in front of the payload).
+
+use std::{collections::VecDeque, io, mem, net::SocketAddr};
+
+use io_uring::{opcode, squeue};
+use runtime::{
+    buf::{BufRing, RxBuf},
+    op::{Completion, MultishotOp},
+};
+
+use super::stream::MsgHdr;
+use crate::{
+    addr::RawAddr,
+    socket::{Rescued, Socket},
+};
+
+/// One completion of a multishot stream receive.
+#[derive(Debug)]
+pub(crate) enum RecvEvent {
+    /// Bytes, in one buffer or (bundle) several consecutive ones.
+    Data(VecDeque<RxBuf>),
+    /// The peer closed its side.
+    Eof,
+}
+
+/// `IORING_OP_RECV` with `IORING_RECV_MULTISHOT` and buffer selection from a ring.
+#[derive(Debug)]
+pub(crate) struct RecvMulti {
+    socket: Socket,
+    ring: BufRing,
+    bundle: bool,
+}
+
+impl RecvMulti {
+    pub(crate) fn new(socket: Socket, ring: BufRing, bundle: bool) -> RecvMulti {
+        RecvMulti {
+            socket,
+            ring,
+            bundle,
+        }
+    }
+
+    fn event(&self, cqe: &Completion) -> io::Result<RecvEvent> {
+        let mut bufs = VecDeque::new();
+        if self.bundle {
+            self.ring.take_bundle(cqe, &mut bufs)?;
+        } else if let Some(buf) = self.ring.take(cqe)? {
+            bufs.push_back(buf);
+        }
+        match cqe.result() {
+            r if r > 0 => Ok(RecvEvent::Data(bufs)),
+            0 => Ok(RecvEvent::Eof),
+            r => Err(io::Error::from_raw_os_error(-r)),
+        }
+    }
+}
+
+// SAFETY: the SQE names the fd (kept open by `socket`) and a buffer group; the kernel writes
+// only into buffers the ring handed it, which the ring (held by `self` until the final CQE)
+// keeps mapped.
+unsafe impl MultishotOp for RecvMulti {
+    type Item = io::Result<RecvEvent>;
+
+    fn build(&mut self) -> squeue::Entry {
+        let fd = self.socket.uring_fd();
+        let group = self.ring.group_id();
+        if self.bundle {
+            opcode::RecvMultiBundle::new(fd, group).build()
+        } else {
+            opcode::RecvMulti::new(fd, group).build()
+        }
+    }
+
+    fn next(&mut self, cqe: Completion) -> Option<Self::Item> {
+        Some(self.event(&cqe))
+    }
+
+    fn next_detached(&mut self, cqe: Completion) {
+        // Data that arrived after the stream was dropped is kept for the next receive.
+        if let Ok(RecvEvent::Data(bufs)) = self.event(&cqe) {
+            let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.socket.rescue(Rescued {
+                sequence: cqe.sequence(),
+                full_len: data.len(),
+                data,
+                peer: None,
+            });
+        }
+    }
+}
+
+/// Room for the source address in each datagram buffer (a `sockaddr_in6` fits).
+pub(crate) const NAME_SPACE: usize = 32;
+/// Room for control messages (a `UDP_GRO` message needs 24 bytes).
+pub(crate) const CONTROL_SPACE: usize = 64;
+/// `struct io_uring_recvmsg_out`.
+const OUT_HEADER: usize = 16;
+/// Bytes in front of the payload in every datagram buffer.
+pub(crate) const DATAGRAM_OVERHEAD: usize = OUT_HEADER + NAME_SPACE + CONTROL_SPACE;
+
+/// A received datagram, parsed out of its provided buffer.
+#[derive(Debug)]
+pub(crate) struct ParsedDatagram {
+    pub(crate) payload: RxBuf,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) len: usize,
+    pub(crate) truncated: bool,
+    pub(crate) control: Vec<u8>,
+}
+
+/// `IORING_OP_RECVMSG` with `IORING_RECV_MULTISHOT`: one CQE per datagram, each buffer laid
+/// out as `io_uring_recvmsg_out`, name, control, payload.
+#[derive(Debug)]
+pub(crate) struct RecvMsgMulti {
+    socket: Socket,
+    ring: BufRing,
+    /// Boxed: the kernel reads the requested name and control sizes from it.
+    hdr: Box<MsgHdr>,
+}
+
+impl RecvMsgMulti {
+    pub(crate) fn new(socket: Socket, ring: BufRing) -> RecvMsgMulti {
+        let mut hdr = Box::new(MsgHdr::zeroed());
+        hdr.0.msg_namelen = NAME_SPACE as libc::socklen_t;
+        hdr.0.msg_controllen = CONTROL_SPACE;
+        RecvMsgMulti { socket, ring, hdr }
+    }
+
+    fn datagram(&self, cqe: &Completion) -> io::Result<ParsedDatagram> {
+        let buf = self.ring.take(cqe)?;
+        if cqe.result() < 0 {
+            return Err(io::Error::from_raw_os_error(-cqe.result()));
+        }
+        let Some(mut buf) = buf else {
+            return Err(malformed("datagram completion without a buffer"));
+        };
+        parse_datagram(&mut buf).map(|(peer, len, truncated, control)| ParsedDatagram {
+            payload: buf,
+            peer,
+            len,
+            truncated,
+            control,
+        })
+    }
+}
+
+fn malformed(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed recvmsg completion: {what}"),
+    )
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Parses `io_uring_recvmsg_out` + name + control in front of the payload, narrowing `buf` to
+/// the payload. Returns (peer, length on the wire, truncated, control bytes).
+pub(crate) fn parse_datagram(
+    buf: &mut RxBuf,
+) -> io::Result<(Option<SocketAddr>, usize, bool, Vec<u8>)> {
+    if buf.len() < DATAGRAM_OVERHEAD {
+        return Err(malformed(&format!(
+            "{} bytes, less than the {DATAGRAM_OVERHEAD}-byte header",
+            buf.len()
+        )));
+    }
+    let namelen = u32_at(buf, 0) as usize;
+    let controllen = u32_at(buf, 4) as usize;
+    let payloadlen = u32_at(buf, 8) as usize;
+    let flags = u32_at(buf, 12) as i32;
+    let copied = buf.len() - DATAGRAM_OVERHEAD;
+    let peer = if namelen > 0 {
+        let mut raw = RawAddr::empty();
+        let n = namelen
+            .min(NAME_SPACE)
+            .min(mem::size_of::<libc::sockaddr_storage>());
+        let name = &buf[OUT_HEADER..OUT_HEADER + n];
+        // SAFETY: `name` holds `n` bytes and the storage has room for at least `n` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(name.as_ptr(), raw.as_mut_ptr().cast::<u8>(), n);
+        }
+        raw.len = n as libc::socklen_t;
+        raw.socket_addr().ok()
+    } else {
+        None
+    };
+    let control_start = OUT_HEADER + NAME_SPACE;
+    let control = buf[control_start..control_start + controllen.min(CONTROL_SPACE)].to_vec();
+    let truncated = flags & libc::MSG_TRUNC != 0 || payloadlen > copied;
+    buf.advance(DATAGRAM_OVERHEAD);
+    Ok((peer, payloadlen.max(copied), truncated, control))
+}
+
+// SAFETY: the SQE points at the boxed `msghdr` (owned by `self`, read by the kernel) and names
+// the fd (kept open by `socket`) and a buffer group whose buffers the ring, held by `self`
+// until the final CQE, keeps mapped.
+unsafe impl MultishotOp for RecvMsgMulti {
+    type Item = io::Result<ParsedDatagram>;
+
+    fn build(&mut self) -> squeue::Entry {
+        opcode::RecvMsgMulti::new(
+            self.socket.uring_fd(),
+            &self.hdr.0 as *const libc::msghdr,
+            self.ring.group_id(),
+        )
+        .flags(libc::MSG_TRUNC as u32)
+        .build()
+    }
+
+    fn next(&mut self, cqe: Completion) -> Option<Self::Item> {
+        Some(self.datagram(&cqe))
+    }
+
+    fn next_detached(&mut self, cqe: Completion) {
+        if let Ok(d) = self.datagram(&cqe) {
+            self.socket.rescue(Rescued {
+                sequence: cqe.sequence(),
+                data: d.payload.to_vec(),
+                peer: d.peer,
+                full_len: d.len,
+            });
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Receive streams over provided-buffer rings: `RecvStream` (TCP) and `RecvMsgStream` (UDP).
+//!
+//! Each is one multishot receive request that keeps posting completions, each carrying a
+//! buffer the kernel took from the shared ring only when data arrived. When the kernel ends
+//! the request without an error the user must see (the completion queue overflowed, or the
+//! ring ran out of buffers: `ENOBUFS`), the stream re-arms it: at once after an overflow, and
+//! after `ENOBUFS` only once a buffer is free again, so an exhausted ring pauses the stream
+//! (the data waits in the socket, in order) instead of spinning.
+
+use std::{
+    collections::VecDeque,
+    fmt, io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use futures_core::Stream;
+use runtime::{
+    buf::{BufRing, RxBuf},
+    op::Multishot,
+};
+
+use crate::{
+    op::{ParsedDatagram, RecvEvent, RecvMsgMulti, RecvMulti},
+    socket::Socket,
+    udp::cmsg,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Armed,
+    /// The ring ran dry; re-arm once a buffer is free.
+    WaitingForBuffers,
+    Ended,
+}
+
+/// Received bytes of a TCP stream, as [`RxBuf`]s from a [`BufRing`]; from
+/// [`TcpStream::recv_stream`](crate::TcpStream::recv_stream). Ends (`None`) at end of file;
+/// an error is yielded once, then the stream ends.
+///
+/// Dropping it cancels the request; data that still arrives for it is kept and returned by
+/// the stream's next receive, and every buffer goes back to the ring.
+#[must_use = "streams do nothing unless polled"]
+pub struct RecvStream {
+    ring: BufRing,
+    op: Multishot<RecvMulti>,
+    ready: VecDeque<RxBuf>,
+    state: State,
+    rearms: u64,
+}
+
+impl RecvStream {
+    pub(crate) fn new(socket: Socket, ring: &BufRing, bundle: bool) -> RecvStream {
+        let mut ready = VecDeque::new();
+        // Data rescued from abandoned receives comes first, in order.
+        while let Some(data) = socket.take_rescued_chunk() {
+            ready.push_back(RxBuf::from_vec(data));
+        }
+        RecvStream {
+            ring: ring.clone(),
+            op: Multishot::new(RecvMulti::new(socket, ring.clone(), bundle)),
+            ready,
+            state: State::Armed,
+            rearms: 0,
+        }
+    }
+
+    /// The next received bytes (an inherent shortcut for `StreamExt::next`).
+    pub async fn next(&mut self) -> Option<io::Result<RxBuf>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// How many times the request was re-armed after the kernel ended it.
+    pub fn rearms(&self) -> u64 {
+        self.rearms
+    }
+}
+
+impl Stream for RecvStream {
+    type Item = io::Result<RxBuf>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(buf) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(buf)));
+            }
+            match this.state {
+                State::Ended => return Poll::Ready(None),
+                State::WaitingForBuffers => {
+                    ready!(this.ring.poll_available(cx));
+                    this.op.rearm();
+                    this.rearms += 1;
+                    this.state = State::Armed;
+                }
+                State::Armed => match ready!(Pin::new(&mut this.op).poll_next(cx)) {
+                    Some(Ok(RecvEvent::Data(bufs))) => this.ready = bufs,
+                    Some(Ok(RecvEvent::Eof)) => this.state = State::Ended,
+                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        this.ring.note_exhausted();
+                        this.state = State::WaitingForBuffers;
+                    }
+                    Some(Err(e)) => {
+                        this.state = State::Ended;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => {
+                        // Ended without an error (e.g. CQ overflow): carry on.
+                        this.op.rearm();
+                        this.rearms += 1;
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl fmt::Debug for RecvStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvStream")
+            .field("state", &self.state)
+            .field("ready", &self.ready.len())
+            .field("rearms", &self.rearms)
+            .finish()
+    }
+}
+
+/// A datagram from [`UdpSocket::recv_msg_stream`](crate::UdpSocket::recv_msg_stream).
+#[derive(Debug)]
+pub struct Datagram {
+    payload: RxBuf,
+    peer: Option<SocketAddr>,
+    len: usize,
+    truncated: bool,
+    control: Vec<u8>,
+}
+
+impl Datagram {
+    fn from_parsed(d: ParsedDatagram) -> Datagram {
+        Datagram {
+            payload: d.payload,
+            peer: d.peer,
+            len: d.len,
+            truncated: d.truncated,
+            control: d.control,
+        }
+    }
+
+    /// The payload (what fit in the buffer).
+    pub fn payload(&self) -> &RxBuf {
+        &self.payload
+    }
+
+    /// The payload, to keep or send on.
+    pub fn into_payload(self) -> RxBuf {
+        self.payload
+    }
+
+    /// The sender.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The datagram's length on the wire (more than the payload when truncated).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the datagram was empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the datagram was larger than the ring's buffers and was cut short.
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// The control messages received with it.
+    pub fn control(&self) -> &[u8] {
+        &self.control
+    }
+
+    /// The GRO segment size, when the kernel coalesced several datagrams (see
+    /// [`UdpSocket::set_gro`](crate::UdpSocket::set_gro)).
+    pub fn gro_segment_size(&self) -> Option<usize> {
+        cmsg::gro_segment_size(&self.control)
+    }
+
+    /// The datagrams the sender sent: the payload split at the GRO segment size (one segment
+    /// when it was not coalesced).
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        cmsg::segments(&self.payload, self.gro_segment_size().unwrap_or(0))
+    }
+}
+
+/// Received datagrams of a UDP socket, from
+/// [`UdpSocket::recv_msg_stream`](crate::UdpSocket::recv_msg_stream). The stream does not end
+/// by itself; an error other than running out of buffers is yielded and the stream goes on.
+#[must_use = "streams do nothing unless polled"]
+pub struct RecvMsgStream {
+    ring: BufRing,
+    op: Multishot<RecvMsgMulti>,
+    socket: Socket,
+    state: State,
+    rearms: u64,
+}
+
+impl RecvMsgStream {
+    pub(crate) fn new(socket: Socket, ring: &BufRing) -> RecvMsgStream {
+        RecvMsgStream {
+            ring: ring.clone(),
+            op: Multishot::new(RecvMsgMulti::new(socket.clone(), ring.clone())),
+            socket,
+            state: State::Armed,
+            rearms: 0,
+        }
+    }
+
+    /// The next datagram (an inherent shortcut for `StreamExt::next`).
+    pub async fn next(&mut self) -> Option<io::Result<Datagram>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// How many times the request was re-armed after the kernel ended it.
+    pub fn rearms(&self) -> u64 {
+        self.rearms
+    }
+}
+
+impl Stream for RecvMsgStream {
+    type Item = io::Result<Datagram>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            // Datagrams rescued from abandoned receives first.
+            if let Some(r) = this.socket.take_rescued_datagram() {
+                return Poll::Ready(Some(Ok(Datagram {
+                    truncated: r.full_len > r.data.len(),
+                    len: r.full_len,
+                    payload: RxBuf::from_vec(r.data),
+                    peer: r.peer,
+                    control: Vec::new(),
+                })));
+            }
+            match this.state {
+                State::Ended => return Poll::Ready(None),
+                State::WaitingForBuffers => {
+                    ready!(this.ring.poll_available(cx));
+                    this.op.rearm();
+                    this.rearms += 1;
+                    this.state = State::Armed;
+                }
+                State::Armed => match ready!(Pin::new(&mut this.op).poll_next(cx)) {
+                    Some(Ok(d)) => return Poll::Ready(Some(Ok(Datagram::from_parsed(d)))),
+                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        this.ring.note_exhausted();
+                        this.state = State::WaitingForBuffers;
+                    }
+                    Some(Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                        this.state = State::Ended;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    Some(Err(e)) => {
+                        if this.op.is_finished() {
+                            this.op.rearm();
+                            this.rearms += 1;
+                        }
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => {
+                        this.op.rearm();
+                        this.rearms += 1;
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl fmt::Debug for RecvMsgStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvMsgStream")
+            .field("state", &self.state)
+            .field("rearms", &self.rearms)
+            .finish()
+    }
+}

@@ -1,0 +1,624 @@
+//! `BufRing`: a provided-buffer ring (`IORING_REGISTER_PBUF_RING`) shared by the receives of
+//! many sockets on one thread. A receive takes a buffer only when data arrives, so an idle
+//! connection holds none.
+//!
+//! # Layout and protocol (shared/docs/kernel-facts.md §4)
+//!
+//! - The ring is `entries` `io_uring_buf { addr: u64, len: u32, bid: u16, resv: u16 }` in
+//!   page-aligned memory; the 16-bit tail overlays `bufs[0].resv`, so entry 0 is written field
+//!   by field and its `resv` never. New entries go at `tail & mask`; the tail is published with
+//!   one release store per top-up.
+//! - Buffers are `count == entries` slices of `buf_len` bytes in one anonymous mapping: pages
+//!   become resident only when the kernel first writes them.
+//!
+//! # Invariants
+//!
+//! - Every buffer id is in exactly one place: `free` (ours, LIFO), `queued` (in the kernel's
+//!   ring, in ring order), or lent out (an `RxBuf` exists for it, or, with incremental
+//!   consumption, the kernel may still append to it).
+//! - The kernel consumes entries in ring order, so a completion's buffer id is normally the
+//!   front of `queued`; a completion naming an id that is not queued is rejected as malformed
+//!   (never trusted to index memory).
+//! - Only `top_up` (once per loop turn, before the enter) and the constructor write ring
+//!   entries. It keeps about twice the recent per-turn consumption in the ring, not all free
+//!   buffers, so the same hot buffers circulate and resident memory stays small (§8.3).
+//! - The mappings are unmapped only after the group is unregistered; no operation can still
+//!   select from it then, since each receive holds the ring until its final completion.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    fmt, io,
+    ptr::NonNull,
+    rc::Rc,
+    sync::atomic::{AtomicU16, Ordering},
+    task::{Context, Poll, Waker},
+};
+
+use super::rx::RxBuf;
+use crate::{
+    context::{self, Handle},
+    op::Completion,
+};
+
+/// `IOU_PBUF_RING_INC` (Linux 6.12): the kernel consumes buffers incrementally.
+const IOU_PBUF_RING_INC: u16 = 2;
+
+/// `struct io_uring_buf`.
+#[repr(C)]
+struct RingEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RingEntry>() == 16);
+
+/// An anonymous, private memory mapping.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: NonNull::new(ptr.cast()).expect("mmap never returns null on success"),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping this value created and nothing else unmaps.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Counters of a [`BufRing`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufRingStats {
+    /// Buffers handed out by completions.
+    pub taken: u64,
+    /// Buffers given back (their `RxBuf` dropped).
+    pub returned: u64,
+    /// Buffers currently in the kernel's ring.
+    pub in_ring: usize,
+    /// Buffers currently lent out to `RxBuf`s.
+    pub in_use: usize,
+    /// Times a receive found the ring empty (`ENOBUFS`).
+    pub exhausted: u64,
+    /// Completions rejected as malformed (unknown buffer id, missing buffer flag, ...).
+    pub malformed: u64,
+}
+
+/// Per-buffer state for incremental consumption.
+#[derive(Debug, Clone, Copy, Default)]
+struct Incremental {
+    /// Where the kernel's next data for this buffer starts.
+    offset: u32,
+    /// `RxBuf`s referring to this buffer.
+    refs: u32,
+    /// The kernel is done with the buffer (a completion without `F_BUF_MORE`).
+    done: bool,
+}
+
+pub(crate) struct RingInner {
+    handle: Rc<Handle>,
+    bgid: u16,
+    entries: u16,
+    buf_len: usize,
+    ring: Mapping,
+    bufs: Mapping,
+    incremental: bool,
+    /// Our copy of the tail (the kernel only reads the shared one).
+    tail: Cell<u16>,
+    queued: RefCell<VecDeque<u16>>,
+    free: RefCell<Vec<u16>>,
+    inc: RefCell<Vec<Incremental>>,
+    /// Buffers taken since the last top-up, and the decaying peak of that count.
+    taken_this_turn: Cell<usize>,
+    peak: Cell<usize>,
+    waiters: RefCell<Vec<Waker>>,
+    stats: Cell<BufRingStats>,
+}
+
+/// A ring of provided buffers, registered with the current thread's runtime. Cheap to clone;
+/// receives of many sockets on this thread can share one ring (see
+/// `net::TcpStream::recv_stream`).
+///
+/// ```
+/// # runtime::Runtime::new().unwrap().block_on(async {
+/// let ring = runtime::buf::BufRing::builder().entries(256).buf_len(4096).build().unwrap();
+/// assert_eq!(ring.entries(), 256);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct BufRing {
+    inner: Rc<RingInner>,
+}
+
+/// Configures a [`BufRing`].
+#[derive(Debug, Clone)]
+pub struct BufRingBuilder {
+    entries: u32,
+    buf_len: usize,
+    incremental: bool,
+}
+
+impl BufRing {
+    /// A builder with 256 entries of 4 KiB.
+    pub fn builder() -> BufRingBuilder {
+        BufRingBuilder {
+            entries: 256,
+            buf_len: 4096,
+            incremental: false,
+        }
+    }
+
+    /// The buffer group id, for SQEs with `IOSQE_BUFFER_SELECT`.
+    pub fn group_id(&self) -> u16 {
+        self.inner.bgid
+    }
+
+    /// Number of ring entries (and buffers).
+    pub fn entries(&self) -> u16 {
+        self.inner.entries
+    }
+
+    /// Size of each buffer.
+    pub fn buf_len(&self) -> usize {
+        self.inner.buf_len
+    }
+
+    /// Whether buffers are consumed incrementally (`IOU_PBUF_RING_INC`).
+    pub fn is_incremental(&self) -> bool {
+        self.inner.incremental
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> BufRingStats {
+        let mut s = self.inner.stats.get();
+        s.in_ring = self.inner.queued.borrow().len();
+        s
+    }
+
+    /// Takes the buffer a completion selected from this ring, as an [`RxBuf`] holding the
+    /// `cqe.result()` bytes it received. Returns `Ok(None)` when the completion selected no
+    /// buffer (an error or end of file without data).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` for a malformed completion: data without `IORING_CQE_F_BUFFER`, a buffer
+    /// id this ring did not hand to the kernel, or more bytes than a buffer holds. Nothing is
+    /// read out of bounds.
+    pub fn take(&self, cqe: &Completion) -> io::Result<Option<RxBuf>> {
+        self.inner.take(cqe)
+    }
+
+    /// Takes the buffers of a bundle completion (`IORING_RECVSEND_BUNDLE`): `cqe.result()`
+    /// bytes spread over consecutive ring entries starting at the completion's buffer id.
+    ///
+    /// # Errors
+    ///
+    /// As [`take`](BufRing::take).
+    pub fn take_bundle(&self, cqe: &Completion, out: &mut VecDeque<RxBuf>) -> io::Result<()> {
+        self.inner.take_bundle(cqe, out)
+    }
+
+    /// Records that a request found the ring empty (`ENOBUFS`): the refill target grows.
+    pub fn note_exhausted(&self) {
+        let inner = &self.inner;
+        let grown = inner.peak.get().saturating_mul(2).max(MIN_IN_RING);
+        inner.peak.set(grown.min(inner.entries as usize));
+        inner.update_stats(|s| s.exhausted += 1);
+    }
+
+    /// Ready when a buffer can be given to the kernel at the next loop turn (one is free);
+    /// otherwise registers the task to be woken when an `RxBuf` is dropped.
+    pub fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.inner.free.borrow().is_empty() || !self.inner.queued.borrow().is_empty() {
+            return Poll::Ready(());
+        }
+        self.inner.waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl BufRingBuilder {
+    /// Ring entries, also the number of buffers (a power of two, 1..=32768; default 256).
+    pub fn entries(&mut self, entries: u32) -> &mut Self {
+        self.entries = entries;
+        self
+    }
+
+    /// Size of each buffer (1 byte..=16 MiB; default 4096).
+    pub fn buf_len(&mut self, buf_len: usize) -> &mut Self {
+        self.buf_len = buf_len;
+        self
+    }
+
+    /// Incremental consumption (`IOU_PBUF_RING_INC`, Linux 6.12): a receive smaller than a
+    /// buffer uses only part of it and the next receive continues in the same buffer, so
+    /// large buffers do not waste memory on small messages. Where the kernel rejects it, the
+    /// ring is built without it and [`Capabilities::notes`](crate::Capabilities) says so.
+    /// Not for datagram `recvmsg` streams (kernel-facts §4.6). Default off.
+    pub fn incremental(&mut self, on: bool) -> &mut Self {
+        self.incremental = on;
+        self
+    }
+
+    /// Allocates and registers the ring with the current thread's runtime.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for sizes out of range; the kernel's error (e.g. `ENOMEM`) if
+    /// registration fails.
+    ///
+    /// # Panics
+    ///
+    /// Panics outside a runtime.
+    pub fn build(&self) -> io::Result<BufRing> {
+        let entries = self.entries;
+        if entries == 0 || entries > 32768 || !entries.is_power_of_two() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("BufRing entries must be a power of two in 1..=32768, got {entries}"),
+            ));
+        }
+        if self.buf_len == 0 || self.buf_len > 16 << 20 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("BufRing buf_len must be 1..=16 MiB, got {}", self.buf_len),
+            ));
+        }
+        let handle = context::current();
+        let page = 4096;
+        let ring_len = (entries as usize * 16).div_ceil(page) * page;
+        let ring = Mapping::new(ring_len)?;
+        let bufs = Mapping::new(entries as usize * self.buf_len)?;
+        let mut incremental = self.incremental;
+        let register = |flags| {
+            // SAFETY: `ring` is page-aligned memory of `entries` entries and, like every
+            // buffer in `bufs`, lives in the `RingInner` built below, which unregisters the
+            // group before unmapping (or leaks the mappings if that fails).
+            unsafe {
+                handle.driver.borrow_mut().register_buf_ring(
+                    ring.ptr.as_ptr() as u64,
+                    entries as u16,
+                    flags,
+                )
+            }
+        };
+        let bgid = match register(if incremental { IOU_PBUF_RING_INC } else { 0 }) {
+            Ok(bgid) => bgid,
+            Err(e) if incremental && e.raw_os_error() == Some(libc::EINVAL) => {
+                incremental = false;
+                handle.capabilities.borrow_mut().note(format!(
+                    "incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12) rejected \
+                     ({e}); buffer rings consume whole buffers"
+                ));
+                register(0)?
+            }
+            Err(e) => return Err(e),
+        };
+        let inner = Rc::new(RingInner {
+            handle: handle.clone(),
+            bgid,
+            entries: entries as u16,
+            buf_len: self.buf_len,
+            ring,
+            bufs,
+            incremental,
+            tail: Cell::new(0),
+            queued: RefCell::new(VecDeque::with_capacity(entries as usize)),
+            // Pop order 0, 1, 2...: the lowest ids (and pages) are used first.
+            free: RefCell::new((0..entries as u16).rev().collect()),
+            inc: RefCell::new(vec![Incremental::default(); entries as usize]),
+            taken_this_turn: Cell::new(0),
+            peak: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+            stats: Cell::new(BufRingStats::default()),
+        });
+        inner.top_up();
+        handle.buf_rings.borrow_mut().push(Rc::downgrade(&inner));
+        Ok(BufRing { inner })
+    }
+}
+
+/// Fewest buffers kept in the kernel's ring (when that many exist).
+const MIN_IN_RING: usize = 16;
+
+impl RingInner {
+    fn update_stats(&self, f: impl FnOnce(&mut BufRingStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    fn malformed(&self, what: String) -> io::Error {
+        self.update_stats(|s| s.malformed += 1);
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "malformed completion for buffer group {}: {what}",
+                self.bgid
+            ),
+        )
+    }
+
+    /// Gives free buffers to the kernel until about twice the recent per-turn consumption is
+    /// in the ring, then publishes the tail once.
+    pub(crate) fn top_up(&self) {
+        let taken = self.taken_this_turn.replace(0);
+        // The peak decays by 1/8 per turn, so a past burst is forgotten slowly.
+        let peak = taken.max(self.peak.get() - self.peak.get() / 8);
+        self.peak.set(peak);
+        let target = (2 * peak).max(MIN_IN_RING).min(self.entries as usize);
+        let mut queued = self.queued.borrow_mut();
+        let mut free = self.free.borrow_mut();
+        if queued.len() >= target || free.is_empty() {
+            return;
+        }
+        let base = self.ring.ptr.as_ptr().cast::<RingEntry>();
+        let mask = self.entries - 1;
+        let mut tail = self.tail.get();
+        while queued.len() < target {
+            let Some(bid) = free.pop() else { break };
+            let slot = (tail & mask) as usize;
+            let addr = self.buf_ptr(bid) as u64;
+            // SAFETY: `slot < entries`, so the entry lies inside the ring mapping. The kernel
+            // reads only entries between its head and the published tail, and this one is past
+            // the published tail. Fields are written one by one so that `resv` of entry 0,
+            // which holds the shared tail, is never touched.
+            unsafe {
+                let entry = base.add(slot);
+                (&raw mut (*entry).addr).write(addr);
+                (&raw mut (*entry).len).write(self.buf_len as u32);
+                (&raw mut (*entry).bid).write(bid);
+            }
+            queued.push_back(bid);
+            tail = tail.wrapping_add(1);
+        }
+        self.tail.set(tail);
+        // SAFETY: the tail is the `resv` field of entry 0 (offset 14), 2-byte aligned inside
+        // the page-aligned ring mapping; the kernel reads it with acquire semantics, and the
+        // release store makes the entries written above visible first.
+        let shared_tail = unsafe { AtomicU16::from_ptr(base.cast::<u8>().add(14).cast::<u16>()) };
+        shared_tail.store(tail, Ordering::Release);
+    }
+
+    fn buf_ptr(&self, bid: u16) -> *mut u8 {
+        // SAFETY: `bid < entries` (checked by callers), so the offset is inside `bufs`.
+        unsafe { self.bufs.ptr.as_ptr().add(bid as usize * self.buf_len) }
+    }
+
+    /// The id of the buffer a completion selected, validated against this ring.
+    fn selected(&self, cqe: &Completion) -> io::Result<Option<u16>> {
+        let Some(bid) = cqe.buffer_id() else {
+            if cqe.result() > 0 {
+                return Err(self.malformed(format!(
+                    "{} bytes received but IORING_CQE_F_BUFFER is not set",
+                    cqe.result()
+                )));
+            }
+            return Ok(None);
+        };
+        if bid >= self.entries {
+            return Err(self.malformed(format!(
+                "buffer id {bid} outside a ring of {} entries",
+                self.entries
+            )));
+        }
+        if cqe.result() > self.buf_len as i32 {
+            return Err(self.malformed(format!(
+                "{} bytes in a {}-byte buffer",
+                cqe.result(),
+                self.buf_len
+            )));
+        }
+        Ok(Some(bid))
+    }
+
+    /// Removes `bid` from the kernel's ring, where the kernel took it from.
+    fn dequeue(&self, bid: u16) -> io::Result<()> {
+        let mut queued = self.queued.borrow_mut();
+        if queued.front() == Some(&bid) {
+            queued.pop_front();
+            return Ok(());
+        }
+        match queued.iter().position(|&b| b == bid) {
+            Some(i) => {
+                queued.remove(i);
+                Ok(())
+            }
+            None => {
+                drop(queued);
+                Err(self.malformed(format!("buffer id {bid} is not in the kernel's ring")))
+            }
+        }
+    }
+
+    fn lend(self: &Rc<Self>, bid: u16, offset: usize, len: usize) -> RxBuf {
+        self.taken_this_turn.set(self.taken_this_turn.get() + 1);
+        self.update_stats(|s| {
+            s.taken += 1;
+            s.in_use += 1;
+        });
+        RxBuf::from_ring(
+            BufRing {
+                inner: self.clone(),
+            },
+            bid,
+            offset,
+            len,
+        )
+    }
+
+    fn take(self: &Rc<Self>, cqe: &Completion) -> io::Result<Option<RxBuf>> {
+        let Some(bid) = self.selected(cqe)? else {
+            return Ok(None);
+        };
+        let len = cqe.result().max(0) as usize;
+        if !self.incremental {
+            self.dequeue(bid)?;
+            return Ok(Some(self.lend(bid, 0, len)));
+        }
+        // Incremental: the data sits after what earlier completions took from this buffer.
+        let mut inc = self.inc.borrow_mut();
+        let state = &mut inc[bid as usize];
+        let offset = state.offset as usize;
+        if offset + len > self.buf_len {
+            drop(inc);
+            return Err(self.malformed(format!(
+                "incremental data {offset}+{len} beyond a {}-byte buffer",
+                self.buf_len
+            )));
+        }
+        state.offset += len as u32;
+        state.refs += 1;
+        let done = !cqe.buffer_more();
+        state.done = done;
+        drop(inc);
+        if done {
+            self.dequeue(bid)?;
+        }
+        Ok(Some(self.lend(bid, offset, len)))
+    }
+
+    fn take_bundle(self: &Rc<Self>, cqe: &Completion, out: &mut VecDeque<RxBuf>) -> io::Result<()> {
+        let Some(first) = cqe.buffer_id() else {
+            if cqe.result() > 0 {
+                return Err(self.malformed("bundle data without IORING_CQE_F_BUFFER".into()));
+            }
+            return Ok(());
+        };
+        if self.incremental {
+            return Err(self.malformed("bundle completion on an incremental ring".into()));
+        }
+        if first >= self.entries {
+            return Err(self.malformed(format!("buffer id {first} outside the ring")));
+        }
+        let mut left = cqe.result().max(0) as usize;
+        let mut bid = first;
+        loop {
+            // A bundle fills consecutive ring entries, in ring order.
+            let queued_front = self.queued.borrow().front().copied();
+            if queued_front != Some(bid) {
+                return Err(self.malformed(format!(
+                    "bundle buffer {bid} is not next in the ring ({queued_front:?} is)"
+                )));
+            }
+            self.queued.borrow_mut().pop_front();
+            let len = left.min(self.buf_len);
+            out.push_back(self.lend(bid, 0, len));
+            left -= len;
+            if left == 0 {
+                return Ok(());
+            }
+            bid = match self.queued.borrow().front() {
+                Some(&next) => next,
+                None => {
+                    return Err(self.malformed(format!(
+                        "bundle of {} bytes runs past the buffers in the ring",
+                        cqe.result()
+                    )));
+                }
+            };
+        }
+    }
+
+    /// The bytes of buffer `bid` at `offset..offset + len`.
+    pub(crate) fn bytes(&self, bid: u16, offset: usize, len: usize) -> &[u8] {
+        debug_assert!(bid < self.entries && offset + len <= self.buf_len);
+        // SAFETY: `bid < entries` and `offset + len <= buf_len` (validated when the buffer was
+        // taken), so the range is inside `bufs`; the kernel wrote these bytes before posting
+        // the completion and writes no more to them until the buffer is queued again, which
+        // happens only after every `RxBuf` for it is gone.
+        unsafe { std::slice::from_raw_parts(self.buf_ptr(bid).add(offset), len) }
+    }
+
+    /// An `RxBuf` for `bid` was dropped.
+    pub(crate) fn give_back(&self, bid: u16) {
+        if self.incremental {
+            let mut inc = self.inc.borrow_mut();
+            let state = &mut inc[bid as usize];
+            state.refs -= 1;
+            if state.refs > 0 || !state.done {
+                drop(inc);
+                self.update_stats(|s| s.in_use -= 1);
+                return;
+            }
+            *state = Incremental::default();
+        }
+        self.free.borrow_mut().push(bid);
+        self.update_stats(|s| {
+            s.returned += 1;
+            s.in_use -= 1;
+        });
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for RingInner {
+    fn drop(&mut self) {
+        let unregistered = match self.handle.driver.try_borrow_mut() {
+            Ok(mut driver) => driver.unregister_buf_ring(self.bgid),
+            Err(_) => false,
+        };
+        if !unregistered {
+            // The kernel may still select buffers from this group: never unmap them.
+            std::mem::forget(std::mem::replace(
+                &mut self.ring,
+                Mapping {
+                    ptr: NonNull::dangling(),
+                    len: 0,
+                },
+            ));
+            std::mem::forget(std::mem::replace(
+                &mut self.bufs,
+                Mapping {
+                    ptr: NonNull::dangling(),
+                    len: 0,
+                },
+            ));
+        }
+    }
+}
+
+impl fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufRing")
+            .field("group_id", &self.inner.bgid)
+            .field("entries", &self.inner.entries)
+            .field("buf_len", &self.inner.buf_len)
+            .field("incremental", &self.inner.incremental)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl BufRing {
+    pub(crate) fn inner(&self) -> &RingInner {
+        &self.inner
+    }
+}

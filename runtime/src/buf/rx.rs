@@ -1,0 +1,155 @@
+//! `RxBuf`: received bytes lent by the runtime, returned to their pool when dropped.
+
+use std::{fmt, ops::Deref};
+
+use super::{IoBuf, ring::BufRing};
+
+/// Bytes a receive delivered. It derefs to the bytes; dropping it gives the buffer back to the
+/// [`BufRing`] it came from, so hold it only as long as needed (holding many is how a slow
+/// consumer applies backpressure: the ring runs dry and receives pause).
+///
+/// It is also an [`IoBuf`], so it can be sent on as is (an echo server writes it back), and
+/// [`into_vec`](RxBuf::into_vec) copies it out into an owned vector, returning the buffer at
+/// once.
+pub struct RxBuf {
+    source: Source,
+    /// The view, relative to the source's data.
+    start: usize,
+    len: usize,
+}
+
+enum Source {
+    /// A buffer of a provided-buffer ring, starting `offset` bytes into it.
+    Ring {
+        ring: BufRing,
+        bid: u16,
+        offset: usize,
+    },
+    /// Bytes that do not live in a ring (e.g. data rescued from an abandoned receive).
+    Owned(Vec<u8>),
+}
+
+impl RxBuf {
+    pub(crate) fn from_ring(ring: BufRing, bid: u16, offset: usize, len: usize) -> RxBuf {
+        RxBuf {
+            source: Source::Ring { ring, bid, offset },
+            start: 0,
+            len,
+        }
+    }
+
+    /// Wraps owned bytes (for receives that had to copy, so every path yields one type).
+    pub fn from_vec(data: Vec<u8>) -> RxBuf {
+        let len = data.len();
+        RxBuf {
+            source: Source::Owned(data),
+            start: 0,
+            len,
+        }
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops `n` bytes from the front of the view.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n` exceeds the length.
+    pub fn advance(&mut self, n: usize) {
+        assert!(
+            n <= self.len,
+            "RxBuf::advance({n}) beyond {} bytes",
+            self.len
+        );
+        self.start += n;
+        self.len -= n;
+    }
+
+    /// Shortens the view to `len` bytes (no effect if already shorter).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The ring buffer id, for buffers from a ring.
+    pub fn buffer_id(&self) -> Option<u16> {
+        match &self.source {
+            Source::Ring { bid, .. } => Some(*bid),
+            Source::Owned(_) => None,
+        }
+    }
+
+    /// Copies the bytes into an owned vector and gives the buffer back at once.
+    pub fn into_vec(self) -> Vec<u8> {
+        match &self.source {
+            Source::Owned(data) if self.start == 0 && self.len == data.len() => {
+                let mut this = std::mem::ManuallyDrop::new(self);
+                match std::mem::replace(&mut this.source, Source::Owned(Vec::new())) {
+                    Source::Owned(data) => data,
+                    Source::Ring { .. } => unreachable!("matched as owned just above"),
+                }
+            }
+            _ => self.to_vec(),
+        }
+    }
+}
+
+impl Deref for RxBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.source {
+            Source::Ring { ring, bid, offset } => {
+                ring.inner().bytes(*bid, offset + self.start, self.len)
+            }
+            Source::Owned(data) => &data[self.start..self.start + self.len],
+        }
+    }
+}
+
+impl AsRef<[u8]> for RxBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for RxBuf {
+    fn drop(&mut self) {
+        if let Source::Ring { ring, bid, .. } = &self.source {
+            ring.inner().give_back(*bid);
+        }
+    }
+}
+
+impl fmt::Debug for RxBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RxBuf")
+            .field("len", &self.len)
+            .field("buffer_id", &self.buffer_id())
+            .finish()
+    }
+}
+
+// SAFETY: the bytes live in the ring's mapping (or the owned vector's heap allocation), which
+// this value keeps alive and which does not move with it; all `len` bytes are initialized
+// (written by the kernel before the completion). The kernel only reads them (sends).
+unsafe impl IoBuf for RxBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.deref().as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.len
+    }
+
+    fn bytes_total(&self) -> usize {
+        self.len
+    }
+}
