@@ -53,7 +53,7 @@ pub mod udp;
 mod zc;
 
 pub use addr::ToSocketAddrs;
-pub use recv_stream::{Datagram, RecvMsgStream, RecvStream};
+pub use recv_stream::{Datagram, RecvMsgStream, RecvStream, ZcrxStream, ZeroCopyRecv};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use zc::{SwitchReason, ZcSent, ZeroCopy, ZeroCopyStats};

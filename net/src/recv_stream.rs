@@ -19,10 +19,11 @@ use futures_core::Stream;
 use runtime::{
     buf::{BufRing, RxBuf},
     op::Multishot,
+    zcrx::Zcrx,
 };
 
 use crate::{
-    op::{ParsedDatagram, RecvEvent, RecvMsgMulti, RecvMulti},
+    op::{ParsedDatagram, RecvEvent, RecvMsgMulti, RecvMulti, RecvZc},
     socket::Socket,
     udp::cmsg,
 };
@@ -123,6 +124,130 @@ impl fmt::Debug for RecvStream {
             .field("ready", &self.ready.len())
             .field("rearms", &self.rearms)
             .finish()
+    }
+}
+
+/// Received bytes of a TCP stream in the runtime's zero-copy receive area, from
+/// [`TcpStream::recv_zc_stream`](crate::TcpStream::recv_zc_stream): one multishot
+/// `IORING_OP_RECV_ZC`. Re-armed when the CQ was full (`ENOSPC`), and after the area ran out
+/// (`ENOMEM`) once buffers come back. Ends at end of file.
+#[must_use = "streams do nothing unless polled"]
+pub struct ZcrxStream {
+    zcrx: Zcrx,
+    op: Multishot<RecvZc>,
+    ready: VecDeque<RxBuf>,
+    state: State,
+    rearms: u64,
+}
+
+impl ZcrxStream {
+    pub(crate) fn new(socket: Socket, zcrx: Zcrx) -> ZcrxStream {
+        let mut ready = VecDeque::new();
+        while let Some(data) = socket.take_rescued_chunk() {
+            ready.push_back(RxBuf::from_vec(data));
+        }
+        ZcrxStream {
+            op: Multishot::new(RecvZc::new(socket, zcrx.clone())),
+            zcrx,
+            ready,
+            state: State::Armed,
+            rearms: 0,
+        }
+    }
+
+    /// The next received bytes (an inherent shortcut for `StreamExt::next`).
+    pub async fn next(&mut self) -> Option<io::Result<RxBuf>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// How many times the request was re-armed after the kernel ended it.
+    pub fn rearms(&self) -> u64 {
+        self.rearms
+    }
+}
+
+impl Stream for ZcrxStream {
+    type Item = io::Result<RxBuf>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(buf) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(buf)));
+            }
+            match this.state {
+                State::Ended => return Poll::Ready(None),
+                State::WaitingForBuffers => {
+                    ready!(this.zcrx.poll_available(cx));
+                    this.op.rearm();
+                    this.rearms += 1;
+                    this.state = State::Armed;
+                }
+                State::Armed => match ready!(Pin::new(&mut this.op).poll_next(cx)) {
+                    Some(Ok(RecvEvent::Data(bufs))) => this.ready = bufs,
+                    Some(Ok(RecvEvent::Eof)) => this.state = State::Ended,
+                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOMEM) => {
+                        this.zcrx.note_exhausted();
+                        this.state = State::WaitingForBuffers;
+                    }
+                    // ENOSPC: the CQ was full; the request ended and is re-armed below.
+                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOSPC) => {}
+                    Some(Err(e)) => {
+                        this.state = State::Ended;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => {
+                        this.op.rearm();
+                        this.rearms += 1;
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ZcrxStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZcrxStream")
+            .field("state", &self.state)
+            .field("rearms", &self.rearms)
+            .finish()
+    }
+}
+
+/// Received bytes of a TCP stream through whichever zero-copy path this thread's runtime has:
+/// its zero-copy receive area when an ifq is registered, a provided-buffer ring otherwise.
+/// From [`TcpStream::recv_zero_copy`](crate::TcpStream::recv_zero_copy). Both yield the same
+/// [`RxBuf`] type.
+#[must_use = "streams do nothing unless polled"]
+#[derive(Debug)]
+pub enum ZeroCopyRecv {
+    /// Through the ZCRX area.
+    Zcrx(ZcrxStream),
+    /// Through a provided-buffer ring.
+    Ring(RecvStream),
+}
+
+impl ZeroCopyRecv {
+    /// Whether the hardware zero-copy path is in use.
+    pub fn is_zcrx(&self) -> bool {
+        matches!(self, ZeroCopyRecv::Zcrx(_))
+    }
+
+    /// The next received bytes (an inherent shortcut for `StreamExt::next`).
+    pub async fn next(&mut self) -> Option<io::Result<RxBuf>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for ZeroCopyRecv {
+    type Item = io::Result<RxBuf>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            ZeroCopyRecv::Zcrx(s) => Pin::new(s).poll_next(cx),
+            ZeroCopyRecv::Ring(s) => Pin::new(s).poll_next(cx),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use crate::{
     executor::Scheduler,
     time::Timers,
     wake::Remote,
+    zcrx::{ZcrxConfig, ZcrxMode},
 };
 
 /// Which io_uring setup flags the ring is created with.
@@ -47,6 +48,7 @@ pub struct Builder {
     register_ring_fd: bool,
     task_budget: usize,
     shutdown_timeout: Duration,
+    zcrx: Option<ZcrxConfig>,
 }
 
 impl Default for Builder {
@@ -65,6 +67,7 @@ impl Builder {
             register_ring_fd: true,
             task_budget: 256,
             shutdown_timeout: Duration::from_secs(5),
+            zcrx: None,
         }
     }
 
@@ -114,6 +117,15 @@ impl Builder {
         self
     }
 
+    /// Zero-copy receive (Linux 6.15; see [`crate::zcrx`]). With [`ZcrxMode::Auto`] or
+    /// [`ZcrxMode::On`] the ring is built with `DEFER_TASKRUN` and 32-byte CQEs and an
+    /// interface queue is registered; `On` makes any failure a `build` error naming the
+    /// interface and the reason, `Auto` records it in the capabilities instead. Default: none.
+    pub fn zcrx(&mut self, config: ZcrxConfig) -> &mut Self {
+        self.zcrx = Some(config);
+        self
+    }
+
     /// Creates the runtime on the calling thread.
     ///
     /// # Errors
@@ -123,9 +135,47 @@ impl Builder {
     /// `Unsupported` (kernel too old), `OutOfMemory` (RLIMIT_MEMLOCK too low, with the current
     /// limit).
     pub fn build(&self) -> io::Result<Runtime> {
-        let config = self.ring_config()?;
+        self.build_worker(0)
+    }
+
+    /// Builds the runtime of worker `worker` (its zero-copy receive queue is the configured
+    /// base queue plus `worker`).
+    pub(crate) fn build_worker(&self, worker: u32) -> io::Result<Runtime> {
+        let mut config = self.ring_config()?;
         let remote = Remote::new()?;
-        let (driver, capabilities) = Driver::new(&config, remote.clone())?;
+        let zcrx = self.zcrx.as_ref().filter(|z| z.mode != ZcrxMode::Off);
+        config.cqe32 = zcrx.is_some();
+        let mut zcrx_note = None;
+        let (driver, mut capabilities) = match Driver::new(&config, remote.clone()) {
+            Ok(built) => built,
+            Err(e) if zcrx.is_some_and(|z| z.mode == ZcrxMode::Auto) => {
+                zcrx_note = Some(format!(
+                    "zero-copy receive off: the ring could not be built with \
+                     DEFER_TASKRUN and 32-byte CQEs ({e})"
+                ));
+                config.cqe32 = false;
+                Driver::new(&config, remote.clone())?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut zcrx_inner = None;
+        if let Some(zcrx_config) = zcrx.filter(|_| config.cqe32) {
+            match crate::zcrx::register(driver.ring_fd(), zcrx_config, worker) {
+                Ok(inner) => {
+                    capabilities.set_zcrx(inner.description().to_owned());
+                    zcrx_inner = Some(Rc::new(inner));
+                }
+                // A queue another worker registered already (EEXIST) degrades this worker to
+                // provided buffers even under `On`: the queue itself is in zero-copy use.
+                Err(e) if zcrx_config.mode == ZcrxMode::On && !crate::zcrx::is_eexist(&e) => {
+                    return Err(e);
+                }
+                Err(e) => zcrx_note = Some(format!("zero-copy receive off: {e}")),
+            }
+        }
+        if let Some(note) = zcrx_note {
+            capabilities.note(note);
+        }
         let handle = Rc::new(Handle {
             driver: RefCell::new(driver),
             scheduler: Scheduler::default(),
@@ -136,6 +186,7 @@ impl Builder {
             task_budget: self.task_budget,
             shutdown_timeout: self.shutdown_timeout,
             buf_rings: RefCell::new(Vec::new()),
+            zcrx: zcrx_inner,
         });
         Ok(Runtime::from_handle(handle))
     }
@@ -160,6 +211,7 @@ impl Builder {
             cq_entries: cq,
             mode: self.mode,
             register_ring_fd: self.register_ring_fd,
+            cqe32: false,
         })
     }
 }

@@ -18,12 +18,24 @@ pub struct Capabilities {
     sq_entries: u32,
     cq_entries: u32,
     features: u32,
+    cqe32: bool,
     defer_taskrun: bool,
     coop_taskrun: bool,
     taskrun_flag: bool,
     registered_ring_fd: bool,
+    zcrx: Option<String>,
     opcodes: [u64; 4],
     notes: Vec<String>,
+}
+
+/// How the ring was set up, for [`Capabilities::new`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingSetup {
+    pub(crate) cqe32: bool,
+    pub(crate) defer_taskrun: bool,
+    pub(crate) coop_taskrun: bool,
+    pub(crate) taskrun_flag: bool,
+    pub(crate) registered_ring_fd: bool,
 }
 
 /// io_uring opcodes the runtime reports by name, with the kernel that introduced them.
@@ -63,13 +75,17 @@ const NAMED_FEATURES: &[(u32, &str)] = &[
 impl Capabilities {
     pub(crate) fn new(
         params: &Parameters,
-        defer_taskrun: bool,
-        coop_taskrun: bool,
-        taskrun_flag: bool,
-        registered_ring_fd: bool,
+        setup: RingSetup,
         probe: Option<&Probe>,
         notes: Vec<String>,
     ) -> Capabilities {
+        let RingSetup {
+            cqe32,
+            defer_taskrun,
+            coop_taskrun,
+            taskrun_flag,
+            registered_ring_fd,
+        } = setup;
         let mut opcodes = [0u64; 4];
         if let Some(probe) = probe {
             for op in 0..=255u8 {
@@ -83,10 +99,12 @@ impl Capabilities {
             sq_entries: params.sq_entries(),
             cq_entries: params.cq_entries(),
             features: features_of(params),
+            cqe32,
             defer_taskrun,
             coop_taskrun,
             taskrun_flag,
             registered_ring_fd,
+            zcrx: None,
             opcodes,
             notes,
         }
@@ -97,6 +115,16 @@ impl Capabilities {
         if !self.notes.contains(&note) {
             self.notes.push(note);
         }
+    }
+
+    pub(crate) fn set_zcrx(&mut self, description: String) {
+        self.zcrx = Some(description);
+    }
+
+    /// The zero-copy receive queue in use, described (`None` when there is none; the notes
+    /// say why when it was asked for).
+    pub fn zcrx(&self) -> Option<&str> {
+        self.zcrx.as_deref()
     }
 
     /// The running kernel's release string (`uname -r`).
@@ -118,6 +146,11 @@ impl Capabilities {
     /// completions are produced only when the runtime asks for them, once per loop turn.
     pub fn defer_taskrun(&self) -> bool {
         self.defer_taskrun
+    }
+
+    /// Whether the ring has 32-byte CQEs (`IORING_SETUP_CQE32`), as zero-copy receive needs.
+    pub fn cqe32(&self) -> bool {
+        self.cqe32
     }
 
     /// Whether the ring runs with `COOP_TASKRUN` (Linux 5.19), the fallback when
@@ -212,8 +245,11 @@ impl fmt::Display for Capabilities {
         writeln!(f, "kernel {}", self.kernel)?;
         writeln!(
             f,
-            "ring: {} SQ / {} CQ entries, mode {mode}, registered fd: {}",
-            self.sq_entries, self.cq_entries, self.registered_ring_fd
+            "ring: {} SQ / {} CQ entries{}, mode {mode}, registered fd: {}",
+            self.sq_entries,
+            self.cq_entries,
+            if self.cqe32 { " (32-byte)" } else { "" },
+            self.registered_ring_fd
         )?;
         let features: Vec<&str> = NAMED_FEATURES
             .iter()
@@ -228,6 +264,9 @@ impl fmt::Display for Capabilities {
         writeln!(f, "opcodes: {}", yes.join(" "))?;
         for (_, name, since) in no {
             writeln!(f, "missing opcode: {name} (Linux {since})")?;
+        }
+        if let Some(zcrx) = &self.zcrx {
+            writeln!(f, "zero-copy receive: {zcrx}")?;
         }
         for note in &self.notes {
             writeln!(f, "note: {note}")?;

@@ -36,6 +36,9 @@ pub(crate) struct Handle {
     pub(crate) shutdown_timeout: Duration,
     /// Provided-buffer rings, topped up once per loop turn before the enter.
     pub(crate) buf_rings: RefCell<Vec<Weak<crate::buf::ring::RingInner>>>,
+    /// The zero-copy receive ifq, if registered. Declared after `driver`, so it is dropped
+    /// after the ring closes: the kernel may use its memory until then.
+    pub(crate) zcrx: Option<Rc<crate::zcrx::ZcrxInner>>,
 }
 
 impl std::fmt::Debug for Handle {

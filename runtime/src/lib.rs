@@ -43,10 +43,12 @@ mod capabilities;
 mod context;
 mod driver;
 mod executor;
+mod mmap;
 pub mod op;
 mod runtime;
 pub mod time;
 mod wake;
+pub mod zcrx;
 
 pub use builder::{Builder, RingMode};
 pub use capabilities::Capabilities;

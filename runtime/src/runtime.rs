@@ -139,6 +139,9 @@ impl Handle {
     fn turn(&self, cqes: &mut Vec<(u64, Completion)>) {
         self.scheduler.take_remote(&self.remote);
         self.top_up_buf_rings();
+        if let Some(zcrx) = &self.zcrx {
+            zcrx.publish();
+        }
         let wait = if self.scheduler.is_idle() && !self.driver.borrow().has_skip_pending() {
             match self.timers.borrow().next_deadline() {
                 None => Wait::Forever,

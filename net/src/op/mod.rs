@@ -22,7 +22,7 @@ pub(crate) use accept::{Accept, AcceptMulti};
 pub(crate) use cancel::CancelFd;
 pub(crate) use connect::Connect;
 pub(crate) use msg::{RecvMsg, RecvMsgOutput, SendMsg};
-pub(crate) use recv_multi::{ParsedDatagram, RecvEvent, RecvMsgMulti, RecvMulti};
+pub(crate) use recv_multi::{ParsedDatagram, RecvEvent, RecvMsgMulti, RecvMulti, RecvZc};
 pub(crate) use stream::{Readv, Recv, Send, SendMode, Writev};
 pub(crate) use zc::{SendZc, ZcEvent};
 

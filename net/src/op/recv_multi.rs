@@ -225,3 +225,55 @@ unsafe impl MultishotOp for RecvMsgMulti {
         }
     }
 }
+
+/// `IORING_OP_RECV_ZC` (always multishot): data lands in the runtime's zero-copy receive area.
+#[derive(Debug)]
+pub(crate) struct RecvZc {
+    socket: Socket,
+    zcrx: runtime::zcrx::Zcrx,
+}
+
+impl RecvZc {
+    pub(crate) fn new(socket: Socket, zcrx: runtime::zcrx::Zcrx) -> RecvZc {
+        RecvZc { socket, zcrx }
+    }
+
+    fn event(&self, cqe: &Completion) -> io::Result<RecvEvent> {
+        match cqe.result() {
+            r if r > 0 => {
+                let buf = self.zcrx.take(cqe)?;
+                Ok(RecvEvent::Data(VecDeque::from([buf])))
+            }
+            0 => Ok(RecvEvent::Eof),
+            r => Err(io::Error::from_raw_os_error(-r)),
+        }
+    }
+}
+
+// SAFETY: the SQE names the fd (kept open by `socket`) and the ifq; the kernel writes only into
+// the ifq's area, which the runtime keeps mapped until its ring is closed.
+unsafe impl MultishotOp for RecvZc {
+    type Item = io::Result<RecvEvent>;
+
+    fn build(&mut self) -> squeue::Entry {
+        opcode::RecvZc::new(self.socket.uring_fd(), 0)
+            .ifq(self.zcrx.id())
+            .build()
+    }
+
+    fn next(&mut self, cqe: Completion) -> Option<Self::Item> {
+        Some(self.event(&cqe))
+    }
+
+    fn next_detached(&mut self, cqe: Completion) {
+        if let Ok(RecvEvent::Data(bufs)) = self.event(&cqe) {
+            let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.socket.rescue(Rescued {
+                sequence: cqe.sequence(),
+                full_len: data.len(),
+                data,
+                peer: None,
+            });
+        }
+    }
+}

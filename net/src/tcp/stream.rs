@@ -9,12 +9,13 @@ use std::{
 use runtime::{
     buf::{BufRing, IoBuf, IoBufMut},
     op::Op,
+    zcrx::Zcrx,
 };
 use socket2::{Domain, Protocol, Type};
 
 use super::split::{OwnedReadHalf, OwnedWriteHalf};
 use crate::{
-    RecvStream, ZcSent, ZeroCopy, ZeroCopyStats,
+    RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
     op::{CancelFd, Connect, Readv, Recv, Send, SendMode, SendZc, Writev},
     rescue::RescueAware,
@@ -296,6 +297,42 @@ impl TcpStream {
     pub fn recv_stream_bundled(&self, ring: &BufRing) -> RecvStream {
         let bundle = runtime::capabilities().recvsend_bundle() && !ring.is_incremental();
         RecvStream::new(self.socket.clone(), ring, bundle)
+    }
+
+    /// Received bytes in the runtime's zero-copy receive area (the NIC writes them there; see
+    /// `runtime::zcrx`), over one multishot `IORING_OP_RECV_ZC`.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` when this thread's runtime has no zero-copy receive queue; the message
+    /// carries the reason recorded at start-up.
+    pub fn recv_zc_stream(&self) -> io::Result<ZcrxStream> {
+        match Zcrx::current() {
+            Some(zcrx) => Ok(ZcrxStream::new(self.socket.clone(), zcrx)),
+            None => {
+                let caps = runtime::capabilities();
+                let why = caps
+                    .notes()
+                    .iter()
+                    .find(|n| n.contains("zero-copy receive"))
+                    .cloned()
+                    .unwrap_or_else(|| "no ZcrxConfig was given to the Builder".into());
+                Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("this runtime has no zero-copy receive queue: {why}"),
+                ))
+            }
+        }
+    }
+
+    /// Received bytes through the best zero-copy path available: the zero-copy receive area
+    /// when this thread's runtime registered one, otherwise multishot receives from `ring`.
+    /// Either way the items are [`RxBuf`](runtime::buf::RxBuf)s.
+    pub fn recv_zero_copy(&self, ring: &BufRing) -> ZeroCopyRecv {
+        match Zcrx::current() {
+            Some(zcrx) => ZeroCopyRecv::Zcrx(ZcrxStream::new(self.socket.clone(), zcrx)),
+            None => ZeroCopyRecv::Ring(self.recv_stream(ring)),
+        }
     }
 
     /// Shuts down the read half, the write half (the peer reads EOF) or both.

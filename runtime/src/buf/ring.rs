@@ -29,7 +29,6 @@ use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
     fmt, io,
-    ptr::NonNull,
     rc::Rc,
     sync::atomic::{AtomicU16, Ordering},
     task::{Context, Poll, Waker},
@@ -38,6 +37,7 @@ use std::{
 use super::rx::RxBuf;
 use crate::{
     context::{self, Handle},
+    mmap::Mapping,
     op::Completion,
 };
 
@@ -54,42 +54,6 @@ struct RingEntry {
 }
 
 const _: () = assert!(std::mem::size_of::<RingEntry>() == 16);
-
-/// An anonymous, private memory mapping.
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize) -> io::Result<Mapping> {
-        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: NonNull::new(ptr.cast()).expect("mmap never returns null on success"),
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` describe a mapping this value created and nothing else unmaps.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
 
 /// Counters of a [`BufRing`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -300,7 +264,7 @@ impl BufRingBuilder {
             // group before unmapping (or leaks the mappings if that fails).
             unsafe {
                 handle.driver.borrow_mut().register_buf_ring(
-                    ring.ptr.as_ptr() as u64,
+                    ring.as_ptr() as u64,
                     entries as u16,
                     flags,
                 )
@@ -376,7 +340,7 @@ impl RingInner {
         if queued.len() >= target || free.is_empty() {
             return;
         }
-        let base = self.ring.ptr.as_ptr().cast::<RingEntry>();
+        let base = self.ring.as_ptr().cast::<RingEntry>();
         let mask = self.entries - 1;
         let mut tail = self.tail.get();
         while queued.len() < target {
@@ -406,7 +370,7 @@ impl RingInner {
 
     fn buf_ptr(&self, bid: u16) -> *mut u8 {
         // SAFETY: `bid < entries` (checked by callers), so the offset is inside `bufs`.
-        unsafe { self.bufs.ptr.as_ptr().add(bid as usize * self.buf_len) }
+        unsafe { self.bufs.as_ptr().add(bid as usize * self.buf_len) }
     }
 
     /// The id of the buffer a completion selected, validated against this ring.
@@ -587,20 +551,8 @@ impl Drop for RingInner {
         };
         if !unregistered {
             // The kernel may still select buffers from this group: never unmap them.
-            std::mem::forget(std::mem::replace(
-                &mut self.ring,
-                Mapping {
-                    ptr: NonNull::dangling(),
-                    len: 0,
-                },
-            ));
-            std::mem::forget(std::mem::replace(
-                &mut self.bufs,
-                Mapping {
-                    ptr: NonNull::dangling(),
-                    len: 0,
-                },
-            ));
+            self.ring.leak();
+            self.bufs.leak();
         }
     }
 }

@@ -1,11 +1,13 @@
 //! `RxBuf`: received bytes lent by the runtime, returned to their pool when dropped.
 
-use std::{fmt, ops::Deref};
+use std::{fmt, ops::Deref, rc::Rc};
 
 use super::{IoBuf, ring::BufRing};
+use crate::zcrx::ZcrxInner;
 
-/// Bytes a receive delivered. It derefs to the bytes; dropping it gives the buffer back to the
-/// [`BufRing`] it came from, so hold it only as long as needed (holding many is how a slow
+/// Bytes a receive delivered. It derefs to the bytes; dropping it gives the buffer back to where
+/// it came from (a [`BufRing`], or the zero-copy receive area, as one refill entry), so hold it
+/// only as long as needed (holding many is how a slow
 /// consumer applies backpressure: the ring runs dry and receives pause).
 ///
 /// It is also an [`IoBuf`], so it can be sent on as is (an echo server writes it back), and
@@ -27,6 +29,12 @@ enum Source {
     },
     /// Bytes that do not live in a ring (e.g. data rescued from an abandoned receive).
     Owned(Vec<u8>),
+    /// A piece of a zero-copy receive area, `len` bytes at `offset`, lent by one completion.
+    Zcrx {
+        zcrx: Rc<ZcrxInner>,
+        offset: u64,
+        len: usize,
+    },
 }
 
 impl RxBuf {
@@ -36,6 +44,19 @@ impl RxBuf {
             start: 0,
             len,
         }
+    }
+
+    pub(crate) fn from_zcrx(zcrx: Rc<ZcrxInner>, offset: u64, len: usize) -> RxBuf {
+        RxBuf {
+            source: Source::Zcrx { zcrx, offset, len },
+            start: 0,
+            len,
+        }
+    }
+
+    /// Whether the bytes sit in a zero-copy receive area (the NIC wrote them there).
+    pub fn is_zero_copy(&self) -> bool {
+        matches!(self.source, Source::Zcrx { .. })
     }
 
     /// Wraps owned bytes (for receives that had to copy, so every path yields one type).
@@ -82,7 +103,7 @@ impl RxBuf {
     pub fn buffer_id(&self) -> Option<u16> {
         match &self.source {
             Source::Ring { bid, .. } => Some(*bid),
-            Source::Owned(_) => None,
+            Source::Owned(_) | Source::Zcrx { .. } => None,
         }
     }
 
@@ -93,7 +114,7 @@ impl RxBuf {
                 let mut this = std::mem::ManuallyDrop::new(self);
                 match std::mem::replace(&mut this.source, Source::Owned(Vec::new())) {
                     Source::Owned(data) => data,
-                    Source::Ring { .. } => unreachable!("matched as owned just above"),
+                    _ => unreachable!("matched as owned just above"),
                 }
             }
             _ => self.to_vec(),
@@ -110,6 +131,7 @@ impl Deref for RxBuf {
                 ring.inner().bytes(*bid, offset + self.start, self.len)
             }
             Source::Owned(data) => &data[self.start..self.start + self.len],
+            Source::Zcrx { zcrx, offset, .. } => zcrx.bytes(offset + self.start as u64, self.len),
         }
     }
 }
@@ -122,8 +144,10 @@ impl AsRef<[u8]> for RxBuf {
 
 impl Drop for RxBuf {
     fn drop(&mut self) {
-        if let Source::Ring { ring, bid, .. } = &self.source {
-            ring.inner().give_back(*bid);
+        match &self.source {
+            Source::Ring { ring, bid, .. } => ring.inner().give_back(*bid),
+            Source::Zcrx { zcrx, offset, len } => zcrx.give_back(*offset, *len),
+            Source::Owned(_) => {}
         }
     }
 }

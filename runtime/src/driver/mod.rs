@@ -299,6 +299,11 @@ impl Driver {
         }
     }
 
+    /// The ring fd, for registrations made with raw syscalls.
+    pub(crate) fn ring_fd(&self) -> std::os::fd::RawFd {
+        self.ring.raw_fd()
+    }
+
     /// Queues a cancellation of `key`'s request, which stays owned by its future.
     pub(crate) fn cancel(&mut self, key: u64) {
         let (index, generation) = slot::decode(key);
@@ -338,13 +343,7 @@ impl Driver {
 
     /// Copies up to `max` CQEs out of the ring into `out` as (user_data, completion).
     pub(crate) fn reap(&mut self, out: &mut Vec<(u64, Completion)>, max: usize) {
-        let cq = self.ring.completion();
-        out.extend(cq.take(max).map(|cqe| {
-            (
-                cqe.user_data(),
-                Completion::new(cqe.result(), cqe.flags(), [0; 2]),
-            )
-        }));
+        self.ring.reap(out, max);
     }
 
     /// Whether skip-success operations wait to learn their outcome; the loop must not block.

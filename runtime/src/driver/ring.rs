@@ -21,13 +21,17 @@ use std::{
 };
 
 use io_uring::{
-    CompletionQueue, EnterFlags, IoUring, Probe,
+    EnterFlags, IoUring, Parameters, Probe, Submitter, cqueue,
     squeue::{self, PushError},
     types::{SubmitArgs, Timespec},
 };
 
 use super::setup_error;
-use crate::{RingMode, capabilities::Capabilities};
+use crate::{
+    RingMode,
+    capabilities::{Capabilities, RingSetup},
+    op::Completion,
+};
 
 /// `IORING_REGISTER_RING_FDS` (Linux 5.18), not exported by the io-uring crate.
 const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
@@ -41,6 +45,9 @@ pub(crate) struct RingConfig {
     pub(crate) cq_entries: u32,
     pub(crate) mode: RingMode,
     pub(crate) register_ring_fd: bool,
+    /// 32-byte CQEs (`IORING_SETUP_CQE32`), needed by zero-copy receive; only with
+    /// `DEFER_TASKRUN`.
+    pub(crate) cqe32: bool,
 }
 
 /// One set of setup flags to try, newest kernel first.
@@ -71,8 +78,12 @@ impl Attempt {
         }
     }
 
-    fn builder(self, cq_entries: u32) -> io_uring::Builder {
-        let mut b = IoUring::builder();
+    fn build<C: cqueue::EntryMarker>(
+        self,
+        entries: u32,
+        cq_entries: u32,
+    ) -> io::Result<IoUring<squeue::Entry, C>> {
+        let mut b = IoUring::<squeue::Entry, C>::builder();
         b.dontfork().setup_cqsize(cq_entries);
         match self {
             Attempt::DeferTaskrun => {
@@ -88,13 +99,43 @@ impl Attempt {
             }
             Attempt::Plain => {}
         }
-        b
+        b.build(entries)
+    }
+}
+
+/// The io-uring crate's ring, with 16- or 32-byte CQEs.
+enum Uring {
+    Normal(IoUring),
+    Big(IoUring<squeue::Entry, cqueue::Entry32>),
+}
+
+/// Runs `$body` with `$u` bound to whichever ring type is in use.
+macro_rules! with_uring {
+    ($uring:expr, $u:ident => $body:expr) => {
+        match $uring {
+            Uring::Normal($u) => $body,
+            Uring::Big($u) => $body,
+        }
+    };
+}
+
+impl Uring {
+    fn params(&self) -> &Parameters {
+        with_uring!(self, u => u.params())
+    }
+
+    fn submitter(&self) -> Submitter<'_> {
+        with_uring!(self, u => u.submitter())
+    }
+
+    fn fd(&self) -> RawFd {
+        with_uring!(self, u => u.as_raw_fd())
     }
 }
 
 /// The ring and how to enter it.
 pub(crate) struct Ring {
-    uring: IoUring,
+    uring: Uring,
     /// The registered ring index, or the raw ring fd when registration is off or failed.
     enter_fd: RawFd,
     /// `IORING_ENTER_REGISTERED_RING` when `enter_fd` is a registered index, else 0.
@@ -104,7 +145,7 @@ pub(crate) struct Ring {
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
-            .field("fd", &self.uring.as_raw_fd())
+            .field("fd", &self.uring.fd())
             .field("registered", &(self.enter_flags != 0))
             .finish()
     }
@@ -126,6 +167,8 @@ impl Ring {
     /// fd, and probes what the kernel supports.
     pub(crate) fn new(config: &RingConfig) -> io::Result<(Ring, Capabilities)> {
         let attempts: &[Attempt] = match config.mode {
+            // 32-byte CQEs serve zero-copy receive, which needs DEFER_TASKRUN.
+            _ if config.cqe32 => &[Attempt::DeferTaskrun],
             RingMode::Auto => &[Attempt::DeferTaskrun, Attempt::CoopTaskrun, Attempt::Plain],
             RingMode::DeferTaskrun => &[Attempt::DeferTaskrun],
             RingMode::CoopTaskrun => &[Attempt::CoopTaskrun],
@@ -134,7 +177,16 @@ impl Ring {
         let mut notes = Vec::new();
         let mut chosen = None;
         for (i, &attempt) in attempts.iter().enumerate() {
-            match attempt.builder(config.cq_entries).build(config.entries) {
+            let built = if config.cqe32 {
+                attempt
+                    .build::<cqueue::Entry32>(config.entries, config.cq_entries)
+                    .map(Uring::Big)
+            } else {
+                attempt
+                    .build::<cqueue::Entry>(config.entries, config.cq_entries)
+                    .map(Uring::Normal)
+            };
+            match built {
                 Ok(uring) => {
                     chosen = Some((uring, attempt));
                     break;
@@ -174,7 +226,7 @@ impl Ring {
         }
 
         let mut ring = Ring {
-            enter_fd: uring.as_raw_fd(),
+            enter_fd: uring.fd(),
             enter_flags: 0,
             uring,
         };
@@ -210,15 +262,14 @@ impl Ring {
                     .into(),
             );
         }
-        let caps = Capabilities::new(
-            ring.uring.params(),
-            attempt == Attempt::DeferTaskrun,
-            attempt == Attempt::CoopTaskrun,
-            attempt != Attempt::Plain,
-            registered,
-            probed.as_ref(),
-            notes,
-        );
+        let setup = RingSetup {
+            cqe32: config.cqe32,
+            defer_taskrun: attempt == Attempt::DeferTaskrun,
+            coop_taskrun: attempt == Attempt::CoopTaskrun,
+            taskrun_flag: attempt != Attempt::Plain,
+            registered_ring_fd: registered,
+        };
+        let caps = Capabilities::new(ring.uring.params(), setup, probed.as_ref(), notes);
         Ok((ring, caps))
     }
 
@@ -227,7 +278,7 @@ impl Ring {
         let mut update = libc_rsrc_update {
             offset: u32::MAX,
             resv: 0,
-            data: self.uring.as_raw_fd() as u64,
+            data: self.uring.fd() as u64,
         };
         // SAFETY: IORING_REGISTER_RING_FDS reads and writes one `io_uring_rsrc_update` (the kernel
         // stores the chosen index in `offset`); `update` is a live, exclusively borrowed value of
@@ -235,7 +286,7 @@ impl Ring {
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_io_uring_register,
-                self.uring.as_raw_fd(),
+                self.uring.fd(),
                 IORING_REGISTER_RING_FDS,
                 &mut update as *mut libc_rsrc_update,
                 1u32,
@@ -303,37 +354,61 @@ impl Ring {
 
     /// Queues one SQE. Fails only when the SQ is full; the caller flushes and retries.
     pub(crate) fn push(&mut self, sqe: &squeue::Entry) -> Result<(), PushError> {
-        let mut sq = self.uring.submission();
-        // SAFETY: the `OpCode` contract (driver/op.rs) makes every address and fd in `sqe` valid
-        // until its final CQE; internal SQEs (wake read, cancels) uphold the same rule.
-        unsafe { sq.push(sqe) }
+        with_uring!(&mut self.uring, u => {
+            let mut sq = u.submission();
+            // SAFETY: the `OpCode` contract (op/mod.rs) makes every address and fd in `sqe`
+            // valid until its final CQE; internal SQEs (wake read, cancels) uphold the same
+            // rule.
+            unsafe { sq.push(sqe) }
+        })
     }
 
     /// Number of SQEs queued and not yet consumed by the kernel.
     pub(crate) fn sq_len(&mut self) -> usize {
-        self.uring.submission().len()
+        with_uring!(&mut self.uring, u => u.submission().len())
     }
 
     /// Whether an enter is needed to see every completion even with nothing to submit: task work
     /// is pending (`IORING_SQ_TASKRUN`) or CQEs wait in the kernel's overflow list.
     pub(crate) fn has_pending_kernel_work(&mut self) -> bool {
-        let sq = self.uring.submission();
-        sq.taskrun() || sq.cq_overflow()
+        with_uring!(&mut self.uring, u => {
+            let sq = u.submission();
+            sq.taskrun() || sq.cq_overflow()
+        })
     }
 
     /// Whether completions overflowed the CQ and wait in the kernel's list.
     pub(crate) fn cq_overflowed(&mut self) -> bool {
-        self.uring.submission().cq_overflow()
+        with_uring!(&mut self.uring, u => u.submission().cq_overflow())
     }
 
-    /// The completion queue, to be drained by the caller.
-    pub(crate) fn completion(&mut self) -> CompletionQueue<'_> {
-        self.uring.completion()
+    /// Copies up to `max` CQEs out of the CQ into `out` as (user_data, completion); the second
+    /// half of 32-byte CQEs goes into `Completion::extra`.
+    pub(crate) fn reap(&mut self, out: &mut Vec<(u64, Completion)>, max: usize) {
+        match &mut self.uring {
+            Uring::Normal(u) => out.extend(u.completion().take(max).map(|cqe| {
+                (
+                    cqe.user_data(),
+                    Completion::new(cqe.result(), cqe.flags(), [0; 2]),
+                )
+            })),
+            Uring::Big(u) => out.extend(u.completion().take(max).map(|cqe| {
+                (
+                    cqe.user_data(),
+                    Completion::new(cqe.result(), cqe.flags(), *cqe.big_cqe()),
+                )
+            })),
+        }
     }
 
     /// Whether completions are waiting in the CQ.
     pub(crate) fn cq_is_empty(&mut self) -> bool {
-        self.uring.completion().is_empty()
+        with_uring!(&mut self.uring, u => u.completion().is_empty())
+    }
+
+    /// The raw ring fd (for registrations made with raw syscalls).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.uring.fd()
     }
 
     /// Submits every queued SQE and reaps completions, blocking as `wait` says.
@@ -419,7 +494,7 @@ impl Drop for Ring {
         unsafe {
             libc::syscall(
                 libc::SYS_io_uring_register,
-                self.uring.as_raw_fd(),
+                self.uring.fd(),
                 IORING_UNREGISTER_RING_FDS,
                 &mut update as *mut libc_rsrc_update,
                 1u32,
