@@ -1,23 +1,64 @@
 //! TCP echo server: one task per connection, echoing every byte until the peer closes.
 //!
 //! ```text
-//! cargo run --release --example tcp_echo [ADDR]     # default 127.0.0.1:8080
-//! nc 127.0.0.1 8080                                  # type lines, they come back
+//! cargo run --release --example tcp_echo [ADDR] [--threads N]   # default 127.0.0.1:8080, 1
+//! nc 127.0.0.1 8080                                              # type lines, they come back
 //! ```
+//!
+//! With `--threads N`, N workers (one per core, pinned) each bind their own `SO_REUSEPORT`
+//! listener on the address and serve the connections the kernel hands them, entirely on that
+//! worker: nothing is shared between cores.
 
-use net::{TcpListener, TcpStream};
+use net::{ListenerOptions, TcpListener, TcpStream};
 use runtime::buf::IoBuf;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 
-#[runtime::main]
-async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
-    let listener = TcpListener::bind(addr.as_str())?;
-    eprintln!("tcp_echo listening on {}", listener.local_addr()?);
+fn main() -> std::io::Result<()> {
+    let mut addr = DEFAULT_ADDR.to_owned();
+    let mut threads = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--threads" {
+            threads = args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| usage("--threads takes a positive number"));
+        } else if arg.starts_with('-') {
+            usage(&format!("unknown option {arg}"));
+        } else {
+            addr = arg;
+        }
+    }
+    let rt = runtime::Builder::new().worker_threads(threads).build()?;
+    rt.block_on(async move {
+        let servers = runtime::on_each_worker(move |worker| {
+            let addr = addr.clone();
+            async move { serve(&addr, worker).await }
+        });
+        for server in servers {
+            server.await??;
+        }
+        Ok(())
+    })
+}
 
+fn usage(problem: &str) -> ! {
+    eprintln!("{problem}\nusage: tcp_echo [ADDR] [--threads N]");
+    std::process::exit(2)
+}
+
+/// One worker's accept loop on its own reuse-port listener.
+async fn serve(addr: &str, worker: usize) -> std::io::Result<()> {
+    let listener = TcpListener::bind_with(addr, ListenerOptions::new().reuse_port(true))?;
+    if worker == 0 {
+        eprintln!(
+            "tcp_echo listening on {} with {} worker(s)",
+            listener.local_addr()?,
+            runtime::worker_count()
+        );
+    }
     let mut incoming = listener.incoming();
     while let Some(conn) = incoming.next().await {
         match conn {

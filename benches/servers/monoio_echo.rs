@@ -1,7 +1,9 @@
-//! The monoio reference echo server for `benches/echo.rs`: io_uring driver, one task per
+//! The monoio reference echo server for the benchmarks: io_uring driver, one task per
 //! connection, 16 KiB owned buffer, read then `write_all` (monoio's own echo example).
 //!
-//! Usage: `echo_monoio ADDR`
+//! Usage: `echo_monoio ADDR [--threads N]`. With N threads, each runs its own monoio runtime,
+//! pinned to CPU i, with its own `SO_REUSEPORT` listener (monoio's default), like the
+//! runtime's `tcp_echo --threads N`.
 
 use monoio::{
     io::{AsyncReadRent, AsyncWriteRentExt},
@@ -9,14 +11,47 @@ use monoio::{
 };
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8091".into());
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8091".into());
+    let threads: usize = match args.next().as_deref() {
+        Some("--threads") => args.next().and_then(|n| n.parse().ok()).unwrap_or(1),
+        _ => 1,
+    };
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                if threads > 1 {
+                    pin(i);
+                }
+                serve(&addr)
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("server thread panicked")?;
+    }
+    Ok(())
+}
+
+fn pin(i: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: `cpu_set_t` is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
+    // reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(i % cpus, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn serve(addr: &str) -> std::io::Result<()> {
     let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .with_entries(1024)
         .build()?;
     rt.block_on(async move {
-        let listener = TcpListener::bind(addr.as_str())?;
+        let listener = TcpListener::bind(addr)?;
         eprintln!("echo_monoio listening on {}", listener.local_addr()?);
         loop {
             let (stream, _) = listener.accept().await?;

@@ -90,6 +90,27 @@ fn parse_args(args: TokenStream) -> syn::Result<Config> {
             .map(ToString::to_string)
             .unwrap_or_default();
         match name.as_str() {
+            "threads" => match &pair.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) if s.value() == "auto" => config.builder_calls.push(quote! {
+                    .worker_threads(
+                        ::std::thread::available_parallelism()
+                            .map_or(1, ::std::num::NonZeroUsize::get)
+                    )
+                }),
+                value => {
+                    let n = int_literal(value, "threads")?;
+                    if n == 0 {
+                        return Err(syn::Error::new(
+                            value.span(),
+                            "`threads` must be at least 1",
+                        ));
+                    }
+                    let n = n as usize;
+                    config.builder_calls.push(quote! { .worker_threads(#n) });
+                }
+            },
             "entries" | "cq_entries" => {
                 let value = int_literal(&pair.value, &name)?;
                 let method = syn::Ident::new(&name, pair.path.span());
@@ -112,7 +133,8 @@ fn parse_args(args: TokenStream) -> syn::Result<Config> {
                 return Err(syn::Error::new(
                     pair.path.span(),
                     format!(
-                        "unknown argument `{}`; expected `entries`, `cq_entries` or `crate`",
+                        "unknown argument `{}`; expected `threads`, `entries`, `cq_entries` or \
+                         `crate`",
                         pair.path.to_token_stream()
                     ),
                 ));
@@ -127,6 +149,10 @@ fn int_literal(value: &Expr, name: &str) -> syn::Result<u32> {
         Expr::Lit(ExprLit {
             lit: Lit::Int(int), ..
         }) => int.base10_parse::<u32>(),
+        _ if name == "threads" => Err(syn::Error::new(
+            value.span(),
+            "`threads` takes an integer or \"auto\", e.g. `threads = 4`",
+        )),
         _ => Err(syn::Error::new(
             value.span(),
             format!("`{name}` takes an integer, e.g. `{name} = 1024`"),
@@ -171,7 +197,14 @@ fn generate(function: ItemFn, config: Config, kind: Kind) -> syn::Result<TokenSt
         ReturnType::Type(_, ty) => quote! { #ty },
     };
     let krate = &config.krate;
-    let calls = &config.builder_calls;
+    let mut calls = config.builder_calls.clone();
+    if !calls
+        .iter()
+        .any(|c| c.to_string().contains("worker_threads"))
+    {
+        // One worker unless asked: the function's tasks stay on its thread.
+        calls.insert(0, quote! { .worker_threads(1) });
+    }
     let on_error = match kind {
         Kind::Main => quote! {
             ::std::eprintln!("error: could not start the runtime: {}", error);

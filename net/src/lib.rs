@@ -54,6 +54,6 @@ mod zc;
 
 pub use addr::ToSocketAddrs;
 pub use recv_stream::{Datagram, RecvMsgStream, RecvStream, ZcrxStream, ZeroCopyRecv};
-pub use tcp::{TcpListener, TcpStream};
+pub use tcp::{ListenerOptions, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use zc::{SwitchReason, ZcSent, ZeroCopy, ZeroCopyStats};

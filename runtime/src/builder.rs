@@ -1,6 +1,6 @@
 //! `Builder`: every knob of a runtime, with its default and the kernel it needs.
 
-use std::{cell::RefCell, io, rc::Rc, time::Duration};
+use std::{cell::RefCell, io, rc::Rc, sync::Arc, time::Duration};
 
 use crate::{
     Runtime,
@@ -8,7 +8,7 @@ use crate::{
     driver::{Driver, RingConfig},
     executor::Scheduler,
     time::Timers,
-    wake::Remote,
+    workers::Group,
     zcrx::{ZcrxConfig, ZcrxMode},
 };
 
@@ -49,6 +49,8 @@ pub struct Builder {
     task_budget: usize,
     shutdown_timeout: Duration,
     zcrx: Option<ZcrxConfig>,
+    worker_threads: Option<usize>,
+    pin_cores: bool,
 }
 
 impl Default for Builder {
@@ -68,6 +70,8 @@ impl Builder {
             task_budget: 256,
             shutdown_timeout: Duration::from_secs(5),
             zcrx: None,
+            worker_threads: None,
+            pin_cores: true,
         }
     }
 
@@ -117,6 +121,25 @@ impl Builder {
         self
     }
 
+    /// Number of workers (default: the number of CPUs this process may use). Each worker is a
+    /// thread with its own ring and task queue; worker 0 is the thread that builds the runtime
+    /// and runs [`Runtime::block_on`], the others are started by `build` and stopped when the
+    /// runtime is dropped. Work reaches them through [`spawn_on`](crate::spawn_on) and
+    /// [`on_each_worker`](crate::on_each_worker); [`spawn`](crate::spawn) stays on the
+    /// current worker. Minimum 1.
+    pub fn worker_threads(&mut self, workers: usize) -> &mut Self {
+        self.worker_threads = Some(workers.max(1));
+        self
+    }
+
+    /// Whether each worker is pinned to its own CPU with `sched_setaffinity` (default on;
+    /// applies when there is more than one worker). Worker 0's previous affinity is restored
+    /// when the runtime is dropped.
+    pub fn pin_cores(&mut self, pin: bool) -> &mut Self {
+        self.pin_cores = pin;
+        self
+    }
+
     /// Zero-copy receive (Linux 6.15; see [`crate::zcrx`]). With [`ZcrxMode::Auto`] or
     /// [`ZcrxMode::On`] the ring is built with `DEFER_TASKRUN` and 32-byte CQEs and an
     /// interface queue is registered; `On` makes any failure a `build` error naming the
@@ -135,14 +158,17 @@ impl Builder {
     /// `Unsupported` (kernel too old), `OutOfMemory` (RLIMIT_MEMLOCK too low, with the current
     /// limit).
     pub fn build(&self) -> io::Result<Runtime> {
-        self.build_worker(0)
+        let workers = self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        crate::workers::build(self, workers, self.pin_cores)
     }
 
-    /// Builds the runtime of worker `worker` (its zero-copy receive queue is the configured
-    /// base queue plus `worker`).
-    pub(crate) fn build_worker(&self, worker: u32) -> io::Result<Runtime> {
+    /// Builds the runtime of worker `worker` of `group` on the calling thread (its zero-copy
+    /// receive queue is the configured base queue plus `worker`).
+    pub(crate) fn build_worker(&self, worker: usize, group: Arc<Group>) -> io::Result<Runtime> {
         let mut config = self.ring_config()?;
-        let remote = Remote::new()?;
+        let remote = group.remotes[worker].clone();
         let zcrx = self.zcrx.as_ref().filter(|z| z.mode != ZcrxMode::Off);
         config.cqe32 = zcrx.is_some();
         let mut zcrx_note = None;
@@ -160,7 +186,7 @@ impl Builder {
         };
         let mut zcrx_inner = None;
         if let Some(zcrx_config) = zcrx.filter(|_| config.cqe32) {
-            match crate::zcrx::register(driver.ring_fd(), zcrx_config, worker) {
+            match crate::zcrx::register(driver.ring_fd(), zcrx_config, worker as u32) {
                 Ok(inner) => {
                     capabilities.set_zcrx(inner.description().to_owned());
                     zcrx_inner = Some(Rc::new(inner));
@@ -176,6 +202,7 @@ impl Builder {
         if let Some(note) = zcrx_note {
             capabilities.note(note);
         }
+        remote.set_ring_fd(driver.ring_fd());
         let handle = Rc::new(Handle {
             driver: RefCell::new(driver),
             scheduler: Scheduler::default(),
@@ -186,6 +213,9 @@ impl Builder {
             task_budget: self.task_budget,
             shutdown_timeout: self.shutdown_timeout,
             buf_rings: RefCell::new(Vec::new()),
+            worker,
+            group,
+            drain_waiters: RefCell::new(Vec::new()),
             zcrx: zcrx_inner,
         });
         Ok(Runtime::from_handle(handle))

@@ -36,6 +36,12 @@ pub(crate) struct Handle {
     pub(crate) shutdown_timeout: Duration,
     /// Provided-buffer rings, topped up once per loop turn before the enter.
     pub(crate) buf_rings: RefCell<Vec<Weak<crate::buf::ring::RingInner>>>,
+    /// This worker's index in `group`.
+    pub(crate) worker: usize,
+    /// The workers of this runtime (just this one for a single-worker runtime).
+    pub(crate) group: Arc<crate::workers::Group>,
+    /// Tasks waiting in `shutdown_requested`.
+    pub(crate) drain_waiters: RefCell<Vec<std::task::Waker>>,
     /// The zero-copy receive ifq, if registered. Declared after `driver`, so it is dropped
     /// after the ring closes: the kernel may use its memory until then.
     pub(crate) zcrx: Option<Rc<crate::zcrx::ZcrxInner>>,
@@ -87,6 +93,29 @@ pub(crate) fn with_runtime<R>(remote_id: u64, f: impl FnOnce(&Handle) -> R) -> O
         })
         .ok()
         .flatten()
+}
+
+/// Kicks the runtime whose ring is `target_fd` with an `IORING_OP_MSG_RING` from the current
+/// thread's ring. Returns false (the caller writes the eventfd instead) when this thread runs no
+/// other runtime or its driver is busy.
+pub(crate) fn send_msg_ring(target_fd: std::os::fd::RawFd, target: &Arc<Remote>) -> bool {
+    CURRENT
+        .try_with(|c| {
+            let Ok(current) = c.try_borrow() else {
+                return false;
+            };
+            let Some(handle) = current.as_ref() else {
+                return false;
+            };
+            if handle.remote.id == target.id {
+                return false;
+            }
+            match handle.driver.try_borrow_mut() {
+                Ok(mut driver) => driver.send_msg_ring(target_fd, target.clone()),
+                Err(_) => false,
+            }
+        })
+        .unwrap_or(false)
 }
 
 /// Makes `handle` the current runtime until the guard is dropped.

@@ -40,14 +40,17 @@
 pub mod buf;
 mod builder;
 mod capabilities;
+pub mod channel;
 mod context;
 mod driver;
 mod executor;
 mod mmap;
 pub mod op;
 mod runtime;
+pub mod signal;
 pub mod time;
 mod wake;
+mod workers;
 pub mod zcrx;
 
 pub use builder::{Builder, RingMode};
@@ -56,7 +59,8 @@ pub use executor::{JoinError, JoinHandle, spawn, yield_now};
 /// Runs an `async fn main` on a new runtime: `#[runtime::main]` or
 /// `#[runtime::main(entries = 1024)]`.
 ///
-/// Accepted arguments: `entries = N` ([`Builder::entries`]), `cq_entries = N`
+/// Accepted arguments: `threads = N` or `threads = "auto"` ([`Builder::worker_threads`]; the
+/// function runs on worker 0; the default is one worker), `entries = N` ([`Builder::entries`]), `cq_entries = N`
 /// ([`Builder::cq_entries`]), `crate = "path"` (where this crate is, when renamed). If the runtime
 /// cannot be built, the error is printed and the process exits with status 1.
 ///
@@ -74,3 +78,6 @@ pub use macros::main;
 /// [`main`]. A runtime that cannot be built fails the test with its error.
 pub use macros::test;
 pub use runtime::{Metrics, Runtime, capabilities, metrics};
+pub use workers::{
+    on_each_worker, shutdown_requested, spawn_on, spawn_on_with, worker_count, worker_id,
+};

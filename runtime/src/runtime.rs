@@ -35,6 +35,7 @@ use crate::{
     driver::{Action, Wait},
     op::Completion,
     wake::MainWaker,
+    workers::Workers,
 };
 
 /// A single-threaded io_uring runtime: one ring, one task queue, one thread.
@@ -46,6 +47,8 @@ use crate::{
 #[derive(Debug)]
 pub struct Runtime {
     handle: Rc<Handle>,
+    /// Workers 1.. (none for a single-worker runtime).
+    pub(crate) workers: Option<Workers>,
 }
 
 /// Counters describing a runtime's state, from [`Runtime::metrics`] or [`crate::metrics`].
@@ -75,6 +78,10 @@ pub struct Metrics {
     pub ops_leaked: u64,
     /// Times the CQ was found overflowed (CQEs waiting in the kernel) and flushed.
     pub cq_overflows: u64,
+    /// Wake-ups sent to other workers' rings with `IORING_OP_MSG_RING`.
+    pub msg_ring_kicks: u64,
+    /// Of those, the ones that failed and fell back to an eventfd write.
+    pub msg_ring_fallbacks: u64,
 }
 
 impl Runtime {
@@ -84,7 +91,27 @@ impl Runtime {
     }
 
     pub(crate) fn from_handle(handle: Rc<Handle>) -> Runtime {
-        Runtime { handle }
+        Runtime {
+            handle,
+            workers: None,
+        }
+    }
+
+    /// Shuts down gracefully: [`shutdown_requested`](crate::shutdown_requested) resolves on
+    /// every worker (accept loops stop accepting), tasks get up to `grace` to finish on their
+    /// own, then whatever remains is cancelled and every worker drains its ring, as when the
+    /// runtime is dropped.
+    pub fn shutdown_graceful(self, grace: Duration) {
+        let group = self.handle.group.clone();
+        group.drain();
+        self.block_on(async {
+            self.handle.announce_drain();
+            let deadline = Instant::now() + grace;
+            while group.tasks_alive() > 0 && Instant::now() < deadline {
+                crate::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        drop(self);
     }
 
     /// Runs `future` to completion on this thread, driving spawned tasks, I/O and timers
@@ -112,6 +139,9 @@ impl Runtime {
             if handle.remote.take_main_woken()
                 && let Poll::Ready(output) = future.as_mut().poll(&mut cx)
             {
+                // SQEs queued by the last poll (a `MSG_RING` kick of another worker, say)
+                // must not wait for a next turn that may never come.
+                let _ = handle.driver.borrow_mut().enter(Wait::No);
                 return output;
             }
             handle.scheduler.run(handle.task_budget);
@@ -256,6 +286,8 @@ impl Handle {
             stray_completions: stats.stray_completions,
             ops_leaked: stats.leaked,
             cq_overflows: stats.cq_overflows,
+            msg_ring_kicks: stats.msg_ring_kicks,
+            msg_ring_fallbacks: stats.msg_ring_fallbacks,
         }
     }
 
@@ -293,6 +325,10 @@ impl Handle {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        // The other workers first: their tasks may wake tasks here while shutting down.
+        if let Some(workers) = self.workers.take() {
+            workers.shut_down();
+        }
         let _entered = context::enter(self.handle.clone());
         self.handle.shutdown();
     }

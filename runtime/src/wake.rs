@@ -13,8 +13,16 @@
 //!   `main_woken`; if either is set, do not block. After the enter: `sleeping.store(false)`.
 //!
 //! All accesses are `SeqCst`, so either the runtime sees the published work in its re-check, or
-//! the waker sees `sleeping == true` and writes the eventfd, whose armed read completes the
-//! runtime's wait. At most one eventfd write happens per sleep.
+//! the waker sees `sleeping == true` and kicks, which completes the runtime's wait. At most one
+//! kick happens per sleep.
+//!
+//! # Kicks between rings
+//!
+//! When the waker runs on a thread that drives a ring of its own (another worker), the kick is
+//! an `IORING_OP_MSG_RING` from that ring to the sleeping one (Linux 5.18): it posts a CQE
+//! straight into the target ring, with no eventfd write and no read to re-arm. It is submitted
+//! with the waker's next enter. If it fails (the target ring closed, an old kernel), the
+//! sender's driver falls back to the eventfd write when it sees the failure.
 
 use std::{
     collections::VecDeque,
@@ -22,7 +30,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering::SeqCst},
+        atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst},
     },
     task::Wake,
 };
@@ -38,6 +46,12 @@ pub(crate) struct Remote {
     main_woken: AtomicBool,
     sleeping: AtomicBool,
     eventfd: OwnedFd,
+    /// This runtime's ring fd while it can receive `MSG_RING` kicks; -1 otherwise.
+    ring_fd: AtomicI32,
+    /// Tasks alive on this runtime (for graceful shutdown, read from other workers).
+    alive: AtomicUsize,
+    /// Set once the runtime shut down: tasks sent here are dropped instead.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Remote {
@@ -71,17 +85,57 @@ impl Remote {
             sleeping: AtomicBool::new(false),
             // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            ring_fd: AtomicI32::new(-1),
+            alive: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         }))
     }
 
-    /// Queues a task woken on a thread that is not running this runtime.
-    pub(crate) fn push(&self, runnable: Runnable) {
-        self.queue
+    /// Queues a task woken (or spawned) on a thread that is not running this runtime. After the
+    /// runtime closed, the task is dropped here instead (it can only be a task that never ran
+    /// on it, whose future may be dropped on any thread).
+    pub(crate) fn push(self: &Arc<Self>, runnable: Runnable) {
+        let mut queue = self
+            .queue
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .push(runnable);
+            .unwrap_or_else(|poison| poison.into_inner());
+        if self.closed.load(SeqCst) {
+            drop(queue);
+            drop(runnable);
+            return;
+        }
+        queue.push(runnable);
+        drop(queue);
         self.pending.store(true, SeqCst);
         self.kick();
+    }
+
+    /// Marks the runtime closed and takes what was queued for it (shutdown path).
+    pub(crate) fn close(&self) -> Vec<Runnable> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        self.closed.store(true, SeqCst);
+        self.ring_fd.store(-1, SeqCst);
+        self.pending.store(false, SeqCst);
+        std::mem::take(&mut *queue)
+    }
+
+    /// Records this runtime's ring fd as the target of `MSG_RING` kicks.
+    pub(crate) fn set_ring_fd(&self, fd: RawFd) {
+        self.ring_fd.store(fd, SeqCst);
+    }
+
+    /// Counts a task in (+1) or out (-1).
+    pub(crate) fn task_alive(&self, delta: isize) {
+        if delta > 0 {
+            self.alive.fetch_add(1, SeqCst);
+        } else {
+            self.alive.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Tasks alive on this runtime.
+    pub(crate) fn tasks_alive(&self) -> usize {
+        self.alive.load(SeqCst)
     }
 
     /// Moves every remotely woken task into `into`. Runs on the runtime thread.
@@ -99,7 +153,7 @@ impl Remote {
     }
 
     /// Marks the `block_on` future as woken.
-    pub(crate) fn wake_main(&self) {
+    pub(crate) fn wake_main(self: &Arc<Self>) {
         self.main_woken.store(true, SeqCst);
         self.kick();
     }
@@ -130,8 +184,19 @@ impl Remote {
         self.eventfd.as_raw_fd()
     }
 
-    fn kick(&self) {
+    fn kick(self: &Arc<Self>) {
         if self.sleeping.swap(false, SeqCst) {
+            let fd = self.ring_fd.load(SeqCst);
+            if fd >= 0 && crate::context::send_msg_ring(fd, self) {
+                return;
+            }
+            self.write_eventfd();
+        }
+    }
+
+    /// The kick of last resort: a write to the eventfd the driver keeps a read armed on.
+    pub(crate) fn write_eventfd(&self) {
+        {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live local to our own eventfd. A failure could only
             // be EAGAIN on counter overflow, which still leaves the eventfd readable.

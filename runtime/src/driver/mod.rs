@@ -41,6 +41,10 @@ use crate::{capabilities::Capabilities, op::Completion, wake::Remote};
 const CANCEL: u64 = u64::MAX;
 /// `user_data` of the eventfd read that wakes a blocking enter.
 const WAKE: u64 = u64::MAX - 1;
+/// `user_data` of the CQE a `MSG_RING` kick from another ring posts here.
+const MSG_WAKE: u64 = u64::MAX - 2;
+/// Base of the `user_data` of our own `MSG_RING` SQEs: the low bits index `msg_targets`.
+const MSG_SENT: u64 = (RESERVED_GENERATION as u64) << 32 | 1 << 31;
 /// Generations never handed to slots, so slot `user_data` cannot collide with the above.
 const RESERVED_GENERATION: u32 = u32::MAX;
 
@@ -61,6 +65,8 @@ pub(crate) struct DriverStats {
     pub(crate) backlogged: u64,
     pub(crate) leaked: u64,
     pub(crate) cq_overflows: u64,
+    pub(crate) msg_ring_kicks: u64,
+    pub(crate) msg_ring_fallbacks: u64,
 }
 
 /// The eventfd read kept armed for cross-thread wake-ups.
@@ -79,6 +85,10 @@ pub(crate) struct Driver {
     fixed_slots: Vec<bool>,
     /// Provided-buffer group ids in use.
     buf_groups: Vec<u16>,
+    /// Whether the kernel has `IORING_OP_MSG_RING`.
+    msg_ring: bool,
+    /// Targets of our `MSG_RING` kicks in flight, to fall back to their eventfd on failure.
+    msg_targets: Slab<Arc<Remote>>,
     slots: Slab<Slot>,
     next_generation: u32,
     backlog: VecDeque<squeue::Entry>,
@@ -113,6 +123,8 @@ impl Driver {
             ring,
             fixed_slots: Vec::new(),
             buf_groups: Vec::new(),
+            msg_ring: caps.supports_opcode(opcode::MsgRingData::CODE),
+            msg_targets: Slab::new(),
             slots: Slab::with_capacity(config.entries as usize),
             next_generation: 0,
             backlog: VecDeque::new(),
@@ -299,6 +311,25 @@ impl Driver {
         }
     }
 
+    /// Queues an `IORING_OP_MSG_RING` that posts a wake-up CQE into the ring `target_fd`.
+    /// Returns false when the kernel lacks it or the driver is shutting down.
+    pub(crate) fn send_msg_ring(
+        &mut self,
+        target_fd: std::os::fd::RawFd,
+        target: Arc<Remote>,
+    ) -> bool {
+        if !self.msg_ring || self.closed || self.msg_targets.len() >= (1 << 30) {
+            return false;
+        }
+        let index = self.msg_targets.insert(target);
+        let sqe = opcode::MsgRingData::new(types::Fd(target_fd), 0, MSG_WAKE, None)
+            .build()
+            .user_data(MSG_SENT | index as u64);
+        self.stats.msg_ring_kicks += 1;
+        self.queue_sqe(sqe);
+        true
+    }
+
     /// The ring fd, for registrations made with raw syscalls.
     pub(crate) fn ring_fd(&self) -> std::os::fd::RawFd {
         self.ring.raw_fd()
@@ -381,10 +412,21 @@ impl Driver {
         let cqe = cqe.with_sequence(self.next_sequence);
         self.next_sequence += 1;
         match user_data {
-            CANCEL => return Action::Nothing,
+            CANCEL | MSG_WAKE => return Action::Nothing,
             WAKE => {
                 self.wake.armed = false;
                 self.arm_wake();
+                return Action::Nothing;
+            }
+            ud if ud & MSG_SENT == MSG_SENT => {
+                let index = (ud & !MSG_SENT) as usize;
+                if let Some(target) = self.msg_targets.try_remove(index)
+                    && cqe.result() < 0
+                {
+                    // The target ring is gone or refused: kick it the other way.
+                    self.stats.msg_ring_fallbacks += 1;
+                    target.write_eventfd();
+                }
                 return Action::Nothing;
             }
             _ => {}

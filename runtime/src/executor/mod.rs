@@ -29,6 +29,7 @@ use async_task::Runnable;
 pub use join::{JoinError, JoinHandle};
 use slab::Slab;
 pub use spawn::spawn;
+pub(crate) use spawn::{ActiveGuard, schedule};
 pub use yield_now::yield_now;
 
 use crate::wake::Remote;
@@ -72,6 +73,13 @@ impl Scheduler {
         ran
     }
 
+    /// Sets the waker of registry entry `index` (once the task exists).
+    pub(crate) fn set_waker(&self, index: usize, waker: Waker) {
+        if let Some(entry) = self.active.borrow_mut().get_mut(index) {
+            *entry = waker;
+        }
+    }
+
     /// Number of tasks whose futures are alive.
     pub(crate) fn alive(&self) -> usize {
         self.active.borrow().len()
@@ -95,10 +103,12 @@ impl Scheduler {
             let mut doomed: Vec<Task> = self.queue.borrow_mut().drain(..).collect();
             doomed.extend(remote.take_all());
             if doomed.is_empty() && self.active.borrow().is_empty() {
-                return;
+                break;
             }
             drop(doomed);
         }
+        // From now on tasks sent here from other threads are dropped by their sender.
+        drop(remote.close());
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -7,7 +7,7 @@ use std::{
     pin::Pin,
     rc::{Rc, Weak},
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use pin_project_lite::pin_project;
@@ -51,18 +51,14 @@ impl Handle {
         F::Output: 'static,
     {
         let remote = self.remote.clone();
-        let mut active = self.scheduler.active.borrow_mut();
-        let entry = active.vacant_entry();
+        let guard = ActiveGuard::register(self, Waker::noop().clone());
+        let index = guard.index;
         let future = TaskFuture {
             inner: future,
-            _guard: ActiveGuard {
-                handle: Rc::downgrade(self),
-                index: entry.key(),
-            },
+            _guard: guard,
         };
         let (task, join) = async_task::spawn_local(future, move |task| schedule(&remote, task));
-        entry.insert(task.waker());
-        drop(active);
+        self.scheduler.set_waker(index, task.waker());
         if self.scheduler.is_closed() {
             // The runtime is shutting down: the future is dropped unpolled.
             drop(task);
@@ -75,7 +71,7 @@ impl Handle {
 
 /// Where a woken task goes: the local queue when woken on its runtime's thread while that
 /// runtime runs, the remote queue otherwise.
-fn schedule(remote: &Arc<Remote>, task: Task) {
+pub(crate) fn schedule(remote: &Arc<Remote>, task: Task) {
     let mut task = Some(task);
     context::with_runtime(remote.id, |handle| {
         if let Some(task) = task.take() {
@@ -113,18 +109,31 @@ impl<F: Future> Future for TaskFuture<F> {
     }
 }
 
-/// Removes the task's entry from the registry when its future is dropped.
-struct ActiveGuard {
+/// Keeps a task in its runtime's registry (and task count) while its future lives.
+pub(crate) struct ActiveGuard {
     handle: Weak<Handle>,
     index: usize,
 }
 
+impl ActiveGuard {
+    /// Registers the task whose waker is `waker`.
+    pub(crate) fn register(handle: &Rc<Handle>, waker: Waker) -> ActiveGuard {
+        let index = handle.scheduler.active.borrow_mut().insert(waker);
+        handle.remote.task_alive(1);
+        ActiveGuard {
+            handle: Rc::downgrade(handle),
+            index,
+        }
+    }
+}
+
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        if let Some(handle) = self.handle.upgrade()
-            && let Ok(mut active) = handle.scheduler.active.try_borrow_mut()
-        {
-            active.try_remove(self.index);
+        if let Some(handle) = self.handle.upgrade() {
+            handle.remote.task_alive(-1);
+            if let Ok(mut active) = handle.scheduler.active.try_borrow_mut() {
+                active.try_remove(self.index);
+            }
         }
     }
 }

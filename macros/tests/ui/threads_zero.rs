@@ -1,0 +1,2 @@
+#[runtime::main(threads = 0)]
+async fn main() {}
