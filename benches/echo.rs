@@ -20,25 +20,18 @@ use std::{
     cell::Cell,
     net::SocketAddr,
     os::unix::process::CommandExt,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     rc::Rc,
     time::{Duration, Instant},
 };
 
-use benches::{env_or, median};
+use benches::{ServerProcess, env_or, median, process_cpu};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Server {
     name: &'static str,
-    child: Child,
+    process: ServerProcess,
     addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Pins the calling thread (or, in `pre_exec`, the child) to one CPU.
@@ -76,25 +69,11 @@ fn start_server(name: &'static str, exe: &str, port: u16, pin: bool) -> Server {
         assert!(Instant::now() < deadline, "{name} did not start listening");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Server { name, child, addr }
-}
-
-/// CPU time of every thread of process `pid`, from schedstat (nanosecond resolution).
-fn process_cpu(pid: u32) -> Duration {
-    let mut total = 0u64;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat"))
-                && let Some(ns) = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-            {
-                total += ns;
-            }
-        }
+    Server {
+        name,
+        process: ServerProcess(child),
+        addr,
     }
-    Duration::from_nanos(total)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,7 +103,7 @@ fn run_client(
         .enable_all()
         .build()
         .unwrap();
-    let pid = server.child.id();
+    let pid = server.process.0.id();
     let addr = server.addr;
     rt.block_on(async move {
         let phase = Rc::new(Cell::new(Phase::Warmup));

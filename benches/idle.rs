@@ -14,11 +14,11 @@
 
 use std::{
     net::{SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use benches::{env_or, median};
+use benches::{ServerProcess, env_or, median};
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -44,19 +44,10 @@ fn raise_nofile() {
     }
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Returns the server's RSS growth per idle connection, in KiB.
 fn measure(exe: &str, port: u16, conns: usize) -> f64 {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let server = Server(
+    let server = ServerProcess(
         Command::new(exe)
             .arg(addr.to_string())
             .stdout(Stdio::null())

@@ -57,6 +57,36 @@ pub fn measure(contenders: &mut [Contender<'_>], rounds: usize, n: u64) -> Vec<f
     samples.iter_mut().map(|s| median(s)).collect()
 }
 
+/// A server process, killed and reaped on drop.
+#[derive(Debug)]
+pub struct ServerProcess(pub std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU time of every thread of process `pid`, from `/proc/<pid>/task/*/schedstat`
+/// (nanosecond resolution).
+pub fn process_cpu(pid: u32) -> Duration {
+    let mut total = 0u64;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat"))
+                && let Some(ns) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+            {
+                total += ns;
+            }
+        }
+    }
+    Duration::from_nanos(total)
+}
+
 /// Formats operations per second with a unit.
 pub fn rate(ops_per_sec: f64) -> String {
     if ops_per_sec >= 1e6 {

@@ -15,7 +15,7 @@
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -23,36 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use benches::{env_or, median};
+use benches::{ServerProcess, env_or, median, process_cpu};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn process_cpu(pid: u32) -> Duration {
-    let mut total = 0u64;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat"))
-                && let Some(ns) = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-            {
-                total += ns;
-            }
-        }
-    }
-    Duration::from_nanos(total)
-}
-
-fn start(exe: &str, port: u16, threads: usize) -> (Server, SocketAddr) {
+fn start(exe: &str, port: u16, threads: usize) -> (ServerProcess, SocketAddr) {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let child = Command::new(exe)
         .args([addr.to_string(), "--threads".into(), threads.to_string()])
@@ -65,12 +39,12 @@ fn start(exe: &str, port: u16, threads: usize) -> (Server, SocketAddr) {
         assert!(Instant::now() < deadline, "{exe} did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    (Server(child), addr)
+    (ServerProcess(child), addr)
 }
 
 /// (messages per second, server CPU microseconds per message)
 fn run(
-    server: &Server,
+    server: &ServerProcess,
     addr: SocketAddr,
     conns: usize,
     client_threads: usize,

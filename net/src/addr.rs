@@ -273,6 +273,11 @@ pub(crate) async fn resolve<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<V
     Ok(addrs)
 }
 
+/// The first address `addr` resolves to.
+pub(crate) async fn resolve_first<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<SocketAddr> {
+    Ok(resolve(addr).await?[0])
+}
+
 /// Resolves `addr` on the calling thread, blocking for host-name lookups (used by the
 /// synchronous `bind` calls, which run at start-up).
 pub(crate) fn resolve_blocking<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<Vec<SocketAddr>> {

@@ -18,7 +18,7 @@ use std::{
 use futures_core::Stream;
 use runtime::{
     buf::{BufRing, RxBuf},
-    op::Multishot,
+    op::{Multishot, MultishotOp},
     zcrx::Zcrx,
 };
 
@@ -36,6 +36,110 @@ enum State {
     Ended,
 }
 
+/// Where a byte stream's buffers come from, and how it tells that it ran out of them.
+trait BufferPool {
+    /// The errno a receive ends with when no buffer is left.
+    const EXHAUSTED: i32;
+    /// An errno that ends the request without mattering to the user (re-arm at once).
+    const CARRY_ON: Option<i32>;
+    fn note_exhausted(&self);
+    fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+impl BufferPool for BufRing {
+    const EXHAUSTED: i32 = libc::ENOBUFS;
+    const CARRY_ON: Option<i32> = None;
+
+    fn note_exhausted(&self) {
+        BufRing::note_exhausted(self);
+    }
+
+    fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()> {
+        BufRing::poll_available(self, cx)
+    }
+}
+
+impl BufferPool for Zcrx {
+    const EXHAUSTED: i32 = libc::ENOMEM;
+    // ENOSPC: the CQ was full.
+    const CARRY_ON: Option<i32> = Some(libc::ENOSPC);
+
+    fn note_exhausted(&self) {
+        Zcrx::note_exhausted(self);
+    }
+
+    fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()> {
+        Zcrx::poll_available(self, cx)
+    }
+}
+
+/// The state machine shared by the byte streams: one multishot request, re-armed after a
+/// harmless end, paused while the buffer pool is exhausted, ended by EOF or an error.
+struct ByteReceiver<O: MultishotOp, P> {
+    pool: P,
+    op: Multishot<O>,
+    ready: VecDeque<RxBuf>,
+    state: State,
+    rearms: u64,
+}
+
+impl<O, P> ByteReceiver<O, P>
+where
+    O: MultishotOp<Item = io::Result<RecvEvent>>,
+    P: BufferPool,
+{
+    fn new(socket: &Socket, pool: P, op: O) -> Self {
+        let mut ready = VecDeque::new();
+        // Data rescued from abandoned receives comes first, in order.
+        while let Some(data) = socket.take_rescued_chunk() {
+            ready.push_back(RxBuf::from_vec(data));
+        }
+        ByteReceiver {
+            pool,
+            op: Multishot::new(op),
+            ready,
+            state: State::Armed,
+            rearms: 0,
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<RxBuf>>> {
+        loop {
+            if let Some(buf) = self.ready.pop_front() {
+                return Poll::Ready(Some(Ok(buf)));
+            }
+            match self.state {
+                State::Ended => return Poll::Ready(None),
+                State::WaitingForBuffers => {
+                    ready!(self.pool.poll_available(cx));
+                    self.op.rearm();
+                    self.rearms += 1;
+                    self.state = State::Armed;
+                }
+                State::Armed => match ready!(Pin::new(&mut self.op).poll_next(cx)) {
+                    Some(Ok(RecvEvent::Data(bufs))) => self.ready = bufs,
+                    Some(Ok(RecvEvent::Eof)) => self.state = State::Ended,
+                    Some(Err(e)) if e.raw_os_error() == Some(P::EXHAUSTED) => {
+                        self.pool.note_exhausted();
+                        self.state = State::WaitingForBuffers;
+                    }
+                    // The request ended; `None` comes next and re-arms it.
+                    Some(Err(e)) if P::CARRY_ON.is_some() && e.raw_os_error() == P::CARRY_ON => {}
+                    Some(Err(e)) => {
+                        self.state = State::Ended;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => {
+                        // Ended without an error the user must see (e.g. CQ overflow).
+                        self.op.rearm();
+                        self.rearms += 1;
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// Received bytes of a TCP stream, as [`RxBuf`]s from a [`BufRing`]; from
 /// [`TcpStream::recv_stream`](crate::TcpStream::recv_stream). Ends (`None`) at end of file;
 /// an error is yielded once, then the stream ends.
@@ -44,37 +148,25 @@ enum State {
 /// the stream's next receive, and every buffer goes back to the ring.
 #[must_use = "streams do nothing unless polled"]
 pub struct RecvStream {
-    ring: BufRing,
-    op: Multishot<RecvMulti>,
-    ready: VecDeque<RxBuf>,
-    state: State,
-    rearms: u64,
+    inner: ByteReceiver<RecvMulti, BufRing>,
 }
 
 impl RecvStream {
     pub(crate) fn new(socket: Socket, ring: &BufRing, bundle: bool) -> RecvStream {
-        let mut ready = VecDeque::new();
-        // Data rescued from abandoned receives comes first, in order.
-        while let Some(data) = socket.take_rescued_chunk() {
-            ready.push_back(RxBuf::from_vec(data));
-        }
+        let op = RecvMulti::new(socket.clone(), ring.clone(), bundle);
         RecvStream {
-            ring: ring.clone(),
-            op: Multishot::new(RecvMulti::new(socket, ring.clone(), bundle)),
-            ready,
-            state: State::Armed,
-            rearms: 0,
+            inner: ByteReceiver::new(&socket, ring.clone(), op),
         }
     }
 
     /// The next received bytes (an inherent shortcut for `StreamExt::next`).
     pub async fn next(&mut self) -> Option<io::Result<RxBuf>> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+        std::future::poll_fn(|cx| self.inner.poll_next(cx)).await
     }
 
     /// How many times the request was re-armed after the kernel ended it.
     pub fn rearms(&self) -> u64 {
-        self.rearms
+        self.inner.rearms
     }
 }
 
@@ -82,47 +174,16 @@ impl Stream for RecvStream {
     type Item = io::Result<RxBuf>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(buf) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(buf)));
-            }
-            match this.state {
-                State::Ended => return Poll::Ready(None),
-                State::WaitingForBuffers => {
-                    ready!(this.ring.poll_available(cx));
-                    this.op.rearm();
-                    this.rearms += 1;
-                    this.state = State::Armed;
-                }
-                State::Armed => match ready!(Pin::new(&mut this.op).poll_next(cx)) {
-                    Some(Ok(RecvEvent::Data(bufs))) => this.ready = bufs,
-                    Some(Ok(RecvEvent::Eof)) => this.state = State::Ended,
-                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        this.ring.note_exhausted();
-                        this.state = State::WaitingForBuffers;
-                    }
-                    Some(Err(e)) => {
-                        this.state = State::Ended;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    None => {
-                        // Ended without an error (e.g. CQ overflow): carry on.
-                        this.op.rearm();
-                        this.rearms += 1;
-                    }
-                },
-            }
-        }
+        self.get_mut().inner.poll_next(cx)
     }
 }
 
 impl fmt::Debug for RecvStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecvStream")
-            .field("state", &self.state)
-            .field("ready", &self.ready.len())
-            .field("rearms", &self.rearms)
+            .field("state", &self.inner.state)
+            .field("ready", &self.inner.ready.len())
+            .field("rearms", &self.inner.rearms)
             .finish()
     }
 }
@@ -133,36 +194,25 @@ impl fmt::Debug for RecvStream {
 /// (`ENOMEM`) once buffers come back. Ends at end of file.
 #[must_use = "streams do nothing unless polled"]
 pub struct ZcrxStream {
-    zcrx: Zcrx,
-    op: Multishot<RecvZc>,
-    ready: VecDeque<RxBuf>,
-    state: State,
-    rearms: u64,
+    inner: ByteReceiver<RecvZc, Zcrx>,
 }
 
 impl ZcrxStream {
     pub(crate) fn new(socket: Socket, zcrx: Zcrx) -> ZcrxStream {
-        let mut ready = VecDeque::new();
-        while let Some(data) = socket.take_rescued_chunk() {
-            ready.push_back(RxBuf::from_vec(data));
-        }
+        let op = RecvZc::new(socket.clone(), zcrx.clone());
         ZcrxStream {
-            op: Multishot::new(RecvZc::new(socket, zcrx.clone())),
-            zcrx,
-            ready,
-            state: State::Armed,
-            rearms: 0,
+            inner: ByteReceiver::new(&socket, zcrx, op),
         }
     }
 
     /// The next received bytes (an inherent shortcut for `StreamExt::next`).
     pub async fn next(&mut self) -> Option<io::Result<RxBuf>> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+        std::future::poll_fn(|cx| self.inner.poll_next(cx)).await
     }
 
     /// How many times the request was re-armed after the kernel ended it.
     pub fn rearms(&self) -> u64 {
-        self.rearms
+        self.inner.rearms
     }
 }
 
@@ -170,47 +220,15 @@ impl Stream for ZcrxStream {
     type Item = io::Result<RxBuf>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(buf) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(buf)));
-            }
-            match this.state {
-                State::Ended => return Poll::Ready(None),
-                State::WaitingForBuffers => {
-                    ready!(this.zcrx.poll_available(cx));
-                    this.op.rearm();
-                    this.rearms += 1;
-                    this.state = State::Armed;
-                }
-                State::Armed => match ready!(Pin::new(&mut this.op).poll_next(cx)) {
-                    Some(Ok(RecvEvent::Data(bufs))) => this.ready = bufs,
-                    Some(Ok(RecvEvent::Eof)) => this.state = State::Ended,
-                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOMEM) => {
-                        this.zcrx.note_exhausted();
-                        this.state = State::WaitingForBuffers;
-                    }
-                    // ENOSPC: the CQ was full; the request ended and is re-armed below.
-                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOSPC) => {}
-                    Some(Err(e)) => {
-                        this.state = State::Ended;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    None => {
-                        this.op.rearm();
-                        this.rearms += 1;
-                    }
-                },
-            }
-        }
+        self.get_mut().inner.poll_next(cx)
     }
 }
 
 impl fmt::Debug for ZcrxStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ZcrxStream")
-            .field("state", &self.state)
-            .field("rearms", &self.rearms)
+            .field("state", &self.inner.state)
+            .field("rearms", &self.inner.rearms)
             .finish()
     }
 }

@@ -77,16 +77,21 @@ unsafe impl MultishotOp for RecvMulti {
     }
 
     fn next_detached(&mut self, cqe: Completion) {
-        // Data that arrived after the stream was dropped is kept for the next receive.
-        if let Ok(RecvEvent::Data(bufs)) = self.event(&cqe) {
-            let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-            self.socket.rescue(Rescued {
-                sequence: cqe.sequence(),
-                full_len: data.len(),
-                data,
-                peer: None,
-            });
-        }
+        rescue_stream_data(&self.socket, &cqe, self.event(&cqe));
+    }
+}
+
+/// Keeps data that arrived for a dropped stream for the socket's next receive (the buffers go
+/// back to their pool when `event` is dropped).
+fn rescue_stream_data(socket: &Socket, cqe: &Completion, event: io::Result<RecvEvent>) {
+    if let Ok(RecvEvent::Data(bufs)) = event {
+        let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        socket.rescue(Rescued {
+            sequence: cqe.sequence(),
+            full_len: data.len(),
+            data,
+            peer: None,
+        });
     }
 }
 
@@ -266,14 +271,6 @@ unsafe impl MultishotOp for RecvZc {
     }
 
     fn next_detached(&mut self, cqe: Completion) {
-        if let Ok(RecvEvent::Data(bufs)) = self.event(&cqe) {
-            let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-            self.socket.rescue(Rescued {
-                sequence: cqe.sequence(),
-                full_len: data.len(),
-                data,
-                peer: None,
-            });
-        }
+        rescue_stream_data(&self.socket, &cqe, self.event(&cqe));
     }
 }

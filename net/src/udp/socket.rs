@@ -145,8 +145,8 @@ impl UdpSocket {
         buf: B,
         addr: A,
     ) -> (io::Result<usize>, B) {
-        let addr = match addr::resolve(&addr).await {
-            Ok(addrs) => addrs[0],
+        let addr = match addr::resolve_first(&addr).await {
+            Ok(addr) => addr,
             Err(e) => return (Err(e), buf),
         };
         let (res, buf, _) = self.send_msg(buf, Some(addr), None).await;
@@ -317,8 +317,8 @@ impl UdpSocket {
         buf: B,
         addr: A,
     ) -> (io::Result<usize>, B) {
-        let addr = match addr::resolve(&addr).await {
-            Ok(addrs) => addrs[0],
+        let addr = match addr::resolve_first(&addr).await {
+            Ok(addr) => addr,
             Err(e) => return (Err(e), buf),
         };
         let sendmsg_zc = io_uring::opcode::SendMsgZc::CODE;
