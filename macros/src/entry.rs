@@ -28,7 +28,11 @@ impl Kind {
 
 /// The recognised arguments.
 struct Config {
-    /// Builder calls, e.g. `.entries(512)`.
+    /// The builder call that sets the worker count: `.worker_threads(1)` unless `threads` says
+    /// otherwise (one worker keeps the function's tasks on its thread), nothing for
+    /// `threads = "auto"` (the builder's default, one worker per CPU).
+    threads: TokenStream,
+    /// Other builder calls, e.g. `.entries(512)`.
     builder_calls: Vec<TokenStream>,
     krate: Path,
 }
@@ -80,6 +84,7 @@ fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
 fn parse_args(args: TokenStream) -> syn::Result<Config> {
     let pairs = Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(args)?;
     let mut config = Config {
+        threads: quote! { .worker_threads(1) },
         builder_calls: Vec::new(),
         krate: syn::parse_quote!(::runtime),
     };
@@ -90,27 +95,32 @@ fn parse_args(args: TokenStream) -> syn::Result<Config> {
             .map(ToString::to_string)
             .unwrap_or_default();
         match name.as_str() {
-            "threads" => match &pair.value {
-                Expr::Lit(ExprLit {
-                    lit: Lit::Str(s), ..
-                }) if s.value() == "auto" => config.builder_calls.push(quote! {
-                    .worker_threads(
-                        ::std::thread::available_parallelism()
-                            .map_or(1, ::std::num::NonZeroUsize::get)
-                    )
-                }),
-                value => {
-                    let n = int_literal(value, "threads")?;
-                    if n == 0 {
+            "threads" => {
+                config.threads = match &pair.value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(s), ..
+                    }) if s.value() == "auto" => quote! {},
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(int), ..
+                    }) => {
+                        let n = int.base10_parse::<u32>()?;
+                        if n == 0 {
+                            return Err(syn::Error::new(
+                                int.span(),
+                                "`threads` must be at least 1",
+                            ));
+                        }
+                        let n = n as usize;
+                        quote! { .worker_threads(#n) }
+                    }
+                    value => {
                         return Err(syn::Error::new(
                             value.span(),
-                            "`threads` must be at least 1",
+                            "`threads` takes an integer or \"auto\", e.g. `threads = 4`",
                         ));
                     }
-                    let n = n as usize;
-                    config.builder_calls.push(quote! { .worker_threads(#n) });
-                }
-            },
+                };
+            }
             "entries" | "cq_entries" => {
                 let value = int_literal(&pair.value, &name)?;
                 let method = syn::Ident::new(&name, pair.path.span());
@@ -149,10 +159,6 @@ fn int_literal(value: &Expr, name: &str) -> syn::Result<u32> {
         Expr::Lit(ExprLit {
             lit: Lit::Int(int), ..
         }) => int.base10_parse::<u32>(),
-        _ if name == "threads" => Err(syn::Error::new(
-            value.span(),
-            "`threads` takes an integer or \"auto\", e.g. `threads = 4`",
-        )),
         _ => Err(syn::Error::new(
             value.span(),
             format!("`{name}` takes an integer, e.g. `{name} = 1024`"),
@@ -197,14 +203,8 @@ fn generate(function: ItemFn, config: Config, kind: Kind) -> syn::Result<TokenSt
         ReturnType::Type(_, ty) => quote! { #ty },
     };
     let krate = &config.krate;
-    let mut calls = config.builder_calls.clone();
-    if !calls
-        .iter()
-        .any(|c| c.to_string().contains("worker_threads"))
-    {
-        // One worker unless asked: the function's tasks stay on its thread.
-        calls.insert(0, quote! { .worker_threads(1) });
-    }
+    let threads = &config.threads;
+    let calls = &config.builder_calls;
     let on_error = match kind {
         Kind::Main => quote! {
             ::std::eprintln!("error: could not start the runtime: {}", error);
@@ -224,7 +224,7 @@ fn generate(function: ItemFn, config: Config, kind: Kind) -> syn::Result<TokenSt
     let body = quote_spanned! {span=>
         let body = ::core::pin::pin!(async move #block);
         let body: ::core::pin::Pin<&mut dyn ::core::future::Future<Output = #output>> = body;
-        let rt = match #krate::Builder::new() #(#calls)* .build() {
+        let rt = match #krate::Builder::new() #threads #(#calls)* .build() {
             ::core::result::Result::Ok(rt) => rt,
             ::core::result::Result::Err(error) => { #on_error }
         };

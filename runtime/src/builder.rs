@@ -215,7 +215,7 @@ impl Builder {
             buf_rings: RefCell::new(Vec::new()),
             worker,
             group,
-            drain_waiters: RefCell::new(Vec::new()),
+            drain_waiters: Default::default(),
             zcrx: zcrx_inner,
         });
         Ok(Runtime::from_handle(handle))

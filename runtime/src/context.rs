@@ -41,7 +41,7 @@ pub(crate) struct Handle {
     /// The workers of this runtime (just this one for a single-worker runtime).
     pub(crate) group: Arc<crate::workers::Group>,
     /// Tasks waiting in `shutdown_requested`.
-    pub(crate) drain_waiters: RefCell<Vec<std::task::Waker>>,
+    pub(crate) drain_waiters: crate::wait_list::WaitList,
     /// The zero-copy receive ifq, if registered. Declared after `driver`, so it is dropped
     /// after the ring closes: the kernel may use its memory until then.
     pub(crate) zcrx: Option<Rc<crate::zcrx::ZcrxInner>>,

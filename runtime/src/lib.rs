@@ -49,6 +49,7 @@ pub mod op;
 mod runtime;
 pub mod signal;
 pub mod time;
+mod wait_list;
 mod wake;
 mod workers;
 pub mod zcrx;

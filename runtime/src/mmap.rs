@@ -4,6 +4,23 @@
 
 use std::{io, ptr::NonNull};
 
+/// The system's page size (what mappings are made of, and what the kernel requires some
+/// registered regions to be multiples of).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf takes no pointers.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
+}
+
+/// `len` rounded up to whole pages (at least one).
+pub(crate) fn whole_pages(len: usize) -> usize {
+    let page = page_size();
+    len.max(1).div_ceil(page) * page
+}
+
 /// An anonymous, private, read-write mapping, unmapped on drop unless leaked.
 #[derive(Debug)]
 pub(crate) struct Mapping {

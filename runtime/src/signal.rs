@@ -24,12 +24,7 @@ static SIGINT_EVENTFD: AtomicI32 = AtomicI32::new(-1);
 extern "C" fn on_sigint(_signal: libc::c_int) {
     let fd = SIGINT_EVENTFD.load(Ordering::Relaxed);
     if fd >= 0 {
-        let one: u64 = 1;
-        // SAFETY: write(2) is async-signal-safe; it copies 8 bytes from a live local to an fd
-        // that is never closed.
-        unsafe {
-            libc::write(fd, (&one as *const u64).cast(), 8);
-        }
+        crate::wake::signal_eventfd(fd);
     }
 }
 

@@ -124,13 +124,14 @@ impl Remote {
         self.ring_fd.store(fd, SeqCst);
     }
 
-    /// Counts a task in (+1) or out (-1).
-    pub(crate) fn task_alive(&self, delta: isize) {
-        if delta > 0 {
-            self.alive.fetch_add(1, SeqCst);
-        } else {
-            self.alive.fetch_sub(1, SeqCst);
-        }
+    /// Counts a task whose future now lives on this runtime.
+    pub(crate) fn task_started(&self) {
+        self.alive.fetch_add(1, SeqCst);
+    }
+
+    /// Counts a task whose future was dropped.
+    pub(crate) fn task_ended(&self) {
+        self.alive.fetch_sub(1, SeqCst);
     }
 
     /// Tasks alive on this runtime.
@@ -196,18 +197,18 @@ impl Remote {
 
     /// The kick of last resort: a write to the eventfd the driver keeps a read armed on.
     pub(crate) fn write_eventfd(&self) {
-        {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live local to our own eventfd. A failure could only
-            // be EAGAIN on counter overflow, which still leaves the eventfd readable.
-            unsafe {
-                libc::write(
-                    self.eventfd.as_raw_fd(),
-                    (&one as *const u64).cast(),
-                    std::mem::size_of::<u64>(),
-                );
-            }
-        }
+        signal_eventfd(self.eventfd.as_raw_fd());
+    }
+}
+
+/// Adds 1 to the counter of eventfd `fd`, completing a read armed on it. Async-signal-safe (a
+/// single `write(2)`), so signal handlers use it too.
+pub(crate) fn signal_eventfd(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live local to `fd`. A failure is harmless: EAGAIN on
+    // counter overflow still leaves the eventfd readable, and a closed fd has no reader.
+    unsafe {
+        libc::write(fd, (&one as *const u64).cast(), std::mem::size_of::<u64>());
     }
 }
 

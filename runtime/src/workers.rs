@@ -13,7 +13,6 @@
 //!   and drains its ring, as a single runtime does), then shuts itself down.
 
 use std::{
-    any::Any,
     fmt,
     future::Future,
     io,
@@ -24,14 +23,14 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering::SeqCst},
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     thread::JoinHandle as ThreadHandle,
 };
 
 use crate::{
     Builder, JoinHandle, Runtime,
     context::{self, Handle},
-    executor::ActiveGuard,
+    executor::{ActiveGuard, Panic, poll_catching_panic},
     wake::Remote,
 };
 
@@ -120,20 +119,18 @@ impl Workers {
 
 /// The CPUs this process may run on, in order.
 fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: `cpu_set_t` is plain data; sched_getaffinity writes into it; CPU_ISSET reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .collect()
-    }
+    let Some(set) = current_affinity() else {
+        return Vec::new();
+    };
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads bit `cpu < CPU_SETSIZE` of a live `cpu_set_t`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
 }
 
+/// The calling thread's CPU affinity, if it can be read.
 fn current_affinity() -> Option<libc::cpu_set_t> {
-    // SAFETY: as in `allowed_cpus`.
+    // SAFETY: `cpu_set_t` is plain data, zeroed here; sched_getaffinity writes into it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
@@ -178,15 +175,12 @@ pub(crate) fn build(builder: &Builder, n: usize, pin: bool) -> io::Result<Runtim
     } else {
         None
     };
-    let restore = |saved: &Option<libc::cpu_set_t>| {
-        if let Some(set) = saved {
-            set_affinity(set);
-        }
-    };
     let mut rt = match builder.build_worker(0, group.clone()) {
         Ok(rt) => rt,
         Err(e) => {
-            restore(&saved_affinity);
+            if let Some(set) = &saved_affinity {
+                set_affinity(set);
+            }
             return Err(e);
         }
     };
@@ -383,7 +377,7 @@ pub async fn shutdown_requested() {
         if handle.group.is_draining() {
             Poll::Ready(())
         } else {
-            handle.drain_waiters.borrow_mut().push(cx.waker().clone());
+            handle.drain_waiters.register(cx.waker());
             Poll::Pending
         }
     })
@@ -393,14 +387,9 @@ pub async fn shutdown_requested() {
 impl Handle {
     /// Wakes the tasks waiting in `shutdown_requested` on this worker.
     pub(crate) fn announce_drain(&self) {
-        let waiters: Vec<Waker> = std::mem::take(&mut *self.drain_waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
+        self.drain_waiters.wake_all();
     }
 }
-
-type Panic = Box<dyn Any + Send + 'static>;
 
 /// A task sent to another worker: the closure until its first poll there, then the future it
 /// made, registered with that worker's task registry.
@@ -452,10 +441,6 @@ where
         let LaunchState::Running { future, .. } = &mut this.state else {
             unreachable!("state set to running just above")
         };
-        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
+        poll_catching_panic(future.as_mut(), cx)
     }
 }

@@ -12,15 +12,14 @@
 //! - When registration is refused (usually `ENOMEM` under RLIMIT_MEMLOCK), the pool still hands
 //!   out ordinary heap buffers and records why in the runtime's capabilities.
 
-use std::{
-    cell::RefCell,
-    fmt, io,
-    rc::Rc,
-    task::{Poll, Waker},
-};
+use std::{cell::RefCell, fmt, io, rc::Rc, task::Poll};
 
 use super::{IoBuf, IoBufMut};
-use crate::context::{self, Handle};
+use crate::{
+    context::{self, Handle},
+    driver::FIXED_BUFFER_SLOTS,
+    wait_list::WaitList,
+};
 
 /// Where a registered buffer lives: the runtime (ring) and the slot in its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +48,7 @@ struct PoolState {
     /// Buffers not checked out: (index in pool, memory).
     free: RefCell<Vec<(u16, Box<[u8]>)>>,
     /// Tasks waiting in `FixedBufPool::get`.
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaitList,
 }
 
 /// A set of equal-size buffers registered with the current runtime's ring.
@@ -83,12 +82,12 @@ impl FixedBufPool {
     ///
     /// Panics outside a runtime.
     pub fn new(count: usize, buf_len: usize) -> io::Result<FixedBufPool> {
-        if count == 0 || count > 4096 || buf_len == 0 || buf_len > 1 << 30 {
+        if count == 0 || count > FIXED_BUFFER_SLOTS || buf_len == 0 || buf_len > 1 << 30 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "FixedBufPool::new({count}, {buf_len}): need 1..=4096 buffers of \
-                     1 byte..=1 GiB"
+                    "FixedBufPool::new({count}, {buf_len}): need 1..={FIXED_BUFFER_SLOTS} \
+                     buffers of 1 byte..=1 GiB"
                 ),
             ));
         }
@@ -125,7 +124,7 @@ impl FixedBufPool {
                 count,
                 buf_len,
                 free: RefCell::new(free),
-                waiters: RefCell::new(Vec::new()),
+                waiters: WaitList::default(),
             }),
         })
     }
@@ -166,7 +165,7 @@ impl FixedBufPool {
         std::future::poll_fn(|cx| match self.try_get() {
             Some(buf) => Poll::Ready(buf),
             None => {
-                self.state.waiters.borrow_mut().push(cx.waker().clone());
+                self.state.waiters.register(cx.waker());
                 Poll::Pending
             }
         })
@@ -258,10 +257,7 @@ impl Drop for FixedBuf {
     fn drop(&mut self) {
         if let Some(mem) = self.mem.take() {
             self.state.free.borrow_mut().push((self.index, mem));
-            let waiters = std::mem::take(&mut *self.state.waiters.borrow_mut());
-            for w in waiters {
-                w.wake();
-            }
+            self.state.waiters.wake_all();
         }
     }
 }

@@ -31,7 +31,7 @@ use std::{
     fmt, io,
     rc::Rc,
     sync::atomic::{AtomicU16, Ordering},
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
 };
 
 use super::rx::RxBuf;
@@ -39,6 +39,7 @@ use crate::{
     context::{self, Handle},
     mmap::Mapping,
     op::Completion,
+    wait_list::WaitList,
 };
 
 /// `IOU_PBUF_RING_INC` (Linux 6.12): the kernel consumes buffers incrementally.
@@ -99,7 +100,7 @@ pub(crate) struct RingInner {
     /// Buffers taken since the last top-up, and the decaying peak of that count.
     taken_this_turn: Cell<usize>,
     peak: Cell<usize>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaitList,
     stats: Cell<BufRingStats>,
 }
 
@@ -200,7 +201,7 @@ impl BufRing {
         if !self.inner.free.borrow().is_empty() || !self.inner.queued.borrow().is_empty() {
             return Poll::Ready(());
         }
-        self.inner.waiters.borrow_mut().push(cx.waker().clone());
+        self.inner.waiters.register(cx.waker());
         Poll::Pending
     }
 }
@@ -253,9 +254,7 @@ impl BufRingBuilder {
             ));
         }
         let handle = context::current();
-        let page = 4096;
-        let ring_len = (entries as usize * 16).div_ceil(page) * page;
-        let ring = Mapping::new(ring_len)?;
+        let ring = Mapping::new(entries as usize * std::mem::size_of::<RingEntry>())?;
         let bufs = Mapping::new(entries as usize * self.buf_len)?;
         let mut incremental = self.incremental;
         let register = |flags| {
@@ -297,7 +296,7 @@ impl BufRingBuilder {
             inc: RefCell::new(vec![Incremental::default(); entries as usize]),
             taken_this_turn: Cell::new(0),
             peak: Cell::new(0),
-            waiters: RefCell::new(Vec::new()),
+            waiters: WaitList::default(),
             stats: Cell::new(BufRingStats::default()),
         });
         inner.top_up();
@@ -373,7 +372,8 @@ impl RingInner {
         unsafe { self.bufs.as_ptr().add(bid as usize * self.buf_len) }
     }
 
-    /// The id of the buffer a completion selected, validated against this ring.
+    /// The id of the (first) buffer a completion selected, validated against this ring; `None`
+    /// when it selected none, which is only valid for a completion without data.
     fn selected(&self, cqe: &Completion) -> io::Result<Option<u16>> {
         let Some(bid) = cqe.buffer_id() else {
             if cqe.result() > 0 {
@@ -388,13 +388,6 @@ impl RingInner {
             return Err(self.malformed(format!(
                 "buffer id {bid} outside a ring of {} entries",
                 self.entries
-            )));
-        }
-        if cqe.result() > self.buf_len as i32 {
-            return Err(self.malformed(format!(
-                "{} bytes in a {}-byte buffer",
-                cqe.result(),
-                self.buf_len
             )));
         }
         Ok(Some(bid))
@@ -439,6 +432,13 @@ impl RingInner {
         let Some(bid) = self.selected(cqe)? else {
             return Ok(None);
         };
+        if cqe.result() > self.buf_len as i32 {
+            return Err(self.malformed(format!(
+                "{} bytes in a {}-byte buffer",
+                cqe.result(),
+                self.buf_len
+            )));
+        }
         let len = cqe.result().max(0) as usize;
         if !self.incremental {
             self.dequeue(bid)?;
@@ -467,17 +467,11 @@ impl RingInner {
     }
 
     fn take_bundle(self: &Rc<Self>, cqe: &Completion, out: &mut VecDeque<RxBuf>) -> io::Result<()> {
-        let Some(first) = cqe.buffer_id() else {
-            if cqe.result() > 0 {
-                return Err(self.malformed("bundle data without IORING_CQE_F_BUFFER".into()));
-            }
+        let Some(first) = self.selected(cqe)? else {
             return Ok(());
         };
         if self.incremental {
             return Err(self.malformed("bundle completion on an incremental ring".into()));
-        }
-        if first >= self.entries {
-            return Err(self.malformed(format!("buffer id {first} outside the ring")));
         }
         let mut left = cqe.result().max(0) as usize;
         let mut bid = first;
@@ -536,10 +530,7 @@ impl RingInner {
             s.returned += 1;
             s.in_use -= 1;
         });
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 }
 

@@ -107,15 +107,12 @@ impl RxBuf {
         }
     }
 
-    /// Copies the bytes into an owned vector and gives the buffer back at once.
-    pub fn into_vec(self) -> Vec<u8> {
-        match &self.source {
+    /// Copies the bytes into an owned vector and gives the buffer back at once (owned bytes
+    /// viewed whole are moved out, not copied).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        match &mut self.source {
             Source::Owned(data) if self.start == 0 && self.len == data.len() => {
-                let mut this = std::mem::ManuallyDrop::new(self);
-                match std::mem::replace(&mut this.source, Source::Owned(Vec::new())) {
-                    Source::Owned(data) => data,
-                    _ => unreachable!("matched as owned just above"),
-                }
+                std::mem::take(data)
             }
             _ => self.to_vec(),
         }

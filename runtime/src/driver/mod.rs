@@ -77,7 +77,7 @@ struct WakeRead {
 }
 
 /// Slots in the ring's fixed-buffer table (the kernel's limit is 16384).
-const FIXED_BUFFER_SLOTS: usize = 4096;
+pub(crate) const FIXED_BUFFER_SLOTS: usize = 4096;
 
 pub(crate) struct Driver {
     ring: ring::Ring,
@@ -238,8 +238,11 @@ impl Driver {
             self.fixed_slots = vec![false; FIXED_BUFFER_SLOTS];
         }
         let n = iovecs.len();
-        let base = (0..=FIXED_BUFFER_SLOTS.saturating_sub(n))
-            .find(|&b| self.fixed_slots[b..b + n].iter().all(|used| !used))
+        let base = FIXED_BUFFER_SLOTS
+            .checked_sub(n)
+            .and_then(|last| {
+                (0..=last).find(|&b| self.fixed_slots[b..b + n].iter().all(|used| !used))
+            })
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::OutOfMemory,

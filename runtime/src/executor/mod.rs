@@ -29,7 +29,7 @@ use async_task::Runnable;
 pub use join::{JoinError, JoinHandle};
 use slab::Slab;
 pub use spawn::spawn;
-pub(crate) use spawn::{ActiveGuard, schedule};
+pub(crate) use spawn::{ActiveGuard, Panic, poll_catching_panic, schedule};
 pub use yield_now::yield_now;
 
 use crate::wake::Remote;

@@ -100,12 +100,19 @@ impl<F: Future> Future for TaskFuture<F> {
     type Output = Result<F::Output, Panic>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.project().inner;
-        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
+        poll_catching_panic(self.project().inner, cx)
+    }
+}
+
+/// Polls a task's future, turning a panic into `Err(payload)` for its `JoinHandle`.
+pub(crate) fn poll_catching_panic<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Panic>> {
+    match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(panic) => Poll::Ready(Err(panic)),
     }
 }
 
@@ -119,7 +126,7 @@ impl ActiveGuard {
     /// Registers the task whose waker is `waker`.
     pub(crate) fn register(handle: &Rc<Handle>, waker: Waker) -> ActiveGuard {
         let index = handle.scheduler.active.borrow_mut().insert(waker);
-        handle.remote.task_alive(1);
+        handle.remote.task_started();
         ActiveGuard {
             handle: Rc::downgrade(handle),
             index,
@@ -130,7 +137,7 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.upgrade() {
-            handle.remote.task_alive(-1);
+            handle.remote.task_ended();
             if let Ok(mut active) = handle.scheduler.active.try_borrow_mut() {
                 active.try_remove(self.index);
             }

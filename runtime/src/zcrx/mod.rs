@@ -29,13 +29,13 @@ use std::{
     cell::{Cell, RefCell},
     fmt, io,
     rc::Rc,
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
 };
 
 use refill::RefillQueue;
 pub(crate) use register::register;
 
-use crate::{buf::RxBuf, context, mmap::Mapping, op::Completion};
+use crate::{buf::RxBuf, context, mmap::Mapping, op::Completion, wait_list::WaitList};
 
 /// Whether the runtime uses zero-copy receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -169,7 +169,7 @@ pub(crate) struct ZcrxInner {
     exhausted: Cell<u64>,
     /// `returned` when the area last ran out; waiting streams resume once it moved on.
     returned_at_exhaustion: Cell<u64>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaitList,
     description: String,
     /// The area and refill-region mappings (absent for the in-memory test stand-in).
     _mappings: Option<(Mapping, Mapping)>,
@@ -198,10 +198,7 @@ impl ZcrxInner {
         self.refill.borrow_mut().refill(offset, len as u32);
         self.in_use.set(self.in_use.get() - 1);
         self.returned.set(self.returned.get() + 1);
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 
     /// Publishes pending refills (once per loop turn).
@@ -262,7 +259,7 @@ impl ZcrxInner {
             returned: Cell::new(0),
             exhausted: Cell::new(0),
             returned_at_exhaustion: Cell::new(0),
-            waiters: RefCell::new(Vec::new()),
+            waiters: WaitList::default(),
             description,
             _mappings: mappings,
         }
@@ -323,7 +320,7 @@ impl Zcrx {
         if inner.returned.get() != inner.returned_at_exhaustion.get() || inner.in_use.get() == 0 {
             return Poll::Ready(());
         }
-        inner.waiters.borrow_mut().push(cx.waker().clone());
+        inner.waiters.register(cx.waker());
         Poll::Pending
     }
 

@@ -11,9 +11,7 @@ use super::{
     },
     refill::RefillQueue,
 };
-use crate::mmap::Mapping;
-
-const PAGE: usize = 4096;
+use crate::mmap::{Mapping, page_size, whole_pages};
 
 /// Registers `config` (queue `rx_queue + worker`) with the ring `ring_fd`.
 ///
@@ -50,11 +48,11 @@ pub(crate) fn register(ring_fd: RawFd, config: &ZcrxConfig, worker: u32) -> io::
             format!("ZcrxConfig::rq_entries must be a power of two in 1..=32768, got {entries}"),
         ));
     }
-    let area_len = config.area_size.max(PAGE).div_ceil(PAGE) * PAGE;
+    let area_len = whole_pages(config.area_size);
     let mut area = Mapping::new(area_len)?;
     // The kernel's `struct io_uring` header (head, tail on their own cache lines) fits in a
     // page; the entries follow.
-    let region_len = (entries as usize * 16 + PAGE).div_ceil(PAGE) * PAGE;
+    let region_len = whole_pages(entries as usize * 16 + page_size());
     let mut region = Mapping::new(region_len)?;
 
     let mut area_reg = ZcrxAreaReg {

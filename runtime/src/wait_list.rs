@@ -1,0 +1,28 @@
+//! `WaitList`: the tasks of one thread waiting for a resource (a free buffer, a shutdown
+//! signal), all woken when it becomes available.
+//!
+//! # Invariants
+//!
+//! - Wakers are woken after the list's borrow has ended, so a woken waker that runs code (or
+//!   registers again) never finds the list borrowed.
+
+use std::{cell::RefCell, task::Waker};
+
+/// Wakers waiting for one resource on this thread.
+#[derive(Debug, Default)]
+pub(crate) struct WaitList(RefCell<Vec<Waker>>);
+
+impl WaitList {
+    /// Registers `waker` to be woken by the next [`wake_all`](WaitList::wake_all).
+    pub(crate) fn register(&self, waker: &Waker) {
+        self.0.borrow_mut().push(waker.clone());
+    }
+
+    /// Wakes every registered waker and empties the list.
+    pub(crate) fn wake_all(&self) {
+        let waiters = std::mem::take(&mut *self.0.borrow_mut());
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+}
