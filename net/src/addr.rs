@@ -11,8 +11,6 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
 };
 
-use crate::oneshot;
-
 /// A socket address in the kernel's layout, boxed by the operations that lend it to the kernel.
 #[derive(Clone, Copy)]
 pub(crate) struct RawAddr {
@@ -263,14 +261,10 @@ fn invalid(msg: String) -> io::Error {
 /// thread. Fails with `InvalidInput` when the address is malformed or the name does not
 /// resolve.
 pub(crate) async fn resolve<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<Vec<SocketAddr>> {
-    let addrs = match addr.resolution()? {
-        Resolution::Ready(addrs) => addrs,
-        Resolution::Lookup(host, port) => lookup(host, port).await?,
-    };
-    if addrs.is_empty() {
-        return Err(invalid("no socket address to use".to_owned()));
+    match addr.resolution()? {
+        Resolution::Ready(addrs) => non_empty(addrs),
+        Resolution::Lookup(host, port) => lookup(host, port).await,
     }
-    Ok(addrs)
 }
 
 /// The first address `addr` resolves to.
@@ -281,40 +275,45 @@ pub(crate) async fn resolve_first<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Re
 /// Resolves `addr` on the calling thread, blocking for host-name lookups (used by the
 /// synchronous `bind` calls, which run at start-up).
 pub(crate) fn resolve_blocking<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<Vec<SocketAddr>> {
-    let addrs = match addr.resolution()? {
-        Resolution::Ready(addrs) => addrs,
-        Resolution::Lookup(host, port) => {
-            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                .map_err(|e| invalid(format!("could not resolve host {host:?}: {e}")))?
-                .collect()
-        }
-    };
+    match addr.resolution()? {
+        Resolution::Ready(addrs) => non_empty(addrs),
+        Resolution::Lookup(host, port) => lookup_blocking(&host, port),
+    }
+}
+
+fn non_empty(addrs: Vec<SocketAddr>) -> io::Result<Vec<SocketAddr>> {
     if addrs.is_empty() {
         return Err(invalid("no socket address to use".to_owned()));
     }
     Ok(addrs)
 }
 
+/// Asks the system resolver (`getaddrinfo`, which blocks) for the addresses of `host`.
+fn lookup_blocking(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| invalid(format!("could not resolve host {host:?}: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(invalid(format!("host {host:?} has no addresses")));
+    }
+    Ok(addrs)
+}
+
 /// Runs the blocking system resolver on a helper thread.
 async fn lookup(host: String, port: u16) -> io::Result<Vec<SocketAddr>> {
-    let (tx, rx) = oneshot::channel();
-    let name = host.clone();
+    let (tx, rx) = runtime::channel::bounded(1);
     std::thread::Builder::new()
         .name("net-resolver".into())
         .spawn(move || {
-            let result = std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
-                .map(|it| it.collect::<Vec<_>>());
-            tx.send(result);
+            // The receiver may be gone (the lookup was abandoned); nobody needs the answer then.
+            let _ = tx.send_blocking(lookup_blocking(&host, port));
         })
         .map_err(|e| io::Error::other(format!("could not start a resolver thread: {e}")))?;
-    match rx.await {
-        Some(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        Some(Ok(_)) => Err(invalid(format!("host {host:?} has no addresses"))),
-        Some(Err(e)) => Err(invalid(format!("could not resolve host {host:?}: {e}"))),
-        None => Err(io::Error::other(
+    rx.recv().await.unwrap_or_else(|_| {
+        Err(io::Error::other(
             "the resolver thread ended without an answer",
-        )),
-    }
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -43,7 +43,6 @@
 
 mod addr;
 mod bufs;
-mod oneshot;
 mod op;
 mod recv_stream;
 mod rescue;

@@ -23,7 +23,7 @@ use runtime::{
 };
 
 use crate::{
-    op::{ParsedDatagram, RecvEvent, RecvMsgMulti, RecvMulti, RecvZc},
+    op::{RecvEvent, RecvMsgMulti, RecvMulti, RecvZc},
     socket::Socket,
     udp::cmsg,
 };
@@ -272,24 +272,15 @@ impl Stream for ZeroCopyRecv {
 /// A datagram from [`UdpSocket::recv_msg_stream`](crate::UdpSocket::recv_msg_stream).
 #[derive(Debug)]
 pub struct Datagram {
-    payload: RxBuf,
-    peer: Option<SocketAddr>,
-    len: usize,
-    truncated: bool,
-    control: Vec<u8>,
+    pub(crate) payload: RxBuf,
+    pub(crate) peer: Option<SocketAddr>,
+    /// The length on the wire.
+    pub(crate) len: usize,
+    pub(crate) truncated: bool,
+    pub(crate) control: Vec<u8>,
 }
 
 impl Datagram {
-    fn from_parsed(d: ParsedDatagram) -> Datagram {
-        Datagram {
-            payload: d.payload,
-            peer: d.peer,
-            len: d.len,
-            truncated: d.truncated,
-            control: d.control,
-        }
-    }
-
     /// The payload (what fit in the buffer).
     pub fn payload(&self) -> &RxBuf {
         &self.payload
@@ -397,7 +388,7 @@ impl Stream for RecvMsgStream {
                     this.state = State::Armed;
                 }
                 State::Armed => match ready!(Pin::new(&mut this.op).poll_next(cx)) {
-                    Some(Ok(d)) => return Poll::Ready(Some(Ok(Datagram::from_parsed(d)))),
+                    Some(Ok(d)) => return Poll::Ready(Some(Ok(d))),
                     Some(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                         this.ring.note_exhausted();
                         this.state = State::WaitingForBuffers;

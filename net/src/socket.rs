@@ -40,6 +40,18 @@ pub(crate) struct Rescued {
     pub(crate) full_len: usize,
 }
 
+impl Rescued {
+    /// Stream bytes, delivered by the CQE numbered `sequence`.
+    pub(crate) fn stream(sequence: u64, data: Vec<u8>) -> Rescued {
+        Rescued {
+            sequence,
+            full_len: data.len(),
+            data,
+            peer: None,
+        }
+    }
+}
+
 struct Inner {
     fd: OwnedFd,
     rescued: RefCell<VecDeque<Rescued>>,
@@ -179,13 +191,7 @@ impl Socket {
         combined.extend_from_slice(&bufs::gather(bufs, n));
         let copied = bufs::scatter(bufs, &combined);
         if copied < combined.len() {
-            let data = combined.split_off(copied);
-            queue.push_front(Rescued {
-                sequence,
-                full_len: data.len(),
-                data,
-                peer: None,
-            });
+            queue.push_front(Rescued::stream(sequence, combined.split_off(copied)));
         }
         copied
     }

@@ -22,8 +22,8 @@ pub(crate) use accept::{Accept, AcceptMulti};
 pub(crate) use cancel::CancelFd;
 pub(crate) use connect::Connect;
 pub(crate) use msg::{RecvMsg, RecvMsgOutput, SendMsg};
-pub(crate) use recv_multi::{ParsedDatagram, RecvEvent, RecvMsgMulti, RecvMulti, RecvZc};
-pub(crate) use stream::{Readv, Recv, Send, SendMode, Writev};
+pub(crate) use recv_multi::{RecvEvent, RecvMsgMulti, RecvMulti, RecvZc};
+pub(crate) use stream::{Readv, Recv, Send, SendMode, Writev, send_some};
 pub(crate) use zc::{SendZc, ZcEvent};
 
 /// Largest byte count one request moves, so results fit the CQE's `i32`.

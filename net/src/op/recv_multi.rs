@@ -1,7 +1,7 @@
 //! Multishot receives into a provided-buffer ring: `RecvMulti` (streams) and `RecvMsgMulti`
 //! (datagrams, with the source address and control messages in front of the payload).
 
-use std::{collections::VecDeque, io, mem, net::SocketAddr};
+use std::{collections::VecDeque, io, mem};
 
 use io_uring::{opcode, squeue};
 use runtime::{
@@ -11,6 +11,7 @@ use runtime::{
 
 use super::stream::MsgHdr;
 use crate::{
+    Datagram,
     addr::RawAddr,
     socket::{Rescued, Socket},
 };
@@ -86,12 +87,7 @@ unsafe impl MultishotOp for RecvMulti {
 fn rescue_stream_data(socket: &Socket, cqe: &Completion, event: io::Result<RecvEvent>) {
     if let Ok(RecvEvent::Data(bufs)) = event {
         let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-        socket.rescue(Rescued {
-            sequence: cqe.sequence(),
-            full_len: data.len(),
-            data,
-            peer: None,
-        });
+        socket.rescue(Rescued::stream(cqe.sequence(), data));
     }
 }
 
@@ -103,16 +99,6 @@ pub(crate) const CONTROL_SPACE: usize = 64;
 const OUT_HEADER: usize = 16;
 /// Bytes in front of the payload in every datagram buffer.
 pub(crate) const DATAGRAM_OVERHEAD: usize = OUT_HEADER + NAME_SPACE + CONTROL_SPACE;
-
-/// A received datagram, parsed out of its provided buffer.
-#[derive(Debug)]
-pub(crate) struct ParsedDatagram {
-    pub(crate) payload: RxBuf,
-    pub(crate) peer: Option<SocketAddr>,
-    pub(crate) len: usize,
-    pub(crate) truncated: bool,
-    pub(crate) control: Vec<u8>,
-}
 
 /// `IORING_OP_RECVMSG` with `IORING_RECV_MULTISHOT`: one CQE per datagram, each buffer laid
 /// out as `io_uring_recvmsg_out`, name, control, payload.
@@ -132,21 +118,15 @@ impl RecvMsgMulti {
         RecvMsgMulti { socket, ring, hdr }
     }
 
-    fn datagram(&self, cqe: &Completion) -> io::Result<ParsedDatagram> {
+    fn datagram(&self, cqe: &Completion) -> io::Result<Datagram> {
         let buf = self.ring.take(cqe)?;
         if cqe.result() < 0 {
             return Err(io::Error::from_raw_os_error(-cqe.result()));
         }
-        let Some(mut buf) = buf else {
+        let Some(buf) = buf else {
             return Err(malformed("datagram completion without a buffer"));
         };
-        parse_datagram(&mut buf).map(|(peer, len, truncated, control)| ParsedDatagram {
-            payload: buf,
-            peer,
-            len,
-            truncated,
-            control,
-        })
+        parse_datagram(buf)
     }
 }
 
@@ -161,21 +141,19 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
-/// Parses `io_uring_recvmsg_out` + name + control in front of the payload, narrowing `buf` to
-/// the payload. Returns (peer, length on the wire, truncated, control bytes).
-pub(crate) fn parse_datagram(
-    buf: &mut RxBuf,
-) -> io::Result<(Option<SocketAddr>, usize, bool, Vec<u8>)> {
+/// Parses `io_uring_recvmsg_out` + name + control in front of the payload; the datagram's
+/// payload is `buf` narrowed to what follows them.
+fn parse_datagram(mut buf: RxBuf) -> io::Result<Datagram> {
     if buf.len() < DATAGRAM_OVERHEAD {
         return Err(malformed(&format!(
             "{} bytes, less than the {DATAGRAM_OVERHEAD}-byte header",
             buf.len()
         )));
     }
-    let namelen = u32_at(buf, 0) as usize;
-    let controllen = u32_at(buf, 4) as usize;
-    let payloadlen = u32_at(buf, 8) as usize;
-    let flags = u32_at(buf, 12) as i32;
+    let namelen = u32_at(&buf, 0) as usize;
+    let controllen = u32_at(&buf, 4) as usize;
+    let payloadlen = u32_at(&buf, 8) as usize;
+    let flags = u32_at(&buf, 12) as i32;
     let copied = buf.len() - DATAGRAM_OVERHEAD;
     let peer = if namelen > 0 {
         let mut raw = RawAddr::empty();
@@ -196,14 +174,20 @@ pub(crate) fn parse_datagram(
     let control = buf[control_start..control_start + controllen.min(CONTROL_SPACE)].to_vec();
     let truncated = flags & libc::MSG_TRUNC != 0 || payloadlen > copied;
     buf.advance(DATAGRAM_OVERHEAD);
-    Ok((peer, payloadlen.max(copied), truncated, control))
+    Ok(Datagram {
+        payload: buf,
+        peer,
+        len: payloadlen.max(copied),
+        truncated,
+        control,
+    })
 }
 
 // SAFETY: the SQE points at the boxed `msghdr` (owned by `self`, read by the kernel) and names
 // the fd (kept open by `socket`) and a buffer group whose buffers the ring, held by `self`
 // until the final CQE, keeps mapped.
 unsafe impl MultishotOp for RecvMsgMulti {
-    type Item = io::Result<ParsedDatagram>;
+    type Item = io::Result<Datagram>;
 
     fn build(&mut self) -> squeue::Entry {
         opcode::RecvMsgMulti::new(

@@ -5,11 +5,30 @@ use std::io;
 use io_uring::{opcode, squeue};
 use runtime::{
     buf::{IoBuf, IoBufMut},
-    op::{Completion, OpCode},
+    op::{Completion, Op, OpCode},
 };
 
 use super::MAX_IO;
 use crate::{bufs, socket::Rescued, socket::Socket};
+
+/// A stream receive into `bufs` completed: marks the bytes it wrote as initialized and puts
+/// older rescued bytes in front (`Socket::merge_older`). Returns how many bytes `bufs` now hold.
+fn received<B: IoBufMut>(socket: &Socket, cqe: Completion, bufs: &mut [B]) -> io::Result<usize> {
+    let n = (cqe.into_result()? as usize).min(bufs::capacity(bufs));
+    bufs::set_init_across(bufs, n);
+    Ok(socket.merge_older(cqe.sequence(), bufs, n))
+}
+
+/// A stream receive into `bufs` completed after its future was dropped: keeps the bytes it
+/// delivered for the socket's next receive.
+fn rescue_received<B: IoBufMut>(socket: &Socket, cqe: Completion, bufs: &[B]) {
+    if let Ok(n) = cqe.into_result()
+        && n > 0
+    {
+        let n = (n as usize).min(bufs::capacity(bufs));
+        socket.rescue(Rescued::stream(cqe.sequence(), bufs::gather(bufs, n)));
+    }
+}
 
 /// `IORING_OP_RECV` on a stream socket into an owned buffer (filled from its start).
 #[derive(Debug)]
@@ -35,29 +54,12 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
     }
 
     fn complete(mut self, cqe: Completion) -> Self::Output {
-        let res = cqe.into_result().map(|n| n as usize);
-        if let Ok(n) = res {
-            let n = n.min(self.buf.bytes_total());
-            let bufs = std::slice::from_mut(&mut self.buf);
-            bufs::set_init_across(bufs, n);
-            let n = self.socket.merge_older(cqe.sequence(), bufs, n);
-            return (Ok(n), self.buf);
-        }
+        let res = received(&self.socket, cqe, std::slice::from_mut(&mut self.buf));
         (res, self.buf)
     }
 
     fn complete_detached(self, cqe: Completion) {
-        if let Ok(n) = cqe.into_result()
-            && n > 0
-        {
-            let n = (n as usize).min(self.buf.bytes_total());
-            self.socket.rescue(Rescued {
-                sequence: cqe.sequence(),
-                data: bufs::gather(std::slice::from_ref(&self.buf), n),
-                peer: None,
-                full_len: n,
-            });
-        }
+        rescue_received(&self.socket, cqe, std::slice::from_ref(&self.buf));
     }
 }
 
@@ -86,6 +88,23 @@ impl SendMode {
 
     pub(crate) fn is_fast(self) -> bool {
         matches!(self, SendMode::FastStream | SendMode::FastDatagram)
+    }
+}
+
+/// Sends some of `buf`'s initialized bytes: first on the skip-success path `fast`, then, if
+/// the socket had no room (`EAGAIN`), with a request that waits for some.
+pub(crate) async fn send_some<B: IoBuf>(
+    socket: &Socket,
+    buf: B,
+    fast: SendMode,
+) -> (io::Result<usize>, B) {
+    let (res, buf) = Op::new(Send::new(socket.clone(), buf, fast)).await;
+    match res {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let wait = SendMode::Wait { all: false };
+            Op::new(Send::new(socket.clone(), buf, wait)).await
+        }
+        res => (res, buf),
     }
 }
 
@@ -182,28 +201,12 @@ unsafe impl<B: IoBufMut> OpCode for Readv<B> {
     }
 
     fn complete(mut self, cqe: Completion) -> Self::Output {
-        let res = cqe.into_result().map(|n| n as usize);
-        if let Ok(n) = res {
-            let n = n.min(bufs::capacity(&self.bufs));
-            bufs::set_init_across(&mut self.bufs, n);
-            let n = self.socket.merge_older(cqe.sequence(), &mut self.bufs, n);
-            return (Ok(n), self.bufs);
-        }
+        let res = received(&self.socket, cqe, &mut self.bufs);
         (res, self.bufs)
     }
 
     fn complete_detached(self, cqe: Completion) {
-        if let Ok(n) = cqe.into_result()
-            && n > 0
-        {
-            let n = (n as usize).min(bufs::capacity(&self.bufs));
-            self.socket.rescue(Rescued {
-                sequence: cqe.sequence(),
-                data: bufs::gather(&self.bufs, n),
-                peer: None,
-                full_len: n,
-            });
-        }
+        rescue_received(&self.socket, cqe, &self.bufs);
     }
 }
 

@@ -3,6 +3,7 @@
 use std::{
     fmt, io,
     net::{Shutdown, SocketAddr},
+    os::fd::AsRawFd,
 };
 
 use runtime::buf::{IoBuf, IoBufMut};
@@ -66,7 +67,7 @@ impl OwnedReadHalf {
     ///
     /// Fails, handing both halves back, if they come from different streams.
     pub fn reunite(self, write: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
-        if self.stream.as_raw() == write.stream.as_raw() {
+        if self.stream.as_raw_fd() == write.stream.as_raw_fd() {
             let mut write = write;
             write.shutdown_on_drop = false;
             Ok(self.stream)
@@ -114,13 +115,6 @@ impl Drop for OwnedWriteHalf {
             // The socket may already be shut down or reset; nothing useful to report then.
             let _ = self.stream.shutdown(Shutdown::Write);
         }
-    }
-}
-
-impl TcpStream {
-    fn as_raw(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        self.as_raw_fd()
     }
 }
 

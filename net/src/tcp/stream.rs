@@ -8,7 +8,7 @@ use std::{
 
 use runtime::{
     buf::{BufRing, IoBuf, IoBufMut},
-    op::Op,
+    op::{Op, OpCode},
     zcrx::Zcrx,
 };
 use socket2::{Domain, Protocol, Type};
@@ -17,7 +17,7 @@ use super::split::{OwnedReadHalf, OwnedWriteHalf};
 use crate::{
     RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
-    op::{CancelFd, Connect, Readv, Recv, Send, SendMode, SendZc, Writev},
+    op::{CancelFd, Connect, Readv, Recv, Send, SendMode, SendZc, Writev, send_some},
     rescue::RescueAware,
     socket::Socket,
     zc::{self, Attempt},
@@ -83,18 +83,34 @@ impl TcpStream {
 
     /// Reads into `buf` (from its start, up to its capacity) and returns how many bytes
     /// arrived; `Ok(0)` means the peer closed its side (or `buf` has no capacity).
-    pub async fn read<B: IoBufMut>(&self, mut buf: B) -> (io::Result<usize>, B) {
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.receive(buf, std::slice::from_mut, Recv::new).await
+    }
+
+    /// Runs receives built by `recv` until one yields data in kernel order: rescued bytes are
+    /// served first, and a receive cancelled because data was rescued meanwhile is retried,
+    /// which serves them.
+    async fn receive<B, Bufs, T>(
+        &self,
+        mut bufs: Bufs,
+        as_slice: fn(&mut Bufs) -> &mut [B],
+        recv: fn(Socket, Bufs) -> T,
+    ) -> (io::Result<usize>, Bufs)
+    where
+        B: IoBufMut,
+        T: OpCode<Output = (io::Result<usize>, Bufs)>,
+    {
         loop {
-            if let Some(n) = self.socket.read_rescued(std::slice::from_mut(&mut buf)) {
-                return (Ok(n), buf);
+            if let Some(n) = self.socket.read_rescued(as_slice(&mut bufs)) {
+                return (Ok(n), bufs);
             }
-            let op = Recv::new(self.socket.clone(), buf);
+            let op = recv(self.socket.clone(), bufs);
             let ((res, b), cancelled) = RescueAware::new(self.socket.clone(), op).await;
-            buf = b;
+            bufs = b;
             match res {
                 // Cancelled because data was rescued: serve it.
                 Err(e) if cancelled && is_cancelled(&e) => continue,
-                res => return (res, buf),
+                res => return (res, bufs),
             }
         }
     }
@@ -131,36 +147,13 @@ impl TcpStream {
     }
 
     /// Reads into several buffers, filling each from its start in order.
-    pub async fn readv<B: IoBufMut>(&self, mut bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-        loop {
-            if let Some(n) = self.socket.read_rescued(&mut bufs) {
-                return (Ok(n), bufs);
-            }
-            let op = Readv::new(self.socket.clone(), bufs);
-            let ((res, b), cancelled) = RescueAware::new(self.socket.clone(), op).await;
-            bufs = b;
-            match res {
-                Err(e) if cancelled && is_cancelled(&e) => continue,
-                res => return (res, bufs),
-            }
-        }
+    pub async fn readv<B: IoBufMut>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        self.receive(bufs, Vec::as_mut_slice, Readv::new).await
     }
 
     /// Writes some of `buf`'s initialized bytes and returns how many.
     pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastStream)).await;
-        match res {
-            // The fast path found no room: wait for some.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                Op::new(Send::new(
-                    self.socket.clone(),
-                    buf,
-                    SendMode::Wait { all: false },
-                ))
-                .await
-            }
-            res => (res, buf),
-        }
+        send_some(&self.socket, buf, SendMode::FastStream).await
     }
 
     /// Writes all of `buf`'s initialized bytes.

@@ -17,7 +17,7 @@ use crate::{
     addr::{self, ToSocketAddrs},
     bufs,
     op::SendZc,
-    op::{CancelFd, RecvMsg, RecvMsgOutput, Send, SendMode, SendMsg},
+    op::{CancelFd, RecvMsg, RecvMsgOutput, SendMode, SendMsg, send_some},
     rescue::RescueAware,
     socket::Socket,
     tcp::is_cancelled,
@@ -74,8 +74,14 @@ impl fmt::Display for Truncated {
 impl std::error::Error for Truncated {}
 
 impl Truncated {
-    fn into_error(self) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, self)
+    /// The truncation `meta` reports, as an `InvalidData` error.
+    fn error(meta: &RecvMeta) -> io::Error {
+        let truncated = Truncated {
+            len: meta.datagram_len,
+            capacity: meta.len,
+            peer: meta.peer,
+        };
+        io::Error::new(io::ErrorKind::InvalidData, truncated)
     }
 }
 
@@ -175,18 +181,7 @@ impl UdpSocket {
 
     /// Sends `buf`'s initialized bytes to the connected peer.
     pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastDatagram)).await;
-        match res {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                Op::new(Send::new(
-                    self.socket.clone(),
-                    buf,
-                    SendMode::Wait { all: false },
-                ))
-                .await
-            }
-            res => (res, buf),
-        }
+        send_some(&self.socket, buf, SendMode::FastDatagram).await
     }
 
     /// Receives one datagram from the connected peer.
@@ -226,7 +221,7 @@ impl UdpSocket {
         buf: B,
         control: Vec<u8>,
     ) -> (io::Result<RecvMeta>, B, Vec<u8>) {
-        let (res, buf, control) = self.receive(buf, Some(control), |meta, _| Ok(meta)).await;
+        let (res, buf, control) = self.receive(buf, Some(control), Ok).await;
         (res, buf, control.unwrap_or_default())
     }
 
@@ -235,9 +230,9 @@ impl UdpSocket {
         buf: B,
         control: Option<Vec<u8>>,
     ) -> (io::Result<RecvMeta>, B, Option<Vec<u8>>) {
-        self.receive(buf, control, |meta, truncated| {
+        self.receive(buf, control, |meta| {
             if meta.truncated {
-                Err(truncated.into_error())
+                Err(Truncated::error(&meta))
             } else {
                 Ok(meta)
             }
@@ -250,14 +245,14 @@ impl UdpSocket {
         &self,
         mut buf: B,
         mut control: Option<Vec<u8>>,
-        finish: impl Fn(RecvMeta, Truncated) -> io::Result<RecvMeta>,
+        finish: impl Fn(RecvMeta) -> io::Result<RecvMeta>,
     ) -> (io::Result<RecvMeta>, B, Option<Vec<u8>>) {
         loop {
-            if let Some((meta, truncated)) = self.rescued(&mut buf) {
+            if let Some(meta) = self.rescued(&mut buf) {
                 if let Some(control) = &mut control {
                     control.clear();
                 }
-                return (finish(meta, truncated), buf, control);
+                return (finish(meta), buf, control);
             }
             let op = RecvMsg::new(self.socket.clone(), buf, control);
             let ((res, b, c), cancelled) = RescueAware::new(self.socket.clone(), op).await;
@@ -266,37 +261,23 @@ impl UdpSocket {
             let res = match res {
                 Err(e) if cancelled && is_cancelled(&e) => continue,
                 Err(e) => Err(e),
-                Ok(out) => {
-                    let meta = RecvMeta::from(out);
-                    let truncated = Truncated {
-                        len: meta.datagram_len,
-                        capacity: meta.len,
-                        peer: meta.peer,
-                    };
-                    finish(meta, truncated)
-                }
+                Ok(out) => finish(RecvMeta::from(out)),
             };
             return (res, buf, control);
         }
     }
 
     /// A datagram an abandoned receive got from the kernel, copied into `buf`.
-    fn rescued<B: IoBufMut>(&self, buf: &mut B) -> Option<(RecvMeta, Truncated)> {
+    fn rescued<B: IoBufMut>(&self, buf: &mut B) -> Option<RecvMeta> {
         let rescued = self.socket.take_rescued_datagram()?;
         let copied = bufs::scatter(std::slice::from_mut(buf), &rescued.data);
-        let meta = RecvMeta {
+        Some(RecvMeta {
             len: copied,
             datagram_len: rescued.full_len,
             peer: rescued.peer,
             truncated: rescued.full_len > copied,
             control_truncated: false,
-        };
-        let truncated = Truncated {
-            len: rescued.full_len,
-            capacity: copied,
-            peer: rescued.peer,
-        };
-        Some((meta, truncated))
+        })
     }
 
     /// Sends one datagram to the connected peer with `IORING_OP_SEND_ZC`; the buffer comes
