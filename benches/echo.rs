@@ -20,12 +20,12 @@ use std::{
     cell::Cell,
     net::SocketAddr,
     os::unix::process::CommandExt,
-    process::{Command, Stdio},
+    process::Command,
     rc::Rc,
     time::{Duration, Instant},
 };
 
-use benches::{ServerProcess, env_or, median, process_cpu};
+use benches::{ServerProcess, env_or, median, pin_to, process_cpu};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Server {
@@ -34,44 +34,19 @@ struct Server {
     addr: SocketAddr,
 }
 
-/// Pins the calling thread (or, in `pre_exec`, the child) to one CPU.
-fn pin_to(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: `cpu_set_t` is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
-    // reads it. All async-signal-safe, so this may run in `pre_exec`.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 fn start_server(name: &'static str, exe: &str, port: u16, pin: bool) -> Server {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut cmd = Command::new(exe);
-    cmd.arg(addr.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.arg(addr.to_string());
     if pin {
         // SAFETY: the closure only calls `sched_setaffinity`, which is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| pin_to(0));
         }
     }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{name} did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     Server {
         name,
-        process: ServerProcess(child),
+        process: ServerProcess::start(&mut cmd, addr),
         addr,
     }
 }

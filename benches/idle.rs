@@ -14,7 +14,7 @@
 
 use std::{
     net::{SocketAddr, TcpStream},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -47,20 +47,8 @@ fn raise_nofile() {
 /// Returns the server's RSS growth per idle connection, in KiB.
 fn measure(exe: &str, port: u16, conns: usize) -> f64 {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let server = ServerProcess(
-        Command::new(exe)
-            .arg(addr.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {exe}: {e}")),
-    );
+    let server = ServerProcess::start(Command::new(exe).arg(addr.to_string()), addr);
     let pid = server.0.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{exe} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     std::thread::sleep(Duration::from_millis(200));
     let base_fds = fds(pid);
     let before = rss_kib(pid);

@@ -4,7 +4,11 @@
 //! round, and reports the median over rounds, so a slow phase of the machine hits all
 //! contenders alike.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 /// One contender: a name and a function that performs `n` operations.
 pub struct Contender<'a> {
@@ -39,12 +43,11 @@ pub fn median(samples: &mut [f64]) -> f64 {
 /// Runs every contender `rounds` times (rotating the order) with `n` operations per run and
 /// returns the median operations per second of each, in the contenders' order.
 pub fn measure(contenders: &mut [Contender<'_>], rounds: usize, n: u64) -> Vec<f64> {
-    let mut samples: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
-    for (c, s) in contenders.iter_mut().zip(samples.iter_mut()) {
+    for c in contenders.iter_mut() {
         // Warm-up run, not recorded.
         (c.run)(n / 10 + 1);
-        let _ = s;
     }
+    let mut samples: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         for k in 0..contenders.len() {
             let i = (k + round) % contenders.len();
@@ -60,6 +63,46 @@ pub fn measure(contenders: &mut [Contender<'_>], rounds: usize, n: u64) -> Vec<f
 /// A server process, killed and reaped on drop.
 #[derive(Debug)]
 pub struct ServerProcess(pub std::process::Child);
+
+impl ServerProcess {
+    /// Starts `cmd`, a server that listens on `addr` (its output discarded), and waits up to
+    /// 10 s until it accepts connections.
+    ///
+    /// # Panics
+    ///
+    /// Panics if it cannot be started or does not listen in time.
+    pub fn start(cmd: &mut Command, addr: SocketAddr) -> ServerProcess {
+        let exe = cmd.get_program().to_string_lossy().into_owned();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
+        // Killed by `drop` if it never listens.
+        let server = ServerProcess(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "{exe} did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+/// Pins the calling thread (or, in `pre_exec`, a child about to exec) to one CPU.
+pub fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: `cpu_set_t` is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
+    // reads it. All async-signal-safe, so this may run in `pre_exec`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {

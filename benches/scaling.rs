@@ -15,7 +15,7 @@
 
 use std::{
     net::SocketAddr,
-    process::{Command, Stdio},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -28,18 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn start(exe: &str, port: u16, threads: usize) -> (ServerProcess, SocketAddr) {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let child = Command::new(exe)
-        .args([addr.to_string(), "--threads".into(), threads.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{exe} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (ServerProcess(child), addr)
+    let mut cmd = Command::new(exe);
+    cmd.args([addr.to_string(), "--threads".into(), threads.to_string()]);
+    (ServerProcess::start(&mut cmd, addr), addr)
 }
 
 /// (messages per second, server CPU microseconds per message)

@@ -125,11 +125,7 @@ async fn dropping_a_stream_returns_every_buffer_and_keeps_the_data() {
         .buf_len(1024)
         .build()
         .unwrap();
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let stream = TcpStream::connect(std_listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut peer, _) = std_listener.accept().unwrap();
+    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let total = 200_000usize;
     let data = chunk(1, 0, total);
     let writer = {
@@ -177,11 +173,7 @@ async fn dropping_a_stream_returns_every_buffer_and_keeps_the_data() {
 #[runtime::test]
 async fn holding_buffers_applies_backpressure() {
     let ring = BufRing::builder().entries(8).buf_len(512).build().unwrap();
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let stream = TcpStream::connect(std_listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut peer, _) = std_listener.accept().unwrap();
+    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let data = chunk(2, 0, 64 * 1024);
     peer.write_all(&data).unwrap();
     peer.shutdown(Shutdown::Write).unwrap();
@@ -316,11 +308,7 @@ async fn incremental_rings_pack_small_receives() {
         .build()
         .unwrap();
     assert!(ring.is_incremental(), "{}", runtime::capabilities());
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let stream = TcpStream::connect(std_listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut peer, _) = std_listener.accept().unwrap();
+    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let mut received = stream.recv_stream(&ring);
     let mut ids = Vec::new();
     let mut got = Vec::new();
@@ -350,11 +338,7 @@ async fn bundled_streams_deliver_in_order() {
         .buf_len(1024)
         .build()
         .unwrap();
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let stream = TcpStream::connect(std_listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut peer, _) = std_listener.accept().unwrap();
+    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let data = chunk(3, 0, 1 << 20);
     let writer = {
         let data = data.clone();

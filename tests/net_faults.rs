@@ -7,7 +7,7 @@ use std::{
 };
 
 use integration_tests::{run_in_child, thread_cpu_time};
-use net::{TcpListener, TcpStream};
+use net::TcpListener;
 use runtime::time::timeout;
 
 const CASE: &str = "NET_FAULT_CASE";
@@ -35,11 +35,7 @@ fn writes_to_a_reset_peer_do_not_raise_sigpipe() {
     let rt = runtime::Runtime::new().unwrap();
     rt.block_on(async {
         for vectored in [false, true] {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let client = TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap();
-            let (server, _) = listener.accept().await.unwrap();
+            let (client, server) = integration_tests::tcp_pair().await;
             socket2::SockRef::from(&server)
                 .set_linger(Some(Duration::ZERO))
                 .unwrap();

@@ -125,11 +125,7 @@ async fn half_close_delivers_eof_and_keeps_the_other_direction() {
 
 #[runtime::test]
 async fn read_after_the_peer_closed_is_zero() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
+    let (client, server) = integration_tests::tcp_pair().await;
     drop(server);
     for _ in 0..3 {
         let (res, _) = client.read(vec![0u8; 16]).await;
@@ -193,11 +189,7 @@ async fn vectored_reads_and_writes() {
 /// abandoned buffer comes back from the next read, in order.
 #[runtime::test]
 async fn dropped_reads_lose_no_data() {
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(std_listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (mut server, _) = std_listener.accept().unwrap();
+    let (client, mut server) = integration_tests::stream_with_std_peer().await;
     let mut expected = Vec::new();
     let mut received = Vec::new();
     for round in 0..300u32 {
@@ -274,11 +266,7 @@ async fn connect_resolves_host_names() {
 
 #[runtime::test]
 async fn writes_to_a_reset_peer_fail_cleanly() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
+    let (client, server) = integration_tests::tcp_pair().await;
     // SO_LINGER 0: closing sends RST.
     socket2::SockRef::from(&server)
         .set_linger(Some(Duration::ZERO))

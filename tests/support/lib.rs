@@ -237,6 +237,26 @@ unsafe impl<T: 'static> runtime::op::OpCode for TrackedRead<T> {
     }
 }
 
+/// A connected loopback TCP pair of runtime streams: (client, server).
+pub async fn tcp_pair() -> (net::TcpStream, net::TcpStream) {
+    let listener = net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
+/// A runtime stream connected to a `std` peer on loopback: (ours, peer).
+pub async fn stream_with_std_peer() -> (net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stream = net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (stream, peer)
+}
+
 /// Polls a future exactly once.
 pub async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
