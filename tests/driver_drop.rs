@@ -119,3 +119,86 @@ fn aborting_a_task_parks_its_operation() {
         assert_eq!(metrics().ops_parked, 0);
     });
 }
+
+/// A multishot poll (`IORING_POLL_ADD_MULTI`: one CQE with `F_MORE` per readiness event) on a
+/// pipe, whose `next` panics on the first event, to check that a panic in a multishot op's
+/// `next` does not free what the kernel still owns.
+struct PanickingPoll {
+    /// Kept open until the final CQE, as `MultishotOp` requires.
+    fd: Arc<std::os::fd::OwnedFd>,
+    _resource: integration_tests::DropRecorder,
+}
+
+// SAFETY: the SQE names only `fd`, which `self` keeps open; no memory. `next` panics on purpose
+// (this test's subject) but never causes undefined behaviour.
+unsafe impl runtime::op::MultishotOp for PanickingPoll {
+    type Item = ();
+
+    fn build(&mut self) -> io_uring::squeue::Entry {
+        use std::os::fd::AsRawFd;
+        io_uring::opcode::PollAdd::new(
+            io_uring::types::Fd(self.fd.as_raw_fd()),
+            libc::POLLIN as u32,
+        )
+        .multi(true)
+        .build()
+    }
+
+    fn next(&mut self, cqe: runtime::op::Completion) -> Option<()> {
+        assert!(!cqe.has_more(), "test op: `next` panics on an F_MORE CQE");
+        None
+    }
+
+    fn next_detached(&mut self, _cqe: runtime::op::Completion) {}
+}
+
+#[test]
+fn panic_in_multishot_next_parks_the_data_the_kernel_owns() {
+    use std::io::Write;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    use futures_core::Stream;
+
+    let rt = Runtime::new().unwrap();
+    let (rx, tx) = pipe().unwrap();
+    let mut tx = std::fs::File::from(tx);
+    let (flag, recorder) = DropFlag::new();
+    rt.block_on(async {
+        let mut events = runtime::op::Multishot::new(PanickingPoll {
+            fd: Arc::new(rx),
+            _resource: recorder,
+        });
+        assert!(
+            poll_once(&mut std::future::poll_fn(
+                |cx| Pin::new(&mut events).poll_next(cx)
+            ))
+            .await
+            .is_pending()
+        );
+        runtime::yield_now().await;
+        tx.write_all(b"x").unwrap();
+        let panicked = std::future::poll_fn(|cx| {
+            match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut events).poll_next(cx))) {
+                Err(_) => Poll::Ready(true),
+                Ok(Poll::Ready(_)) => Poll::Ready(false),
+                Ok(Poll::Pending) => Poll::Pending,
+            }
+        })
+        .await;
+        assert!(panicked, "the first event should have reached `next`");
+        // The poll is still armed: the kernel still holds the request.
+        assert!(
+            !flag.dropped(),
+            "a panic in `next` freed data of a request the kernel still owns"
+        );
+        assert_eq!(metrics().ops_in_flight, 1);
+        // Dropping the stream parks the data and cancels the poll; it is freed at the final CQE.
+        drop(events);
+        assert!(!flag.dropped(), "freed before the final CQE");
+        assert!(turns_until(1000, || flag.dropped()).await, "never released");
+        let m = metrics();
+        assert_eq!((m.ops_in_flight, m.ops_parked), (0, 0), "{m:?}");
+    });
+}

@@ -13,7 +13,7 @@ use std::{
     fmt,
     pin::Pin,
     rc::Rc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
 use futures_core::Stream;
@@ -129,35 +129,51 @@ impl<T: MultishotOp> Stream for Multishot<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T::Item>> {
         let this = self.get_mut();
+        // `data` never leaves `this.state` while user code (`build`, `next`) runs: if that code
+        // panics, the state still says where the data is, so `Drop` parks and cancels a request
+        // the kernel still owns instead of freeing what it uses.
         loop {
-            match std::mem::replace(&mut this.state, State::Empty) {
-                State::Unsubmitted(mut data) => {
+            match &mut this.state {
+                State::Unsubmitted(data) => {
                     let sqe = data.build();
-                    match this.handle.driver.borrow_mut().submit(sqe, None) {
+                    let submitted = this.handle.driver.borrow_mut().submit(sqe, None);
+                    let State::Unsubmitted(data) = std::mem::replace(&mut this.state, State::Empty)
+                    else {
+                        unreachable!("state matched just above")
+                    };
+                    match submitted {
                         Some(key) => this.state = State::Submitted { key, data },
                         None => {
                             // The runtime has shut down: the request ends without reaching the
                             // kernel.
-                            let item = data.next(Completion::new(-libc::ECANCELED, 0, [0; 2]));
                             this.state = State::Finished(data);
+                            let State::Finished(data) = &mut this.state else {
+                                unreachable!("state set just above")
+                            };
+                            let item = data.next(Completion::new(-libc::ECANCELED, 0, [0; 2]));
                             return Poll::Ready(item);
                         }
                     }
                 }
-                State::Submitted { key, mut data } => {
-                    let polled = this.handle.driver.borrow_mut().poll_cqe(key, cx);
-                    let cqe = match polled {
-                        Poll::Ready(cqe) => cqe,
-                        Poll::Pending => {
-                            this.state = State::Submitted { key, data };
-                            return Poll::Pending;
-                        }
-                    };
-                    let item = data.next(cqe);
-                    this.state = if cqe.has_more() {
-                        State::Submitted { key, data }
+                State::Submitted { key, data } => {
+                    let cqe = ready!(this.handle.driver.borrow_mut().poll_cqe(*key, cx));
+                    let item = if cqe.has_more() {
+                        // The request stays armed, so the data stays `Submitted` while `next`
+                        // runs: a panic there leaves it for `Drop` to park.
+                        data.next(cqe)
                     } else {
-                        State::Finished(data)
+                        // The final CQE released the slot: the data is ours again before
+                        // `next` sees it, so a panic there simply drops it.
+                        let State::Submitted { data, .. } =
+                            std::mem::replace(&mut this.state, State::Empty)
+                        else {
+                            unreachable!("state matched just above")
+                        };
+                        this.state = State::Finished(data);
+                        let State::Finished(data) = &mut this.state else {
+                            unreachable!("state set just above")
+                        };
+                        data.next(cqe)
                     };
                     match item {
                         Some(item) => return Poll::Ready(Some(item)),
@@ -165,10 +181,7 @@ impl<T: MultishotOp> Stream for Multishot<T> {
                         None => continue,
                     }
                 }
-                State::Finished(data) => {
-                    this.state = State::Finished(data);
-                    return Poll::Ready(None);
-                }
+                State::Finished(_) => return Poll::Ready(None),
                 State::Empty => unreachable!("`Multishot` state is restored before returning"),
             }
         }
