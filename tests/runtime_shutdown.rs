@@ -181,3 +181,35 @@ fn spawn_during_shutdown_is_refused() {
     });
     drop(rt);
 }
+
+/// An operation dropped *during* the shutdown drain (here: owned by another operation's
+/// resources, so it is dropped when that one's final CQE releases them) is parked like any
+/// other and counted out at its final CQE, so shutdown ends as soon as the kernel released
+/// everything instead of waiting for `shutdown_timeout`.
+#[test]
+fn op_dropped_during_the_drain_does_not_stall_shutdown() {
+    let _serial = exclusive();
+    let (rx, _tx) = pipe().unwrap();
+    let rx = Arc::new(rx);
+    let (flag, recorder) = DropFlag::new();
+    let rt = Builder::new()
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // The inner read is in flight, owned by a future that lives inside the outer read.
+        let mut inner = Op::new(TrackedRead::new(rx.clone(), 16, recorder));
+        assert!(poll_once(&mut inner).await.is_pending());
+        let outer = Op::new(TrackedRead::new(rx.clone(), 16, inner));
+        runtime::spawn(outer);
+        assert!(turns_until(100, || metrics().ops_in_flight == 2).await);
+    });
+    let started = std::time::Instant::now();
+    drop(rt);
+    let took = started.elapsed();
+    assert!(flag.dropped(), "the inner read's resources were never released");
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown waited {took:?} (its timeout is 10 s) for an operation it had already released"
+    );
+}

@@ -96,7 +96,11 @@ pub(crate) struct Driver {
     wake: WakeRead,
     in_flight: usize,
     parked: usize,
+    /// Shutdown began: no new operation is accepted.
     closed: bool,
+    /// Shutdown's deadline passed (`leak_unfinished`): the kernel may still use what any
+    /// unfinished operation owns, so a future dropped from now on leaks its resources.
+    gave_up: bool,
     skip_pending: Vec<u64>,
     next_sequence: u64,
     stats: DriverStats,
@@ -136,6 +140,7 @@ impl Driver {
             in_flight: 0,
             parked: 0,
             closed: false,
+            gave_up: false,
             skip_pending: Vec::new(),
             next_sequence: 1,
             stats: DriverStats::default(),
@@ -213,13 +218,16 @@ impl Driver {
                 return Some((parked, cqe));
             }
         }
-        if self.closed {
-            // Shutdown gave up waiting for this operation: the kernel may still use it.
+        if self.gave_up {
+            // Shutdown gave up waiting for this operation (`leak_unfinished` already stopped
+            // counting it as in flight): the kernel may still use it.
             self.slots.remove(index);
             self.stats.leaked += 1;
             std::mem::forget(parked);
             return None;
         }
+        // Dropped during the shutdown drain too: park it like any other, so that its final CQE
+        // releases it and counts it out (shutdown ends as soon as the kernel released all).
         slot.owner = Owner::Parked(parked);
         self.parked += 1;
         self.queue_sqe(opcode::AsyncCancel::new(key).build().user_data(CANCEL));
@@ -496,6 +504,7 @@ impl Driver {
 
     /// Gives up on operations the kernel did not finish: their memory is leaked, never freed.
     pub(crate) fn leak_unfinished(&mut self) {
+        self.gave_up = true;
         for (_, slot) in self.slots.iter_mut().filter(|(_, s)| !s.finished) {
             if let Owner::Parked(_) = slot.owner {
                 let Owner::Parked(parked) = std::mem::replace(&mut slot.owner, Owner::Future(None))
@@ -505,7 +514,7 @@ impl Driver {
                 std::mem::forget(parked);
                 self.stats.leaked += 1;
             }
-            // Slots still owned by a future stay: when it is dropped, `detach` sees `closed`
+            // Slots still owned by a future stay: when it is dropped, `detach` sees `gave_up`
             // and leaks its resources; when it is polled, it stays pending.
         }
         if self.wake.armed {
