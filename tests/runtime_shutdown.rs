@@ -207,7 +207,10 @@ fn op_dropped_during_the_drain_does_not_stall_shutdown() {
     let started = std::time::Instant::now();
     drop(rt);
     let took = started.elapsed();
-    assert!(flag.dropped(), "the inner read's resources were never released");
+    assert!(
+        flag.dropped(),
+        "the inner read's resources were never released"
+    );
     assert!(
         took < Duration::from_secs(5),
         "shutdown waited {took:?} (its timeout is 10 s) for an operation it had already released"

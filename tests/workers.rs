@@ -441,3 +441,108 @@ fn spawn_on_after_a_worker_stopped_is_cancelled() {
     let res = rt.block_on(handle);
     assert!(res.unwrap_err().is_cancelled());
 }
+
+/// The io_uring fds open in this process.
+fn io_uring_fds() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            link.to_string_lossy()
+                .contains("io_uring")
+                .then(|| e.file_name().to_string_lossy().parse().ok())?
+        })
+        .collect()
+}
+
+/// A `MSG_RING` kick is queued when the waker runs and submitted at the sender's next enter.
+/// If the target ring closes in between and its fd number is taken by another ring, the kick
+/// must not land there (a CQE with our `user_data` in somebody else's ring).
+#[test]
+fn msg_ring_kick_never_reaches_a_ring_that_reused_the_target_fd() {
+    const CASE: &str = "RUNTIME_TEST_KICK_REUSE";
+    const OK: &str = "kick-reuse-checks-passed";
+    let name = "msg_ring_kick_never_reaches_a_ring_that_reused_the_target_fd";
+    if std::env::var(CASE).is_err() {
+        run_in_child(name, CASE, "child", OK);
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Poll, Waker};
+
+    let sender = Runtime::new().unwrap();
+    if !sender
+        .capabilities()
+        .supports_opcode(io_uring::opcode::MsgRingData::CODE)
+    {
+        println!("IORING_OP_MSG_RING unsupported: nothing to test\n{OK}");
+        return;
+    }
+    let (waker_tx, waker_rx) = std::sync::mpsc::channel::<(Waker, Vec<i32>)>();
+    let release = Arc::new(AtomicBool::new(false));
+    let released = release.clone();
+    let target = std::thread::spawn(move || {
+        let before = io_uring_fds();
+        let rt = Runtime::new().unwrap();
+        let ring_fds: Vec<i32> = io_uring_fds()
+            .into_iter()
+            .filter(|fd| !before.contains(fd))
+            .collect();
+        rt.block_on(async {
+            let mut deadline = std::pin::pin!(runtime::time::sleep(Duration::from_millis(300)));
+            let mut sent = false;
+            std::future::poll_fn(|cx| {
+                if !sent {
+                    sent = true;
+                    waker_tx
+                        .send((cx.waker().clone(), ring_fds.clone()))
+                        .unwrap();
+                }
+                if released.load(Ordering::SeqCst) || deadline.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await
+        });
+        // Dropping the runtime closes its ring: its fd number is free for reuse.
+    });
+    sender.block_on(async {
+        let (waker, ring_fds) = waker_rx.recv().unwrap();
+        // The ring fd is the first io_uring fd the target opened (it may hold duplicates).
+        let target_fd = *ring_fds
+            .iter()
+            .min()
+            .expect("the target runtime opened a ring");
+        // Let the target fall asleep in its enter, then wake it from this runtime's thread:
+        // the kick is queued in this ring's SQ, not yet submitted.
+        std::thread::sleep(Duration::from_millis(100));
+        release.store(true, Ordering::SeqCst);
+        waker.wake();
+        // Without entering this ring: the target wakes on its own timer, sees the release,
+        // and shuts down, closing its ring.
+        target.join().unwrap();
+        // Another ring takes the target's old fd number.
+        let mut other = io_uring::IoUring::new(8).unwrap();
+        // SAFETY: dup2 onto a number this test knows is free (the target ring's, just closed).
+        let fd = unsafe { libc::dup2(other.as_raw_fd(), target_fd) };
+        assert_eq!(fd, target_fd, "dup2: {}", std::io::Error::last_os_error());
+        // Now this runtime enters and submits the kick.
+        for _ in 0..10 {
+            runtime::yield_now().await;
+        }
+        let mut cq = other.completion();
+        cq.sync();
+        let stray: Vec<u64> = cq.map(|cqe| cqe.user_data()).collect();
+        assert!(
+            stray.is_empty(),
+            "a kick meant for a closed ring landed in the ring that reused its fd: {stray:x?}"
+        );
+        // SAFETY: closes the duplicate made above, which nothing else uses.
+        unsafe { libc::close(target_fd) };
+    });
+    println!("{OK}");
+}

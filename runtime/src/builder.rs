@@ -202,7 +202,7 @@ impl Builder {
         if let Some(note) = zcrx_note {
             capabilities.note(note);
         }
-        remote.set_ring_fd(driver.ring_fd());
+        remote.set_kick_ring(driver.ring_fd());
         let handle = Rc::new(Handle {
             driver: RefCell::new(driver),
             scheduler: Scheduler::default(),

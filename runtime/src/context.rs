@@ -95,10 +95,11 @@ pub(crate) fn with_runtime<R>(remote_id: u64, f: impl FnOnce(&Handle) -> R) -> O
         .flatten()
 }
 
-/// Kicks the runtime whose ring is `target_fd` with an `IORING_OP_MSG_RING` from the current
-/// thread's ring. Returns false (the caller writes the eventfd instead) when this thread runs no
-/// other runtime or its driver is busy.
-pub(crate) fn send_msg_ring(target_fd: std::os::fd::RawFd, target: &Arc<Remote>) -> bool {
+/// Kicks the runtime `target`, whose ring `target_ring` refers to (a duplicate that the kick
+/// keeps open until it completes), with an `IORING_OP_MSG_RING` from the current thread's ring.
+/// Returns false (the caller writes the eventfd instead) when this thread runs no other runtime
+/// or its driver is busy.
+pub(crate) fn send_msg_ring(target_ring: Arc<std::os::fd::OwnedFd>, target: &Arc<Remote>) -> bool {
     CURRENT
         .try_with(|c| {
             let Ok(current) = c.try_borrow() else {
@@ -111,7 +112,7 @@ pub(crate) fn send_msg_ring(target_fd: std::os::fd::RawFd, target: &Arc<Remote>)
                 return false;
             }
             match handle.driver.try_borrow_mut() {
-                Ok(mut driver) => driver.send_msg_ring(target_fd, target.clone()),
+                Ok(mut driver) => driver.send_msg_ring(target_ring, target.clone()),
                 Err(_) => false,
             }
         })

@@ -23,6 +23,14 @@
 //! straight into the target ring, with no eventfd write and no read to re-arm. It is submitted
 //! with the waker's next enter. If it fails (the target ring closed, an old kernel), the
 //! sender's driver falls back to the eventfd write when it sees the failure.
+//!
+//! The kick names its target by a file descriptor number, resolved only when the sender's
+//! enter submits it. So that the number can never be closed and reused by another ring in
+//! between, kicks never use the target's own ring fd: `Remote` holds a duplicate of it
+//! (`kick_ring`), each queued kick holds a reference to that duplicate until its CQE, and the
+//! target's shutdown only drops its own reference. The duplicate (and with it the number) is
+//! closed when the last in-flight kick completes; until then the kernel keeps the target's
+//! ring alive, which is harmless: its operations are finished or leaked by then.
 
 use std::{
     collections::VecDeque,
@@ -30,7 +38,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst},
     },
     task::Wake,
 };
@@ -46,8 +54,9 @@ pub(crate) struct Remote {
     main_woken: AtomicBool,
     sleeping: AtomicBool,
     eventfd: OwnedFd,
-    /// This runtime's ring fd while it can receive `MSG_RING` kicks; -1 otherwise.
-    ring_fd: AtomicI32,
+    /// A duplicate of this runtime's ring fd while it can receive `MSG_RING` kicks (see the
+    /// module docs); `None` before the ring exists and after shutdown.
+    kick_ring: Mutex<Option<Arc<OwnedFd>>>,
     /// Tasks alive on this runtime (for graceful shutdown, read from other workers).
     alive: AtomicUsize,
     /// Set once the runtime shut down: tasks sent here are dropped instead.
@@ -85,7 +94,7 @@ impl Remote {
             sleeping: AtomicBool::new(false),
             // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
-            ring_fd: AtomicI32::new(-1),
+            kick_ring: Mutex::new(None),
             alive: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         }))
@@ -114,14 +123,25 @@ impl Remote {
     pub(crate) fn close(&self) -> Vec<Runnable> {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         self.closed.store(true, SeqCst);
-        self.ring_fd.store(-1, SeqCst);
+        drop(self.lock_kick_ring().take());
         self.pending.store(false, SeqCst);
         std::mem::take(&mut *queue)
     }
 
-    /// Records this runtime's ring fd as the target of `MSG_RING` kicks.
-    pub(crate) fn set_ring_fd(&self, fd: RawFd) {
-        self.ring_fd.store(fd, SeqCst);
+    /// Makes this runtime's ring (`ring_fd`) the target of `MSG_RING` kicks, through a
+    /// duplicate of its fd. Without the duplicate (fd limit reached), kicks use the eventfd.
+    pub(crate) fn set_kick_ring(&self, ring_fd: RawFd) {
+        // SAFETY: F_DUPFD_CLOEXEC takes no pointers; `ring_fd` is the live ring fd.
+        let dup = unsafe { libc::fcntl(ring_fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup >= 0 {
+            // SAFETY: `dup` was just returned by fcntl and is owned by nothing else.
+            let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+            *self.lock_kick_ring() = Some(Arc::new(dup));
+        }
+    }
+
+    fn lock_kick_ring(&self) -> std::sync::MutexGuard<'_, Option<Arc<OwnedFd>>> {
+        self.kick_ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts a task whose future now lives on this runtime.
@@ -187,8 +207,10 @@ impl Remote {
 
     fn kick(self: &Arc<Self>) {
         if self.sleeping.swap(false, SeqCst) {
-            let fd = self.ring_fd.load(SeqCst);
-            if fd >= 0 && crate::context::send_msg_ring(fd, self) {
+            let ring = self.lock_kick_ring().clone();
+            if let Some(ring) = ring
+                && crate::context::send_msg_ring(ring, self)
+            {
                 return;
             }
             self.write_eventfd();

@@ -69,6 +69,14 @@ pub(crate) struct DriverStats {
     pub(crate) msg_ring_fallbacks: u64,
 }
 
+/// A `MSG_RING` kick in flight: its target, to fall back to the eventfd on failure, and the
+/// fd its SQE names, kept open until the kick's CQE so the number cannot be reused by another
+/// ring before the kernel resolves it.
+struct Kick {
+    target: Arc<Remote>,
+    _ring: Arc<std::os::fd::OwnedFd>,
+}
+
 /// The eventfd read kept armed for cross-thread wake-ups.
 struct WakeRead {
     /// Heap buffer the kernel writes the eventfd counter into.
@@ -87,8 +95,9 @@ pub(crate) struct Driver {
     buf_groups: Vec<u16>,
     /// Whether the kernel has `IORING_OP_MSG_RING`.
     msg_ring: bool,
-    /// Targets of our `MSG_RING` kicks in flight, to fall back to their eventfd on failure.
-    msg_targets: Slab<Arc<Remote>>,
+    /// Our `MSG_RING` kicks in flight. Declared after `ring`, so that on drop the ring (and
+    /// any kick SQE still in its SQ) is gone before the target fds the kicks name are closed.
+    msg_targets: Slab<Kick>,
     slots: Slab<Slot>,
     next_generation: u32,
     backlog: VecDeque<squeue::Entry>,
@@ -322,18 +331,24 @@ impl Driver {
         }
     }
 
-    /// Queues an `IORING_OP_MSG_RING` that posts a wake-up CQE into the ring `target_fd`.
-    /// Returns false when the kernel lacks it or the driver is shutting down.
+    /// Queues an `IORING_OP_MSG_RING` that posts a wake-up CQE into the ring `target_ring`
+    /// refers to; `target_ring` stays open until the kick's CQE. Returns false when the kernel
+    /// lacks it or the driver is shutting down.
     pub(crate) fn send_msg_ring(
         &mut self,
-        target_fd: std::os::fd::RawFd,
+        target_ring: Arc<std::os::fd::OwnedFd>,
         target: Arc<Remote>,
     ) -> bool {
+        use std::os::fd::AsRawFd;
         if !self.msg_ring || self.closed || self.msg_targets.len() >= (1 << 30) {
             return false;
         }
-        let index = self.msg_targets.insert(target);
-        let sqe = opcode::MsgRingData::new(types::Fd(target_fd), 0, MSG_WAKE, None)
+        let fd = target_ring.as_raw_fd();
+        let index = self.msg_targets.insert(Kick {
+            target,
+            _ring: target_ring,
+        });
+        let sqe = opcode::MsgRingData::new(types::Fd(fd), 0, MSG_WAKE, None)
             .build()
             .user_data(MSG_SENT | index as u64);
         self.stats.msg_ring_kicks += 1;
@@ -431,12 +446,12 @@ impl Driver {
             }
             ud if ud & MSG_SENT == MSG_SENT => {
                 let index = (ud & !MSG_SENT) as usize;
-                if let Some(target) = self.msg_targets.try_remove(index)
+                if let Some(kick) = self.msg_targets.try_remove(index)
                     && cqe.result() < 0
                 {
                     // The target ring is gone or refused: kick it the other way.
                     self.stats.msg_ring_fallbacks += 1;
-                    target.write_eventfd();
+                    kick.target.write_eventfd();
                 }
                 return Action::Nothing;
             }
