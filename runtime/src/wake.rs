@@ -101,9 +101,12 @@ impl Remote {
     }
 
     /// Queues a task woken (or spawned) on a thread that is not running this runtime. After the
-    /// runtime closed, the task is dropped here instead (it can only be a task that never ran
-    /// on it, whose future may be dropped on any thread).
+    /// runtime closed, the task is dropped here instead: it can only be a task that never ran
+    /// on it (a `spawn_on` whose future was not made yet), which may be dropped on any thread,
+    /// because closing waits until every task that ran here has been dropped there.
     pub(crate) fn push(self: &Arc<Self>, runnable: Runnable) {
+        #[cfg(test)]
+        test_hooks::before_push();
         let mut queue = self
             .queue
             .lock()
@@ -244,5 +247,27 @@ impl Wake for MainWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.wake_main();
+    }
+}
+
+/// Test-only hooks that widen race windows.
+#[cfg(test)]
+pub(crate) mod test_hooks {
+    use std::{cell::Cell, time::Duration};
+
+    thread_local! {
+        static PUSH_DELAY: Cell<Option<Duration>> = const { Cell::new(None) };
+    }
+
+    /// Makes this thread sleep for `delay` in every `Remote::push`, after the task's schedule
+    /// callback handed it the `Runnable` and before the queue's lock is taken.
+    pub(crate) fn delay_pushes(delay: Option<Duration>) {
+        PUSH_DELAY.with(|d| d.set(delay));
+    }
+
+    pub(super) fn before_push() {
+        if let Some(delay) = PUSH_DELAY.with(|d| d.get()) {
+            std::thread::sleep(delay);
+        }
     }
 }

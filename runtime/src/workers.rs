@@ -402,6 +402,8 @@ enum LaunchState<M, Fut> {
     Running {
         future: Pin<Box<Fut>>,
         _guard: ActiveGuard,
+        /// `Remote::id` of the worker the future lives on.
+        owner: u64,
     },
 }
 
@@ -412,6 +414,20 @@ enum LaunchState<M, Fut> {
 // future (cancelling from a `JoinHandle` elsewhere only schedules it onto that worker). Moving the
 // value to the target thread happens in `Init` state, which holds only the `Send` closure.
 unsafe impl<M: Send, Fut> Send for Launch<M, Fut> {}
+
+impl<M, Fut> Drop for Launch<M, Fut> {
+    fn drop(&mut self) {
+        // The `Send` impl above relies on a running future being dropped only on its worker,
+        // which the scheduler guarantees (shutdown waits for every such task). Should that ever
+        // fail, leaking the future is sound; dropping it here would not be.
+        if let LaunchState::Running { owner, .. } = self.state
+            && context::with_runtime(owner, |_| ()).is_none()
+        {
+            let state = std::mem::replace(&mut self.state, LaunchState::Init(None));
+            std::mem::forget(state);
+        }
+    }
+}
 
 impl<M, Fut> Future for Launch<M, Fut>
 where
@@ -433,6 +449,7 @@ where
                     this.state = LaunchState::Running {
                         future: Box::pin(future),
                         _guard: guard,
+                        owner: handle.remote.id,
                     }
                 }
                 Err(panic) => return Poll::Ready(Err(panic)),
@@ -442,5 +459,73 @@ where
             unreachable!("state set to running just above")
         };
         poll_catching_panic(future.as_mut(), cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex, mpsc},
+        task::{Poll, Waker},
+        thread::ThreadId,
+        time::Duration,
+    };
+
+    use crate::{Builder, spawn_on_with, wake::test_hooks};
+
+    /// Records the thread that drops it.
+    struct DropThread(Arc<Mutex<Option<ThreadId>>>);
+
+    impl Drop for DropThread {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(std::thread::current().id());
+        }
+    }
+
+    /// A `!Send` task of a worker is woken from a thread outside the runtime just as the
+    /// worker shuts down; the waking thread is held (test hook) between taking the `Runnable`
+    /// from the schedule callback and pushing it. The task's future must still be dropped on
+    /// its worker, never by the waking thread.
+    #[test]
+    fn a_task_woken_from_outside_during_shutdown_is_dropped_on_its_worker() {
+        for round in 0..20u64 {
+            let rt = Builder::new().worker_threads(1).build().unwrap();
+            let dropped_on = Arc::new(Mutex::new(None));
+            let (waker_tx, waker_rx) = mpsc::channel::<Waker>();
+            let recorder = dropped_on.clone();
+            rt.block_on(async move {
+                let _task = spawn_on_with(0, move || {
+                    // `Rc` makes the future `!Send`, as a worker's sockets and ops do.
+                    let guard = (std::rc::Rc::new(()), DropThread(recorder));
+                    async move {
+                        let _guard = guard;
+                        std::future::poll_fn(|cx| {
+                            let _ = waker_tx.send(cx.waker().clone());
+                            Poll::<()>::Pending
+                        })
+                        .await
+                    }
+                });
+                for _ in 0..10 {
+                    crate::yield_now().await;
+                }
+            });
+            let waker = waker_rx.recv().unwrap();
+            let delay = Duration::from_millis(5 + round % 4 * 5);
+            let waking = std::thread::spawn(move || {
+                test_hooks::delay_pushes(Some(delay));
+                waker.wake();
+            });
+            // The waking thread now holds the `Runnable`, asleep before its push.
+            std::thread::sleep(Duration::from_millis(2));
+            let worker = std::thread::current().id();
+            drop(rt);
+            waking.join().unwrap();
+            assert_eq!(
+                *dropped_on.lock().unwrap(),
+                Some(worker),
+                "round {round}: a worker's task was dropped by the thread that woke it"
+            );
+        }
     }
 }

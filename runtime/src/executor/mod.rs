@@ -9,8 +9,10 @@
 //!
 //! - `active` holds a waker for every task whose future has not been dropped yet; a task's
 //!   `ActiveGuard` removes its entry when the future is dropped (completion, abort, shutdown).
-//!   Shutdown wakes every entry and drops the resulting runnables, so no future outlives its
-//!   runtime, even one that nothing would ever wake.
+//!   Shutdown wakes every entry and drops the resulting runnables, and does not finish
+//!   before `active` is empty, so no future outlives its runtime (even one that nothing would
+//!   ever wake) and none is dropped by another thread (one woken from another thread just
+//!   before shutdown is waited for).
 //! - A runnable is never run or dropped while `queue` or `active` is borrowed.
 //! - After `close`, spawned tasks are dropped at once and their `JoinHandle`s report
 //!   cancellation.
@@ -85,12 +87,19 @@ impl Scheduler {
         self.active.borrow().len()
     }
 
-    /// Stops accepting tasks and drops every task's future, including idle ones.
+    /// Stops accepting tasks and drops every task's future, including idle ones, on this
+    /// thread. Returns only when no task is registered any more.
+    ///
+    /// Every round wakes every registered task and drops what the wakes queued. A task that
+    /// stays registered after a round was already scheduled, and its `Runnable` is on its way
+    /// into `remote` from another thread (taken from the schedule callback, not yet pushed):
+    /// closing the remote queue now would make that thread drop the future, off its worker.
+    /// So the loop waits for it (yielding, then sleeping briefly) instead of giving up; the
+    /// push cannot take long, since the pushing thread holds nothing but the `Runnable`.
     pub(crate) fn close(&self, remote: &Remote) {
         self.closed.set(true);
-        // Each round drops every task that is queued or can be woken. Dropping futures can wake
-        // or (refused) spawn others, hence the loop; it ends when no task is left.
-        for _ in 0..1000 {
+        let mut idle_rounds = 0u32;
+        loop {
             let wakers: Vec<Waker> = self
                 .active
                 .borrow()
@@ -102,12 +111,25 @@ impl Scheduler {
             }
             let mut doomed: Vec<Task> = self.queue.borrow_mut().drain(..).collect();
             doomed.extend(remote.take_all());
-            if doomed.is_empty() && self.active.borrow().is_empty() {
-                break;
+            if doomed.is_empty() {
+                if self.active.borrow().is_empty() {
+                    break;
+                }
+                // Dropping futures can wake or (refused) spawn others, so a round that dropped
+                // something goes round again at once; an empty one waits for a pusher.
+                idle_rounds += 1;
+                if idle_rounds < 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                continue;
             }
+            idle_rounds = 0;
             drop(doomed);
         }
-        // From now on tasks sent here from other threads are dropped by their sender.
+        // From now on only tasks that never ran here can be sent (a `spawn_on` whose future
+        // is not made yet): their senders drop them, which is sound on any thread.
         drop(remote.close());
     }
 
