@@ -34,7 +34,7 @@ pub use spawn::spawn;
 pub(crate) use spawn::{ActiveGuard, Panic, poll_catching_panic, schedule};
 pub use yield_now::yield_now;
 
-use crate::wake::Remote;
+use crate::wake::{Remote, Round};
 
 pub(crate) type Task = Runnable;
 
@@ -90,16 +90,16 @@ impl Scheduler {
     /// Stops accepting tasks and drops every task's future, including idle ones, on this
     /// thread. Returns only when no task is registered any more.
     ///
-    /// Every round wakes every registered task and drops what the wakes queued. A task that
-    /// stays registered after a round was already scheduled, and its `Runnable` is on its way
-    /// into `remote` from another thread (taken from the schedule callback, not yet pushed):
-    /// closing the remote queue now would make that thread drop the future, off its worker.
-    /// So the loop waits for it (yielding, then sleeping briefly) instead of giving up; the
-    /// push cannot take long, since the pushing thread holds nothing but the `Runnable`.
+    /// Every round wakes every registered task and drops what the wakes queued, here and in
+    /// `remote`. A task that stays registered after a round was already scheduled, and its
+    /// `Runnable` is on its way into `remote` from another thread (taken from the schedule
+    /// callback, not yet pushed): closing the remote queue now would make that thread drop the
+    /// future, off its worker. So the rounds go on until the registry is empty (the remote
+    /// queue waits between rounds that found nothing); the push cannot take long, since the
+    /// pushing thread holds nothing but the `Runnable`.
     pub(crate) fn close(&self, remote: &Remote) {
         self.closed.set(true);
-        let mut idle_rounds = 0u32;
-        loop {
+        remote.close_when(|from_remote| {
             let wakers: Vec<Waker> = self
                 .active
                 .borrow()
@@ -110,27 +110,17 @@ impl Scheduler {
                 waker.wake();
             }
             let mut doomed: Vec<Task> = self.queue.borrow_mut().drain(..).collect();
-            doomed.extend(remote.take_all());
-            if doomed.is_empty() {
-                if self.active.borrow().is_empty() {
-                    break;
-                }
-                // Dropping futures can wake or (refused) spawn others, so a round that dropped
-                // something goes round again at once; an empty one waits for a pusher.
-                idle_rounds += 1;
-                if idle_rounds < 64 {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                }
-                continue;
+            doomed.extend(from_remote);
+            if !doomed.is_empty() {
+                // Dropping futures can wake or (refused) spawn others: go round again.
+                drop(doomed);
+                Round::Progress
+            } else if self.active.borrow().is_empty() {
+                Round::Done
+            } else {
+                Round::Waiting
             }
-            idle_rounds = 0;
-            drop(doomed);
-        }
-        // From now on only tasks that never ran here can be sent (a `spawn_on` whose future
-        // is not made yet): their senders drop them, which is sound on any thread.
-        drop(remote.close());
+        });
     }
 
     pub(crate) fn is_closed(&self) -> bool {

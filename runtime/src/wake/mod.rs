@@ -5,16 +5,8 @@
 //! runtime thread if it may be asleep in `io_uring_enter`: the kick is a write to an eventfd
 //! that the driver keeps a read armed on, so the sleeping enter returns with that CQE.
 //!
-//! # Protocol (no lost wake-ups)
-//!
-//! - Waker side: publish the work (`queue` + `pending`, or `main_woken`), then
-//!   `if sleeping.swap(false) { write(eventfd) }`.
-//! - Runtime side, before a blocking enter: `sleeping.store(true)`, then re-check `pending` and
-//!   `main_woken`; if either is set, do not block. After the enter: `sleeping.store(false)`.
-//!
-//! All accesses are `SeqCst`, so either the runtime sees the published work in its re-check, or
-//! the waker sees `sleeping == true` and kicks, which completes the runtime's wait. At most one
-//! kick happens per sleep.
+//! The protocol itself (queue, sleep flags, shutdown handshake) is [`queue::WakeQueue`],
+//! model-checked with loom; this module adds how a kick reaches a sleeping runtime.
 //!
 //! # Kicks between rings
 //!
@@ -32,43 +24,41 @@
 //! closed when the last in-flight kick completes; until then the kernel keeps the target's
 //! ring alive, which is harmless: its operations are finished or leaked by then.
 
+mod queue;
+
 use std::{
     collections::VecDeque,
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst},
+        atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst},
     },
     task::Wake,
 };
 
 use async_task::Runnable;
+pub(crate) use queue::Round;
+use queue::{Pushed, WakeQueue};
 
 /// The cross-thread half of one runtime.
 pub(crate) struct Remote {
     /// Unique per runtime, to tell whether a wake happens on this runtime's own thread.
     pub(crate) id: u64,
-    queue: Mutex<Vec<Runnable>>,
-    pending: AtomicBool,
-    main_woken: AtomicBool,
-    sleeping: AtomicBool,
+    queue: WakeQueue<Runnable>,
     eventfd: OwnedFd,
     /// A duplicate of this runtime's ring fd while it can receive `MSG_RING` kicks (see the
     /// module docs); `None` before the ring exists and after shutdown.
     kick_ring: Mutex<Option<Arc<OwnedFd>>>,
     /// Tasks alive on this runtime (for graceful shutdown, read from other workers).
     alive: AtomicUsize,
-    /// Set once the runtime shut down: tasks sent here are dropped instead.
-    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Remote")
             .field("id", &self.id)
-            .field("pending", &self.pending.load(SeqCst))
-            .field("sleeping", &self.sleeping.load(SeqCst))
+            .field("alive", &self.alive.load(SeqCst))
             .finish_non_exhaustive()
     }
 }
@@ -88,15 +78,11 @@ impl Remote {
         }
         Ok(Arc::new(Remote {
             id: NEXT_ID.fetch_add(1, SeqCst),
-            queue: Mutex::new(Vec::new()),
-            pending: AtomicBool::new(false),
-            main_woken: AtomicBool::new(true),
-            sleeping: AtomicBool::new(false),
+            queue: WakeQueue::new(),
             // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
             kick_ring: Mutex::new(None),
             alive: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
         }))
     }
 
@@ -107,28 +93,20 @@ impl Remote {
     pub(crate) fn push(self: &Arc<Self>, runnable: Runnable) {
         #[cfg(test)]
         test_hooks::before_push();
-        let mut queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if self.closed.load(SeqCst) {
-            drop(queue);
-            drop(runnable);
-            return;
+        match self.queue.push(runnable) {
+            Pushed::Queued => {}
+            Pushed::Kick => self.kick(),
+            Pushed::Closed(runnable) => drop(runnable),
         }
-        queue.push(runnable);
-        drop(queue);
-        self.pending.store(true, SeqCst);
-        self.kick();
     }
 
-    /// Marks the runtime closed and takes what was queued for it (shutdown path).
-    pub(crate) fn close(&self) -> Vec<Runnable> {
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        self.closed.store(true, SeqCst);
+    /// Shutdown: hands `round` every task queued here, until it reports that no task of this
+    /// runtime is left (see `WakeQueue::close_when`), then closes the queue: from then on tasks
+    /// sent here are dropped by their sender. Stops `MSG_RING` kicks to this ring.
+    pub(crate) fn close_when(&self, round: impl FnMut(Vec<Runnable>) -> Round) {
+        let late = self.queue.close_when(round);
         drop(self.lock_kick_ring().take());
-        self.pending.store(false, SeqCst);
-        std::mem::take(&mut *queue)
+        drop(late);
     }
 
     /// Makes this runtime's ring (`ring_fd`) the target of `MSG_RING` kicks, through a
@@ -164,43 +142,30 @@ impl Remote {
 
     /// Moves every remotely woken task into `into`. Runs on the runtime thread.
     pub(crate) fn drain_into(&self, into: &mut VecDeque<Runnable>) {
-        if self.pending.swap(false, SeqCst) {
-            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            into.extend(queue.drain(..));
-        }
-    }
-
-    /// Takes every remotely woken task (shutdown path).
-    pub(crate) fn take_all(&self) -> Vec<Runnable> {
-        self.pending.store(false, SeqCst);
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+        self.queue.drain_into(into);
     }
 
     /// Marks the `block_on` future as woken.
     pub(crate) fn wake_main(self: &Arc<Self>) {
-        self.main_woken.store(true, SeqCst);
-        self.kick();
+        if self.queue.wake_main() {
+            self.kick();
+        }
     }
 
     /// Whether the `block_on` future was woken since the last call; clears the flag.
     pub(crate) fn take_main_woken(&self) -> bool {
-        self.main_woken.swap(false, SeqCst)
+        self.queue.take_main_woken()
     }
 
     /// Announces that the runtime is about to block. Returns false (and stays awake) when work
     /// was published meanwhile.
     pub(crate) fn prepare_sleep(&self) -> bool {
-        self.sleeping.store(true, SeqCst);
-        if self.pending.load(SeqCst) || self.main_woken.load(SeqCst) {
-            self.sleeping.store(false, SeqCst);
-            return false;
-        }
-        true
+        self.queue.prepare_sleep()
     }
 
     /// The runtime is awake again.
     pub(crate) fn finish_sleep(&self) {
-        self.sleeping.store(false, SeqCst);
+        self.queue.finish_sleep();
     }
 
     /// The eventfd the driver keeps a read armed on.
@@ -208,16 +173,15 @@ impl Remote {
         self.eventfd.as_raw_fd()
     }
 
+    /// Wakes the runtime thread, which may be asleep in `io_uring_enter`.
     fn kick(self: &Arc<Self>) {
-        if self.sleeping.swap(false, SeqCst) {
-            let ring = self.lock_kick_ring().clone();
-            if let Some(ring) = ring
-                && crate::context::send_msg_ring(ring, self)
-            {
-                return;
-            }
-            self.write_eventfd();
+        let ring = self.lock_kick_ring().clone();
+        if let Some(ring) = ring
+            && crate::context::send_msg_ring(ring, self)
+        {
+            return;
         }
+        self.write_eventfd();
     }
 
     /// The kick of last resort: a write to the eventfd the driver keeps a read armed on.
