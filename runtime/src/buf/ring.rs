@@ -2,7 +2,7 @@
 //! many sockets on one thread. A receive takes a buffer only when data arrives, so an idle
 //! connection holds none.
 //!
-//! # Layout and protocol (shared/docs/kernel-facts.md §4)
+//! # Layout and protocol (`docs/kernel-notes.md` §4; `io_uring/kbuf.c`)
 //!
 //! - The ring is `entries` `io_uring_buf { addr: u64, len: u32, bid: u16, resv: u16 }` in
 //!   page-aligned memory; the 16-bit tail overlays `bufs[0].resv`, so entry 0 is written field
@@ -21,7 +21,8 @@
 //!   (never trusted to index memory).
 //! - Only `top_up` (once per loop turn, before the enter) and the constructor write ring
 //!   entries. It keeps about twice the recent per-turn consumption in the ring, not all free
-//!   buffers, so the same hot buffers circulate and resident memory stays small (§8.3).
+//!   buffers, so the same hot buffers circulate and resident memory stays small
+//!   (`docs/kernel-notes.md` §4.3).
 //! - The mappings are unmapped only after the group is unregistered; no operation can still
 //!   select from it then, since each receive holds the ring until its final completion.
 
@@ -223,7 +224,7 @@ impl BufRingBuilder {
     /// buffer uses only part of it and the next receive continues in the same buffer, so
     /// large buffers do not waste memory on small messages. Where the kernel rejects it, the
     /// ring is built without it and [`Capabilities::notes`](crate::Capabilities) says so.
-    /// Not for datagram `recvmsg` streams (kernel-facts §4.6). Default off.
+    /// Not for datagram `recvmsg` streams (`docs/kernel-notes.md` §4.6). Default off.
     pub fn incremental(&mut self, on: bool) -> &mut Self {
         self.incremental = on;
         self

@@ -1,6 +1,6 @@
 //! The refill queue: how buffers of the zero-copy receive area go back to the kernel.
 //!
-//! # Protocol (shared/docs/kernel-facts.md §5.7)
+//! # Protocol (`docs/kernel-notes.md` §5; `io_uring/zcrx.c` `io_zcrx_ring_refill`)
 //!
 //! The queue lives in a memory region shared with the kernel: a `u32` head (written by the
 //! kernel, read here with acquire), a `u32` tail (written here with release), and
