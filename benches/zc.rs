@@ -7,7 +7,7 @@
 //! per mode, as medians over rounds: throughput, the sender thread's CPU time per MiB, and the
 //! sender's plus the reader's CPU per MiB (on loopback the receive path runs partly on the
 //! sending core, so the split between the two moves with timing; the sum is the stable cost),
-//! with ratios to plain sends. Loopback always copies (shared/docs/kernel-facts.md §3.5), so
+//! with ratios to plain sends. Loopback always copies (`docs/kernel-notes.md` §3), so
 //! zero copy cannot win here; the point is that `Auto` notices and costs no more than plain
 //! sends, and the `On` rows are the numbers to compare on a real NIC.
 //!

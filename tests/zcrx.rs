@@ -2,8 +2,9 @@
 //! ifb) cannot host an ifq, so registration must fail with `EOPNOTSUPP` and be explained;
 //! `Auto` must fall back and still deliver every byte. The full data path runs in
 //! `device_less_copy_mode_runs_the_whole_path` where the kernel has `ZCRX_REG_NODEV` (7.1+),
-//! and skips with a printed reason otherwise. The refill-queue protocol itself is tested
-//! against a software stand-in for the kernel in `runtime/src/zcrx/refill.rs`.
+//! and otherwise skips, recording why with `integration_tests::skip`. The refill-queue
+//! protocol itself is tested against a software stand-in for the kernel in
+//! `runtime/src/zcrx/refill.rs`.
 
 use std::{io::Write, net::Shutdown};
 
@@ -52,7 +53,10 @@ fn registration_on_unsupported_interfaces_fails_with_eopnotsupp() {
             .unwrap_err();
         let msg = err.to_string();
         if errno(&err) == Some(libc::EPERM) {
-            println!("skipped {name}: no CAP_NET_ADMIN here ({msg})");
+            integration_tests::skip(
+                "zcrx::registration_on_unsupported_interfaces_fails_with_eopnotsupp",
+                &format!("interface {name} not checked: no CAP_NET_ADMIN here ({msg})"),
+            );
             continue;
         }
         println!("{name}: {msg}");
@@ -141,18 +145,22 @@ fn device_less_copy_mode_runs_the_whole_path() {
     let rt = match Builder::new().zcrx(config).build() {
         Ok(rt) => rt,
         Err(e) => {
-            println!(
-                "skipped: this kernel ({}) cannot register a device-less ifq: {e}",
-                std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                    .unwrap_or_default()
-                    .trim()
-            );
             assert!(
                 matches!(
                     errno(&e),
                     Some(libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM)
                 ),
                 "unexpected failure: {e}"
+            );
+            integration_tests::skip(
+                "zcrx::device_less_copy_mode_runs_the_whole_path",
+                &format!(
+                    "this kernel ({}) cannot register a device-less ifq (ZCRX_REG_NODEV, \
+                     Linux 7.1): {e}",
+                    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                        .unwrap_or_default()
+                        .trim()
+                ),
             );
             return;
         }

@@ -358,3 +358,116 @@ mod tests {
         }
     }
 }
+
+/// Property tests: `sockaddr_storage` contents and lengths come from the kernel (source
+/// addresses of datagrams, accepted peers).
+#[cfg(test)]
+pub(crate) mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(2000)
+        }
+    }
+
+    /// Any IPv4 or IPv6 socket address, flow info and scope id included.
+    pub(crate) fn socket_addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>())
+                .prop_map(|(ip, port)| SocketAddr::V4(SocketAddrV4::new(ip.into(), port))),
+            (any::<[u8; 16]>(), any::<u16>(), any::<u32>(), any::<u32>()).prop_map(
+                |(ip, port, flow, scope)| {
+                    SocketAddr::V6(SocketAddrV6::new(ip.into(), port, flow, scope))
+                }
+            ),
+        ]
+    }
+
+    /// Storage holding `bytes` (zero-padded or cut to its size) and claiming `len` bytes.
+    fn raw_from_bytes(bytes: &[u8], len: libc::socklen_t) -> RawAddr {
+        let mut raw = RawAddr::empty();
+        let n = bytes.len().min(mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: `n` bytes fit in the storage, and every byte pattern is a valid
+        // `sockaddr_storage` (plain integers).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), raw.as_mut_ptr().cast::<u8>(), n);
+        }
+        raw.len = len;
+        raw
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_storage_decodes_or_fails_cleanly(
+            bytes in prop::collection::vec(any::<u8>(), 0..=128),
+            family in prop_oneof![
+                Just(libc::AF_INET as u16),
+                Just(libc::AF_INET6 as u16),
+                any::<u16>(),
+            ],
+            len in prop_oneof![0u32..=40, any::<u32>()],
+        ) {
+            let mut bytes = bytes;
+            bytes.resize(bytes.len().max(2), 0);
+            bytes[..2].copy_from_slice(&family.to_ne_bytes());
+            let raw = raw_from_bytes(&bytes, len);
+            let _ = format!("{raw:?}");
+            let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
+            match raw.socket_addr() {
+                Ok(SocketAddr::V4(a)) => {
+                    prop_assert_eq!(i32::from(family), libc::AF_INET);
+                    prop_assert!(len as usize >= mem::size_of::<libc::sockaddr_in>());
+                    prop_assert_eq!(a.port(), u16::from_be_bytes([at(2), at(3)]));
+                    prop_assert_eq!(a.ip().octets(), [at(4), at(5), at(6), at(7)]);
+                }
+                Ok(SocketAddr::V6(a)) => {
+                    prop_assert_eq!(i32::from(family), libc::AF_INET6);
+                    prop_assert!(len as usize >= mem::size_of::<libc::sockaddr_in6>());
+                    prop_assert_eq!(a.port(), u16::from_be_bytes([at(2), at(3)]));
+                    let ip: Vec<u8> = (8..24).map(at).collect();
+                    prop_assert_eq!(&a.ip().octets()[..], &ip[..]);
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                    let whole = match i32::from(family) {
+                        libc::AF_INET => mem::size_of::<libc::sockaddr_in>(),
+                        libc::AF_INET6 => mem::size_of::<libc::sockaddr_in6>(),
+                        _ => usize::MAX,
+                    };
+                    prop_assert!((len as usize) < whole, "a complete address was rejected");
+                }
+            }
+        }
+
+        #[test]
+        fn socket_addresses_round_trip(addr in socket_addr()) {
+            let raw = RawAddr::from_socket_addr(&addr);
+            let expected_len = if addr.is_ipv4() {
+                mem::size_of::<libc::sockaddr_in>()
+            } else {
+                mem::size_of::<libc::sockaddr_in6>()
+            };
+            prop_assert_eq!(raw.len as usize, expected_len);
+            prop_assert_eq!(raw.socket_addr().unwrap(), addr);
+            // What the kernel would copy out of the storage decodes the same.
+            // SAFETY: the storage is `size_of::<sockaddr_storage>()` initialized bytes.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    raw.as_ptr().cast::<u8>(),
+                    mem::size_of::<libc::sockaddr_storage>(),
+                )
+            };
+            let copy = raw_from_bytes(&bytes[..expected_len], raw.len);
+            prop_assert_eq!(copy.socket_addr().unwrap(), addr);
+            // One byte short of the structure is not an address.
+            let short = raw_from_bytes(&bytes[..expected_len], raw.len - 1);
+            prop_assert!(short.socket_addr().is_err());
+        }
+    }
+}

@@ -12,7 +12,9 @@ pub(crate) fn scatter<B: IoBufMut>(bufs: &mut [B], data: &[u8]) -> usize {
             break;
         }
         let room = buf.bytes_total().min(data.len() - copied);
-        let dst = &mut buf.as_mut_uninit()[..room];
+        // SAFETY: only initialized values (copies of `data`) are written, so bytes the buffer
+        // already counts as initialized stay initialized.
+        let dst = &mut unsafe { buf.as_mut_capacity() }[..room];
         for (d, s) in dst.iter_mut().zip(&data[copied..copied + room]) {
             d.write(*s);
         }

@@ -3,7 +3,7 @@
 //! `IORING_OP_SEND_ZC` hands the buffer's pages to the network stack instead of copying them;
 //! the kernel posts the send's result, then a notification once no packet references the
 //! pages any more, and only then may the buffer be reused. Where the kernel copies anyway
-//! (loopback always does; shared/docs/kernel-facts.md §3.5) waiting for that notification is
+//! (loopback always does; `docs/kernel-notes.md` §3) waiting for that notification is
 //! pure cost, so the default policy, [`ZeroCopy::Auto`], asks the kernel to report usage
 //! (`IORING_SEND_ZC_REPORT_USAGE`) and switches the socket to ordinary sends at the first
 //! notification that says the data was copied, or when the socket type cannot do zero copy.

@@ -4,7 +4,7 @@
 //! clone keeping the fd open, the buffer, and boxed kernel structures (`sockaddr`, `msghdr`,
 //! `iovec` arrays) whose addresses survive moves of the operation.
 //!
-//! Sends are first tried on the fast path (shared/docs/kernel-facts.md §8.2):
+//! Sends are first tried on the fast path (`docs/kernel-notes.md` §2):
 //! `MSG_DONTWAIT` (+ `MSG_WAITALL` on streams) with `IOSQE_CQE_SKIP_SUCCESS`, which completes
 //! or fails inside the enter that submits it and posts no CQE on success. A failure (`EAGAIN`,
 //! or a short stream send) posts a CQE, and the caller resumes with an ordinary send that waits

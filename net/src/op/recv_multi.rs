@@ -258,3 +258,110 @@ unsafe impl MultishotOp for RecvZc {
         rescue_stream_data(&self.socket, &cqe, self.event(&cqe));
     }
 }
+
+/// Property tests of `parse_datagram`: the header, name and control lengths in a multishot
+/// `recvmsg` buffer are written by the kernel from what the peer sent.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::udp::cmsg;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(2000)
+        }
+    }
+
+    /// A buffer as the kernel lays it out: `io_uring_recvmsg_out`, the name and control
+    /// regions (each of the size the request asked for), then the payload.
+    fn layout(header: [u32; 4], name: &[u8], control: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(DATAGRAM_OVERHEAD + payload.len());
+        for field in header {
+            buf.extend_from_slice(&field.to_ne_bytes());
+        }
+        let mut region = |bytes: &[u8], size: usize| {
+            let n = bytes.len().min(size);
+            buf.extend_from_slice(&bytes[..n]);
+            buf.resize(buf.len() + size - n, 0);
+        };
+        region(name, NAME_SPACE);
+        region(control, CONTROL_SPACE);
+        buf.extend_from_slice(payload);
+        buf
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_buffers_parse_or_fail_cleanly(
+            bytes in prop::collection::vec(any::<u8>(), 0..(DATAGRAM_OVERHEAD + 64)),
+            header in prop::option::of(any::<[u32; 4]>()),
+        ) {
+            let mut bytes = bytes;
+            // Half the time, plausible-looking or extreme header fields over random bytes.
+            if let Some(header) = header
+                && bytes.len() >= OUT_HEADER
+            {
+                for (i, field) in header.iter().enumerate() {
+                    bytes[i * 4..i * 4 + 4].copy_from_slice(&field.to_ne_bytes());
+                }
+            }
+            match parse_datagram(RxBuf::from_vec(bytes.clone())) {
+                Ok(d) => {
+                    prop_assert!(bytes.len() >= DATAGRAM_OVERHEAD);
+                    prop_assert_eq!(&d.payload[..], &bytes[DATAGRAM_OVERHEAD..]);
+                    prop_assert!(d.len >= d.payload.len());
+                    let controllen = u32_at(&bytes, 4) as usize;
+                    let start = OUT_HEADER + NAME_SPACE;
+                    prop_assert_eq!(
+                        &d.control[..],
+                        &bytes[start..start + controllen.min(CONTROL_SPACE)]
+                    );
+                    if u32_at(&bytes, 0) == 0 {
+                        prop_assert!(d.peer.is_none());
+                    }
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                    prop_assert!(bytes.len() < DATAGRAM_OVERHEAD);
+                }
+            }
+        }
+
+        #[test]
+        fn well_formed_datagrams_round_trip(
+            peer in crate::addr::proptests::socket_addr(),
+            payload in prop::collection::vec(any::<u8>(), 0..200),
+            cut in 0usize..1000,
+            gro in prop::option::of(1i32..=65535),
+        ) {
+            let raw = RawAddr::from_socket_addr(&peer);
+            // SAFETY: the storage is `raw.len` (<= its size) initialized bytes.
+            let name = unsafe {
+                std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len as usize)
+            };
+            let control = gro.map_or_else(Vec::new, |size| {
+                let mut c = Vec::new();
+                cmsg::push(&mut c, cmsg::SOL_UDP, cmsg::UDP_GRO, &size.to_ne_bytes());
+                c
+            });
+            // The datagram was `payload.len() + cut` bytes long; with `MSG_TRUNC` requested
+            // the kernel reports that length and flags the truncation.
+            let wire = payload.len() + cut;
+            let flags = if cut > 0 { libc::MSG_TRUNC as u32 } else { 0 };
+            let header = [raw.len, control.len() as u32, wire as u32, flags];
+            let buf = layout(header, name, &control, &payload);
+            let d = parse_datagram(RxBuf::from_vec(buf)).unwrap();
+            prop_assert_eq!(d.peer, Some(peer));
+            prop_assert_eq!(&d.payload[..], &payload[..]);
+            prop_assert_eq!(d.len, wire);
+            prop_assert_eq!(d.truncated, cut > 0);
+            prop_assert_eq!(&d.control, &control);
+            prop_assert_eq!(cmsg::gro_segment_size(&d.control), gro.map(|g| g as usize));
+        }
+    }
+}

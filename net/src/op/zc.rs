@@ -4,9 +4,9 @@
 //! The first CQE carries the send's result; if it has `IORING_CQE_F_MORE`, a notification
 //! (`IORING_CQE_F_NOTIF`) follows once the kernel holds no reference to the buffer. The
 //! decision is made on `F_MORE` only, never on the result: failed sends post a notification
-//! too (shared/docs/kernel-facts.md §3.3). The request runs as a `Multishot` stream, so the
-//! buffer stays owned by the request (parked in the driver if the stream is dropped) until the
-//! final CQE.
+//! too (`docs/kernel-notes.md` §3; `io_uring/net.c` `io_sendrecv_fail`). The request runs as
+//! a `Multishot` stream, so the buffer stays owned by the request (parked in the driver if the
+//! stream is dropped) until the final CQE.
 
 use std::{io, net::SocketAddr};
 

@@ -286,7 +286,7 @@ impl TcpStream {
     /// Like [`recv_stream`](TcpStream::recv_stream), with `IORING_RECVSEND_BUNDLE` (Linux 6.10)
     /// when the kernel offers it: one completion covers several consecutive buffers when data
     /// arrives faster than it is taken, saving completions. Falls back to the plain stream
-    /// where bundles are unavailable or the ring is incremental (kernel-facts §4.6).
+    /// where bundles are unavailable or the ring is incremental (`docs/kernel-notes.md` §4.7).
     pub fn recv_stream_bundled(&self, ring: &BufRing) -> RecvStream {
         let bundle = runtime::capabilities().recvsend_bundle() && !ring.is_incremental();
         RecvStream::new(self.socket.clone(), ring, bundle)

@@ -101,14 +101,17 @@ pub fn gro_segment_size(control: &[u8]) -> Option<usize> {
 }
 
 /// Splits a (possibly GRO-coalesced) payload into its datagrams of `segment_size` bytes (the
-/// last may be shorter). A `segment_size` of 0 yields the payload whole.
+/// last may be shorter). A `segment_size` of 0 yields the payload whole, and an empty payload
+/// is one empty datagram (UDP allows them).
 pub fn segments(payload: &[u8], segment_size: usize) -> impl Iterator<Item = &[u8]> {
     let size = if segment_size == 0 {
-        payload.len().max(1)
+        payload.len()
     } else {
         segment_size
     };
-    payload.chunks(size)
+    // `chunks` yields nothing for an empty slice; the empty datagram still counts.
+    let empty = payload.is_empty().then_some(payload);
+    payload.chunks(size.max(1)).chain(empty)
 }
 
 /// Space a receive needs for one control message with `data_len` bytes of payload.
@@ -155,5 +158,100 @@ mod tests {
         let parts: Vec<_> = segments(&data, 4).map(<[u8]>::len).collect();
         assert_eq!(parts, [4, 4, 2]);
         assert_eq!(segments(&data, 0).count(), 1);
+        let empty: Vec<&[u8]> = segments(&[], 0).collect();
+        assert_eq!(empty, [&[] as &[u8]], "an empty datagram is one datagram");
+        assert_eq!(segments(&[], 1000).count(), 1);
+    }
+}
+
+/// Property tests: control buffers come from the kernel and, through it, from peers.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(2000)
+        }
+    }
+
+    /// Whether `inner` lies inside `outer` (same memory, not just equal bytes).
+    fn within(inner: &[u8], outer: &[u8]) -> bool {
+        let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
+        i >= o && i + inner.len() <= o + outer.len()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_control_bytes_parse_within_bounds(
+            bytes in prop::collection::vec(any::<u8>(), 0..256),
+            skew in 0usize..8,
+        ) {
+            // Start at an odd offset too: the parser must not assume alignment.
+            let control = &bytes[skew.min(bytes.len())..];
+            let header = mem::size_of::<libc::cmsghdr>();
+            let mut count = 0;
+            for msg in parse(control) {
+                prop_assert!(within(msg.data, control));
+                count += 1;
+            }
+            prop_assert!(count <= control.len() / header);
+            if let Some(size) = gro_segment_size(control) {
+                prop_assert!(size > 0 && size <= i32::MAX as usize);
+            }
+        }
+
+        #[test]
+        fn built_control_messages_round_trip(
+            msgs in prop::collection::vec(
+                (any::<i32>(), any::<i32>(), prop::collection::vec(any::<u8>(), 0..48)),
+                0..6,
+            ),
+        ) {
+            let mut control = Vec::new();
+            for (level, ty, data) in &msgs {
+                push(&mut control, *level, *ty, data);
+            }
+            let expected: Vec<usize> = msgs.iter().map(|(_, _, d)| space(d.len())).collect();
+            prop_assert_eq!(control.len(), expected.iter().sum::<usize>());
+            let parsed: Vec<(i32, i32, Vec<u8>)> =
+                parse(&control).map(|m| (m.level, m.ty, m.data.to_vec())).collect();
+            prop_assert_eq!(parsed, msgs);
+        }
+
+        #[test]
+        fn gro_segment_sizes_round_trip(size in any::<i32>(), other in any::<i32>()) {
+            let mut control = Vec::new();
+            push(&mut control, SOL_UDP, UDP_SEGMENT, &other.to_ne_bytes());
+            push(&mut control, SOL_UDP, UDP_GRO, &size.to_ne_bytes());
+            let expected = usize::try_from(size).ok().filter(|&s| s > 0);
+            prop_assert_eq!(gro_segment_size(&control), expected);
+            // A message cut inside its data is not read.
+            control.truncate(space(4) + mem::size_of::<libc::cmsghdr>() + 3);
+            prop_assert_eq!(gro_segment_size(&control), None);
+        }
+
+        #[test]
+        fn segments_cover_the_payload_exactly(
+            payload in prop::collection::vec(any::<u8>(), 0..500),
+            size in 0usize..80,
+        ) {
+            let parts: Vec<&[u8]> = segments(&payload, size).collect();
+            prop_assert_eq!(parts.concat(), payload.clone());
+            prop_assert!(!parts.is_empty(), "even an empty payload is one datagram");
+            let step = if size == 0 { payload.len().max(1) } else { size };
+            prop_assert_eq!(parts.len(), payload.len().div_ceil(step).max(1));
+            for (i, part) in parts.iter().enumerate() {
+                prop_assert!(part.len() <= step);
+                if i + 1 < parts.len() {
+                    prop_assert_eq!(part.len(), step);
+                }
+            }
+        }
     }
 }

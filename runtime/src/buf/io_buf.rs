@@ -76,11 +76,66 @@ pub unsafe trait IoBufMut: IoBuf {
     /// `pos <= bytes_total()`.
     unsafe fn set_init(&mut self, pos: usize);
 
-    /// The whole capacity, initialized or not, for writing.
+    /// The uninitialized tail of the buffer, `bytes_init()..bytes_total()`, for writing.
+    ///
+    /// Write bytes into it, then call [`set_init`](IoBufMut::set_init) with
+    /// `bytes_init() + written` to make them part of the buffer. The initialized bytes are not
+    /// in the slice, so safe code cannot turn them back into uninitialized memory:
+    ///
+    /// ```
+    /// use std::mem::MaybeUninit;
+    ///
+    /// use runtime::buf::{IoBuf, IoBufMut};
+    ///
+    /// let mut v = Vec::with_capacity(8);
+    /// v.extend_from_slice(b"ab");
+    /// let capacity = v.capacity();
+    /// let tail = v.as_mut_uninit();
+    /// assert_eq!(tail.len(), capacity - 2);
+    /// tail[0] = MaybeUninit::uninit(); // byte 2: not part of `v`, nothing is lost
+    /// tail[1].write(b'!');
+    /// assert_eq!(v, b"ab"); // bytes 0 and 1 are untouched
+    /// ```
+    ///
+    /// Reaching the initialized bytes as `MaybeUninit` takes
+    /// [`as_mut_capacity`](IoBufMut::as_mut_capacity), which is `unsafe`:
+    ///
+    /// ```compile_fail,E0133
+    /// use std::mem::MaybeUninit;
+    ///
+    /// use runtime::buf::IoBufMut;
+    ///
+    /// let mut v = b"ab".to_vec();
+    /// v.as_mut_capacity()[0] = MaybeUninit::uninit(); // error: needs an `unsafe` block
+    /// let _ = v[0];
+    /// ```
     fn as_mut_uninit(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        let init = self.bytes_init();
+        let len = self.bytes_total() - init;
+        // SAFETY: rule 1 of `IoBuf`: `bytes_init() <= bytes_total()` and `bytes_total` bytes
+        // at `stable_mut_ptr` are owned by `self` and writable (rule 1 here), so the range
+        // `init..bytes_total` is inside the buffer. It holds no initialized byte of the buffer,
+        // so whatever is written there cannot de-initialize what `bytes_init` counts.
+        unsafe { std::slice::from_raw_parts_mut(self.stable_mut_ptr().add(init).cast(), len) }
+    }
+
+    /// The whole capacity, `0..bytes_total()`, initialized part included, for writing.
+    ///
+    /// For code that overwrites a buffer from its start (a receive copying data in, for
+    /// example); [`as_mut_uninit`](IoBufMut::as_mut_uninit) is the safe way to append.
+    ///
+    /// # Safety
+    ///
+    /// The caller must not de-initialize any of the first `bytes_init()` bytes: each element
+    /// below `bytes_init()` that it writes must be an initialized value (`MaybeUninit::new`,
+    /// `write`), never `MaybeUninit::uninit()` or a copy of uninitialized memory. Those bytes
+    /// stay counted as initialized (`set_init` never shrinks the count) and are read as `u8`
+    /// afterwards.
+    unsafe fn as_mut_capacity(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
         let len = self.bytes_total();
         // SAFETY: rule 1: `bytes_total` bytes at `stable_mut_ptr` are owned by `self` and
-        // writable; `MaybeUninit` makes no claim about their contents.
+        // writable; `MaybeUninit` makes no claim about their contents, and the caller keeps
+        // the initialized ones initialized.
         unsafe { std::slice::from_raw_parts_mut(self.stable_mut_ptr().cast(), len) }
     }
 }
@@ -268,13 +323,46 @@ mod tests {
         let mut v = Vec::with_capacity(16);
         v.extend_from_slice(b"abc");
         assert_eq!((v.bytes_init(), v.bytes_total()), (3, v.capacity()));
-        v.as_mut_uninit()[3].write(b'd');
-        // SAFETY: byte 3 was just written and 4 <= capacity.
+        v.as_mut_uninit()[0].write(b'd');
+        // SAFETY: byte 3 (the tail's first) was just written and 4 <= capacity.
         unsafe { v.set_init(4) };
         assert_eq!(v, b"abcd");
         // SAFETY: never shrinks.
         unsafe { v.set_init(1) };
         assert_eq!(v.len(), 4);
+    }
+
+    #[test]
+    fn the_safe_tail_starts_at_the_initialized_length() {
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(b"abc");
+        let capacity = v.capacity();
+        let base = v.as_ptr() as usize;
+        let tail = v.as_mut_uninit();
+        assert_eq!(tail.len(), capacity - 3);
+        assert_eq!(tail.as_ptr() as usize, base + 3);
+        tail[0] = std::mem::MaybeUninit::uninit();
+        assert_eq!(v, b"abc");
+
+        let mut full: Box<[u8]> = vec![7; 4].into_boxed_slice();
+        assert!(full.as_mut_uninit().is_empty());
+
+        let mut s = b"hello".to_vec().slice(2..5);
+        assert_eq!(s.as_mut_uninit().len(), 0);
+        let mut s = Vec::<u8>::with_capacity(8).slice(..4);
+        assert_eq!(s.as_mut_uninit().len(), 4);
+    }
+
+    #[test]
+    fn the_whole_capacity_is_reachable_unsafely() {
+        let mut v = Vec::with_capacity(4);
+        v.extend_from_slice(b"xy");
+        let capacity = v.capacity();
+        // SAFETY: only initialized values are written.
+        let whole = unsafe { v.as_mut_capacity() };
+        assert_eq!(whole.len(), capacity);
+        whole[0].write(b'a');
+        assert_eq!(v, b"ay");
     }
 
     #[test]

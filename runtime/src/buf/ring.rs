@@ -2,7 +2,7 @@
 //! many sockets on one thread. A receive takes a buffer only when data arrives, so an idle
 //! connection holds none.
 //!
-//! # Layout and protocol (shared/docs/kernel-facts.md §4)
+//! # Layout and protocol (`docs/kernel-notes.md` §4; `io_uring/kbuf.c`)
 //!
 //! - The ring is `entries` `io_uring_buf { addr: u64, len: u32, bid: u16, resv: u16 }` in
 //!   page-aligned memory; the 16-bit tail overlays `bufs[0].resv`, so entry 0 is written field
@@ -21,7 +21,8 @@
 //!   (never trusted to index memory).
 //! - Only `top_up` (once per loop turn, before the enter) and the constructor write ring
 //!   entries. It keeps about twice the recent per-turn consumption in the ring, not all free
-//!   buffers, so the same hot buffers circulate and resident memory stays small (§8.3).
+//!   buffers, so the same hot buffers circulate and resident memory stays small
+//!   (`docs/kernel-notes.md` §4.3).
 //! - The mappings are unmapped only after the group is unregistered; no operation can still
 //!   select from it then, since each receive holds the ring until its final completion.
 
@@ -223,7 +224,7 @@ impl BufRingBuilder {
     /// buffer uses only part of it and the next receive continues in the same buffer, so
     /// large buffers do not waste memory on small messages. Where the kernel rejects it, the
     /// ring is built without it and [`Capabilities::notes`](crate::Capabilities) says so.
-    /// Not for datagram `recvmsg` streams (kernel-facts §4.6). Default off.
+    /// Not for datagram `recvmsg` streams (`docs/kernel-notes.md` §4.6). Default off.
     pub fn incremental(&mut self, on: bool) -> &mut Self {
         self.incremental = on;
         self
@@ -444,7 +445,15 @@ impl RingInner {
             self.dequeue(bid)?;
             return Ok(Some(self.lend(bid, 0, len)));
         }
-        // Incremental: the data sits after what earlier completions took from this buffer.
+        // Incremental: the buffer stays in the kernel's ring until a completion without
+        // `F_BUF_MORE`, so a completion naming one that is not there (free, or already
+        // finished) is malformed. Checked before the state changes: counting a reference for
+        // an `RxBuf` that never exists would keep the buffer from ever coming back, and
+        // lending a free buffer would let the kernel write it while it is read.
+        if !self.queued.borrow().contains(&bid) {
+            return Err(self.malformed(format!("buffer id {bid} is not in the kernel's ring")));
+        }
+        // The data sits after what earlier completions took from this buffer.
         let mut inc = self.inc.borrow_mut();
         let state = &mut inc[bid as usize];
         let offset = state.offset as usize;
@@ -563,5 +572,335 @@ impl fmt::Debug for BufRing {
 impl BufRing {
     pub(crate) fn inner(&self) -> &RingInner {
         &self.inner
+    }
+}
+
+/// Property tests: completions are kernel-controlled input, so arbitrary results, flags and
+/// buffer ids must never panic, never lend a buffer twice or one the kernel does not hold, and
+/// never lose a buffer.
+#[cfg(test)]
+mod proptests {
+    use std::collections::HashSet;
+
+    use proptest::{prelude::*, test_runner::TestRunner};
+
+    use super::*;
+    use crate::op::cqe_flags;
+
+    /// One step fed to a ring.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Take(Completion),
+        Bundle(Completion),
+        /// Drops the held `RxBuf` at this index (modulo the number held).
+        Drop(usize),
+        /// The once-per-turn refill.
+        TopUp,
+    }
+
+    /// Completions biased towards plausible values: a buffer flag most of the time, ids in and
+    /// out of the ring, results around the buffer size and negative errnos.
+    fn completion(entries: u16, buf_len: usize) -> impl Strategy<Value = Completion> {
+        let bid = prop_oneof![3 => 0..entries, 1 => any::<u16>()];
+        let res = prop_oneof![
+            3 => 0..=(2 * buf_len as i32),
+            1 => -200..0i32,
+            1 => any::<i32>(),
+        ];
+        let low_flags = any::<u16>().prop_map(|f| u32::from(f) & 0x803f);
+        (res, bid, low_flags, prop::bool::weighted(0.85)).prop_map(|(res, bid, low, buffer)| {
+            let mut flags = low & !cqe_flags::BUFFER;
+            if buffer {
+                flags |= cqe_flags::BUFFER;
+            }
+            Completion::new(
+                res,
+                flags | u32::from(bid) << cqe_flags::BUFFER_SHIFT,
+                [0; 2],
+            )
+        })
+    }
+
+    fn steps(entries: u16, buf_len: usize) -> impl Strategy<Value = Vec<Step>> {
+        let step = prop_oneof![
+            4 => completion(entries, buf_len).prop_map(Step::Take),
+            1 => completion(entries, buf_len).prop_map(Step::Bundle),
+            2 => any::<usize>().prop_map(Step::Drop),
+            1 => Just(Step::TopUp),
+        ];
+        prop::collection::vec(step, 0..64)
+    }
+
+    /// Where every buffer id is: no duplicates, nothing both free and in the kernel's ring,
+    /// and no lent buffer free (it could be handed to the kernel while still read).
+    fn check_partition(inner: &RingInner, held: &[RxBuf]) -> Result<(), TestCaseError> {
+        let free = inner.free.borrow();
+        let queued = inner.queued.borrow();
+        let free_set: HashSet<u16> = free.iter().copied().collect();
+        let queued_set: HashSet<u16> = queued.iter().copied().collect();
+        prop_assert_eq!(free_set.len(), free.len(), "duplicate free ids {:?}", free);
+        prop_assert_eq!(
+            queued_set.len(),
+            queued.len(),
+            "duplicate queued {:?}",
+            queued
+        );
+        prop_assert!(
+            free_set.is_disjoint(&queued_set),
+            "{:?} / {:?}",
+            free,
+            queued
+        );
+        prop_assert!(free.iter().chain(queued.iter()).all(|&b| b < inner.entries));
+        for buf in held {
+            let bid = buf.buffer_id().expect("a ring buffer");
+            prop_assert!(!free_set.contains(&bid), "lent buffer {} is free", bid);
+            if !inner.incremental {
+                prop_assert!(!queued_set.contains(&bid), "lent buffer {} is queued", bid);
+            }
+        }
+        let in_use = inner.stats.get().in_use;
+        prop_assert_eq!(in_use, held.len());
+        Ok(())
+    }
+
+    fn run_steps(ring: &BufRing, steps: Vec<Step>) -> Result<(), TestCaseError> {
+        let inner = &*ring.inner;
+        let mut held: Vec<RxBuf> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Take(cqe) => match ring.take(&cqe) {
+                    Ok(Some(buf)) => held.push(buf),
+                    Ok(None) => prop_assert!(cqe.buffer_id().is_none()),
+                    Err(e) => prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+                },
+                Step::Bundle(cqe) => {
+                    let mut out = VecDeque::new();
+                    let res = ring.take_bundle(&cqe, &mut out);
+                    if let Err(e) = res {
+                        prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                    }
+                    held.extend(out);
+                }
+                Step::Drop(i) => {
+                    if !held.is_empty() {
+                        let i = i % held.len();
+                        drop(held.swap_remove(i));
+                    }
+                }
+                Step::TopUp => inner.top_up(),
+            }
+            for buf in &held {
+                // Reads the bytes: out-of-bounds views would trip `bytes`'s assertion.
+                prop_assert!(buf.len() <= inner.buf_len);
+                prop_assert_eq!(buf.iter().count(), buf.len());
+            }
+            check_partition(inner, &held)?;
+        }
+        drop(held);
+        check_partition(inner, &[])?;
+        // Nothing leaked: every buffer is free or in the kernel's ring again.
+        let accounted = inner.free.borrow().len() + inner.queued.borrow().len();
+        prop_assert_eq!(accounted, inner.entries as usize);
+        Ok(())
+    }
+
+    /// `cases` cases, no regression files (a failure prints the minimal input instead).
+    fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(cases)
+        }
+    }
+
+    /// Whether this kernel builds incremental rings; records a skip of `test` if not.
+    fn incremental_supported(test: &str) -> bool {
+        let probe = BufRing::builder().entries(1).incremental(true).build();
+        let supported = probe.unwrap().is_incremental();
+        if !supported {
+            skip(test, "this kernel rejects IOU_PBUF_RING_INC (Linux 6.12)");
+        }
+        supported
+    }
+
+    fn check_ring(incremental: bool, cases: u32) {
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            if incremental
+                && !incremental_supported(concat!(
+                    module_path!(),
+                    "::arbitrary_completions_keep_the_incremental_ring_accounted"
+                ))
+            {
+                return;
+            }
+            let mut runner = TestRunner::new(config(cases));
+            let strategy = (prop_oneof![Just(4u16), Just(16u16)], 1usize..=256).prop_flat_map(
+                |(entries, buf_len)| (Just(entries), Just(buf_len), steps(entries, buf_len)),
+            );
+            runner
+                .run(&strategy, |(entries, buf_len, steps)| {
+                    let ring = BufRing::builder()
+                        .entries(u32::from(entries))
+                        .buf_len(buf_len)
+                        .incremental(incremental)
+                        .build()
+                        .unwrap();
+                    run_steps(&ring, steps)
+                })
+                .unwrap();
+        });
+    }
+
+    #[test]
+    fn arbitrary_completions_keep_the_whole_buffer_ring_accounted() {
+        check_ring(false, 1000);
+    }
+
+    #[test]
+    fn arbitrary_completions_keep_the_incremental_ring_accounted() {
+        check_ring(true, 1000);
+    }
+
+    /// Records a skipped check the way the integration tests do (`integration_tests::skip`):
+    /// prints it and appends `test: reason` to the file named by `RUNTIME_SKIP_LOG`.
+    fn skip(test: &str, reason: &str) {
+        use std::io::Write;
+
+        let line = format!("{test}: {reason}\n");
+        print!("skipped {line}");
+        if let Some(path) = std::env::var_os("RUNTIME_SKIP_LOG") {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("RUNTIME_SKIP_LOG names a writable file");
+            let written = file
+                .write(line.as_bytes())
+                .expect("append to RUNTIME_SKIP_LOG");
+            assert_eq!(written, line.len(), "short write to RUNTIME_SKIP_LOG");
+        }
+    }
+
+    /// Fills every buffer with a pattern that identifies the buffer and the position in it.
+    fn fill_pattern(inner: &RingInner) {
+        for bid in 0..inner.entries {
+            for i in 0..inner.buf_len {
+                // SAFETY: `bid < entries` and `i < buf_len`, so the byte is inside `bufs`; no
+                // request selects from this group, so the kernel does not write it.
+                unsafe { inner.buf_ptr(bid).add(i).write(pattern(bid, i)) };
+            }
+        }
+    }
+
+    fn pattern(bid: u16, i: usize) -> u8 {
+        (bid as usize * 31 + i * 7) as u8
+    }
+
+    /// Well-formed completions, as the kernel posts them, hand out the buffers in ring order
+    /// with the bytes received: whole buffers, or, with incremental consumption, consecutive
+    /// pieces of one buffer (`F_BUF_MORE` on all but the last).
+    fn round_trip(incremental: bool) {
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            if incremental
+                && !incremental_supported(concat!(
+                    module_path!(),
+                    "::well_formed_incremental_completions_round_trip"
+                ))
+            {
+                return;
+            }
+            let mut runner = TestRunner::new(config(300));
+            // Per message: the lengths of its pieces (one piece without incremental rings).
+            let messages = prop::collection::vec(prop::collection::vec(0usize..=21, 1..4), 1..40);
+            runner
+                .run(&messages, |messages| {
+                    let ring = BufRing::builder()
+                        .entries(8)
+                        .buf_len(64)
+                        .incremental(incremental)
+                        .build()
+                        .unwrap();
+                    prop_assert_eq!(ring.is_incremental(), incremental);
+                    fill_pattern(&ring.inner);
+                    for mut pieces in messages {
+                        if !incremental {
+                            pieces.truncate(1);
+                        }
+                        let bid = *ring.inner.queued.borrow().front().expect("a queued buffer");
+                        let mut offset = 0;
+                        let mut bufs = Vec::new();
+                        for (i, &len) in pieces.iter().enumerate() {
+                            let mut flags =
+                                cqe_flags::BUFFER | u32::from(bid) << cqe_flags::BUFFER_SHIFT;
+                            if i + 1 < pieces.len() {
+                                flags |= cqe_flags::BUF_MORE;
+                            }
+                            let cqe = Completion::new(len as i32, flags, [0; 2]);
+                            let buf = ring.take(&cqe).unwrap().expect("a buffer");
+                            prop_assert_eq!(buf.buffer_id(), Some(bid));
+                            let expected: Vec<u8> =
+                                (offset..offset + len).map(|i| pattern(bid, i)).collect();
+                            prop_assert_eq!(&buf[..], &expected[..]);
+                            offset += len;
+                            bufs.push(buf);
+                        }
+                        prop_assert!(!ring.inner.queued.borrow().contains(&bid));
+                        drop(bufs);
+                        prop_assert!(ring.inner.free.borrow().contains(&bid));
+                        ring.inner.top_up();
+                    }
+                    let stats = ring.stats();
+                    prop_assert_eq!((stats.malformed, stats.in_use), (0, 0));
+                    Ok(())
+                })
+                .unwrap();
+        });
+    }
+
+    /// Regression: on an incremental ring, a second completion for a buffer the kernel had
+    /// already finished counted a reference that no `RxBuf` held, so the buffer never came
+    /// back (and one for a free buffer lent it out while it could be refilled).
+    #[test]
+    fn incremental_completions_for_buffers_not_in_the_ring_are_rejected() {
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            if !incremental_supported(concat!(
+                module_path!(),
+                "::incremental_completions_for_buffers_not_in_the_ring_are_rejected"
+            )) {
+                return;
+            }
+            let ring = BufRing::builder()
+                .entries(4)
+                .buf_len(64)
+                .incremental(true)
+                .build()
+                .unwrap();
+            let done = Completion::new(8, cqe_flags::BUFFER, [0; 2]);
+            let buf = ring.take(&done).unwrap().expect("buffer 0");
+            let err = ring.take(&done).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+            drop(buf);
+            assert!(
+                ring.inner.free.borrow().contains(&0),
+                "buffer 0 did not come back"
+            );
+            // Buffer 0 is free now, not the kernel's: a completion naming it is malformed.
+            let more = Completion::new(8, cqe_flags::BUFFER | cqe_flags::BUF_MORE, [0; 2]);
+            assert!(ring.take(&more).is_err());
+            assert_eq!(ring.stats().in_use, 0);
+        });
+    }
+
+    #[test]
+    fn well_formed_completions_round_trip() {
+        round_trip(false);
+    }
+
+    #[test]
+    fn well_formed_incremental_completions_round_trip() {
+        round_trip(true);
     }
 }

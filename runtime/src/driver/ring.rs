@@ -12,7 +12,7 @@
 //! - SQEs become visible to the kernel only when the SQ tail is published; the io-uring crate
 //!   publishes it when the `SubmissionQueue` borrow ends, which is before every enter here.
 //! - With `IORING_SETUP_DEFER_TASKRUN`, completions are produced only inside an enter carrying
-//!   `IORING_ENTER_GETEVENTS` (shared/docs/kernel-facts.md §1.2), so every enter here carries it.
+//!   `IORING_ENTER_GETEVENTS` (`docs/kernel-notes.md` §1), so every enter here carries it.
 
 use std::{
     io, mem,

@@ -1,6 +1,6 @@
 //! The refill queue: how buffers of the zero-copy receive area go back to the kernel.
 //!
-//! # Protocol (shared/docs/kernel-facts.md §5.7)
+//! # Protocol (`docs/kernel-notes.md` §5; `io_uring/zcrx.c` `io_zcrx_ring_refill`)
 //!
 //! The queue lives in a memory region shared with the kernel: a `u32` head (written by the
 //! kernel, read here with acquire), a `u32` tail (written here with release), and
@@ -422,5 +422,52 @@ pub(crate) mod tests {
         // SAFETY: the region vector outlives the (failed) construction.
         let res = unsafe { RefillQueue::new(region.as_mut_ptr().cast(), 256, &bad, 8, 0) };
         assert!(res.is_err());
+    }
+}
+
+/// Property tests of `decode`: a zero-copy receive CQE's offset and result are written by the
+/// kernel and must never name bytes outside the area.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::with_cases(2000)
+        })]
+
+        #[test]
+        fn arbitrary_completions_stay_inside_the_area(
+            off in prop_oneof![any::<u64>(), 0u64..(1 << 24)],
+            res in any::<i32>(),
+            area_len in 0usize..(1 << 24),
+        ) {
+            match decode(off, res, area_len) {
+                Ok((offset, len)) => {
+                    prop_assert_eq!(off >> IORING_ZCRX_AREA_SHIFT, 0);
+                    prop_assert_eq!((offset, len as i64), (off, i64::from(res)));
+                    prop_assert!(offset + len as u64 <= area_len as u64);
+                }
+                Err(e) => prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+            }
+        }
+
+        #[test]
+        fn in_area_completions_round_trip(
+            (area_len, offset, len) in (1usize..(1 << 24)).prop_flat_map(|area| {
+                (Just(area), 0..=area).prop_flat_map(|(area, offset)| {
+                    (Just(area), Just(offset), 0..=(area - offset).min(i32::MAX as usize))
+                })
+            }),
+        ) {
+            let decoded = decode(offset as u64, len as i32, area_len).unwrap();
+            prop_assert_eq!(decoded, (offset as u64, len));
+            // The same bytes in area 1 belong to no registered area.
+            let other = offset as u64 | 1 << IORING_ZCRX_AREA_SHIFT;
+            prop_assert!(decode(other, len as i32, area_len).is_err());
+        }
     }
 }
