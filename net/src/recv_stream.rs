@@ -6,6 +6,11 @@
 //! ring ran out of buffers: `ENOBUFS`), the stream re-arms it: at once after an overflow, and
 //! after `ENOBUFS` only once a buffer is free again, so an exhausted ring pauses the stream
 //! (the data waits in the socket, in order) instead of spinning.
+//!
+//! A byte stream that ends with an error while its request is still armed (a completion the
+//! buffer pool rejected as malformed, say) cancels the request at once, as dropping the stream
+//! would: the kernel must not go on filling buffers that no one takes. Data that still arrives
+//! for the cancelled request is kept for the socket's next receive.
 
 use std::{
     collections::VecDeque,
@@ -77,7 +82,8 @@ impl BufferPool for Zcrx {
 /// harmless end, paused while the buffer pool is exhausted, ended by EOF or an error.
 struct ByteReceiver<O: MultishotOp, P> {
     pool: P,
-    op: Multishot<O>,
+    /// `None` once the stream ended with an error: the request was dropped, which cancels it.
+    op: Option<Multishot<O>>,
     ready: VecDeque<RxBuf>,
     state: State,
     rearms: u64,
@@ -96,7 +102,7 @@ where
         }
         ByteReceiver {
             pool,
-            op: Multishot::new(op),
+            op: Some(Multishot::new(op)),
             ready,
             state: State::Armed,
             rearms: 0,
@@ -108,15 +114,18 @@ where
             if let Some(buf) = self.ready.pop_front() {
                 return Poll::Ready(Some(Ok(buf)));
             }
+            let Some(op) = self.op.as_mut() else {
+                return Poll::Ready(None);
+            };
             match self.state {
                 State::Ended => return Poll::Ready(None),
                 State::WaitingForBuffers => {
                     ready!(self.pool.poll_available(cx));
-                    self.op.rearm();
+                    op.rearm();
                     self.rearms += 1;
                     self.state = State::Armed;
                 }
-                State::Armed => match ready!(Pin::new(&mut self.op).poll_next(cx)) {
+                State::Armed => match ready!(Pin::new(&mut *op).poll_next(cx)) {
                     Some(Ok(RecvEvent::Data(bufs))) => self.ready = bufs,
                     Some(Ok(RecvEvent::Eof)) => self.state = State::Ended,
                     Some(Err(e)) if e.raw_os_error() == Some(P::EXHAUSTED) => {
@@ -127,11 +136,16 @@ where
                     Some(Err(e)) if P::CARRY_ON.is_some() && e.raw_os_error() == P::CARRY_ON => {}
                     Some(Err(e)) => {
                         self.state = State::Ended;
+                        // An error the kernel ended the request with leaves nothing armed; one
+                        // of ours (a malformed completion) may leave it armed: cancel it.
+                        if !op.is_finished() {
+                            self.op = None;
+                        }
                         return Poll::Ready(Some(Err(e)));
                     }
                     None => {
                         // Ended without an error the user must see (e.g. CQ overflow).
-                        self.op.rearm();
+                        op.rearm();
                         self.rearms += 1;
                     }
                 },
@@ -142,7 +156,9 @@ where
 
 /// Received bytes of a TCP stream, as [`RxBuf`]s from a [`BufRing`]; from
 /// [`TcpStream::recv_stream`](crate::TcpStream::recv_stream). Ends (`None`) at end of file;
-/// an error is yielded once, then the stream ends.
+/// an error is yielded once, then the stream ends (and its request is cancelled, as below).
+/// Streams of many sockets may share one ring, bundled or not, and take their completions in
+/// any order.
 ///
 /// Dropping it cancels the request; data that still arrives for it is kept and returned by
 /// the stream's next receive, and every buffer goes back to the ring.

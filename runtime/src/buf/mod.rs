@@ -20,6 +20,7 @@
 
 mod fixed;
 mod io_buf;
+mod published;
 pub(crate) mod ring;
 mod rx;
 mod slice;

@@ -2,7 +2,8 @@
 //! many sockets on one thread. A receive takes a buffer only when data arrives, so an idle
 //! connection holds none.
 //!
-//! # Layout and protocol (`docs/kernel-notes.md` §4; `io_uring/kbuf.c`)
+//! # Layout and protocol (`docs/kernel-notes.md` §4; liburing `io_uring_register_buf_ring(3)`,
+//! the kernel's `io_uring/kbuf.c`)
 //!
 //! - The ring is `entries` `io_uring_buf { addr: u64, len: u32, bid: u16, resv: u16 }` in
 //!   page-aligned memory; the 16-bit tail overlays `bufs[0].resv`, so entry 0 is written field
@@ -13,12 +14,15 @@
 //!
 //! # Invariants
 //!
-//! - Every buffer id is in exactly one place: `free` (ours, LIFO), `queued` (in the kernel's
-//!   ring, in ring order), or lent out (an `RxBuf` exists for it, or, with incremental
-//!   consumption, the kernel may still append to it).
-//! - The kernel consumes entries in ring order, so a completion's buffer id is normally the
-//!   front of `queued`; a completion naming an id that is not queued is rejected as malformed
-//!   (never trusted to index memory).
+//! - Every buffer id is in exactly one place: `free` (ours, LIFO), `published` (in the
+//!   kernel's ring, with its ring position), or lent out (an `RxBuf` exists for it, or, with
+//!   incremental consumption, the kernel may still append to it).
+//! - The kernel consumes entries in ring order, but the streams sharing a ring take their
+//!   completions in any order (each when its task polls). `published` therefore records the
+//!   ring position of every entry, and a bundle is the run of entries that follows its first
+//!   buffer's entry, wherever that sits (see `published.rs`). A completion naming an id that
+//!   is not published, or a run that is not, is rejected as malformed before anything is taken
+//!   (never trusted to index memory), so other completions' buffers are not disturbed.
 //! - Only `top_up` (once per loop turn, before the enter) and the constructor write ring
 //!   entries. It keeps about twice the recent per-turn consumption in the ring, not all free
 //!   buffers, so the same hot buffers circulate and resident memory stays small
@@ -35,7 +39,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use super::rx::RxBuf;
+use super::{published::Published, rx::RxBuf};
 use crate::{
     context::{self, Handle},
     mmap::Mapping,
@@ -60,13 +64,15 @@ const _: () = assert!(std::mem::size_of::<RingEntry>() == 16);
 /// Counters of a [`BufRing`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BufRingStats {
-    /// Buffers handed out by completions.
+    /// Buffers handed out by completions, one per `RxBuf` (with incremental consumption,
+    /// several completions may hand out pieces of one buffer).
     pub taken: u64,
-    /// Buffers given back (their `RxBuf` dropped).
+    /// `RxBuf`s dropped, so `taken - returned` of them are alive; a buffer goes back to the
+    /// ring when its last one is dropped.
     pub returned: u64,
     /// Buffers currently in the kernel's ring.
     pub in_ring: usize,
-    /// Buffers currently lent out to `RxBuf`s.
+    /// `RxBuf`s alive now (`taken - returned`).
     pub in_use: usize,
     /// Times a receive found the ring empty (`ENOBUFS`).
     pub exhausted: u64,
@@ -95,7 +101,7 @@ pub(crate) struct RingInner {
     incremental: bool,
     /// Our copy of the tail (the kernel only reads the shared one).
     tail: Cell<u16>,
-    queued: RefCell<VecDeque<u16>>,
+    published: RefCell<Published>,
     free: RefCell<Vec<u16>>,
     inc: RefCell<Vec<Incremental>>,
     /// Buffers taken since the last top-up, and the decaying peak of that count.
@@ -161,29 +167,38 @@ impl BufRing {
     /// Counters.
     pub fn stats(&self) -> BufRingStats {
         let mut s = self.inner.stats.get();
-        s.in_ring = self.inner.queued.borrow().len();
+        s.in_ring = self.inner.published.borrow().len();
         s
     }
 
     /// Takes the buffer a completion selected from this ring, as an [`RxBuf`] holding the
     /// `cqe.result()` bytes it received. Returns `Ok(None)` when the completion selected no
-    /// buffer (an error or end of file without data).
+    /// buffer (an error or end of file without data) or consumed none (a failed transfer; with
+    /// incremental consumption, one without data). The completions of the sockets sharing the
+    /// ring may be taken in any order (for incremental rings, see
+    /// [`BufRingBuilder::incremental`]).
     ///
     /// # Errors
     ///
     /// `InvalidData` for a malformed completion: data without `IORING_CQE_F_BUFFER`, a buffer
-    /// id this ring did not hand to the kernel, or more bytes than a buffer holds. Nothing is
-    /// read out of bounds.
+    /// id that is not in the kernel's ring (never handed to it, or already taken), or more
+    /// bytes than a buffer holds. Nothing is taken then, and nothing is read out of bounds.
     pub fn take(&self, cqe: &Completion) -> io::Result<Option<RxBuf>> {
         self.inner.take(cqe)
     }
 
     /// Takes the buffers of a bundle completion (`IORING_RECVSEND_BUNDLE`): `cqe.result()`
-    /// bytes spread over consecutive ring entries starting at the completion's buffer id.
+    /// bytes spread over consecutive ring entries starting at the completion's buffer id, one
+    /// [`RxBuf`] per entry, appended to `out`. Completions of the sockets sharing the ring may
+    /// be taken in any order. A completion without data takes nothing (the kernel consumed no
+    /// entry for it).
     ///
     /// # Errors
     ///
-    /// As [`take`](BufRing::take).
+    /// `InvalidData` for a malformed completion, as [`take`](BufRing::take), and for a bundle
+    /// whose entries are not all still the kernel's (its first id is not in the ring, or the
+    /// run of entries from there is shorter than its bytes need). Then nothing is taken and
+    /// `out` is unchanged.
     pub fn take_bundle(&self, cqe: &Completion, out: &mut VecDeque<RxBuf>) -> io::Result<()> {
         self.inner.take_bundle(cqe, out)
     }
@@ -199,7 +214,7 @@ impl BufRing {
     /// Ready when a buffer can be given to the kernel at the next loop turn (one is free);
     /// otherwise registers the task to be woken when an `RxBuf` is dropped.
     pub fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.inner.free.borrow().is_empty() || !self.inner.queued.borrow().is_empty() {
+        if !self.inner.free.borrow().is_empty() || !self.inner.published.borrow().is_empty() {
             return Poll::Ready(());
         }
         self.inner.waiters.register(cx.waker());
@@ -224,7 +239,15 @@ impl BufRingBuilder {
     /// buffer uses only part of it and the next receive continues in the same buffer, so
     /// large buffers do not waste memory on small messages. Where the kernel rejects it, the
     /// ring is built without it and [`Capabilities::notes`](crate::Capabilities) says so.
-    /// Not for datagram `recvmsg` streams (`docs/kernel-notes.md` §4.6). Default off.
+    /// Not for datagram `recvmsg` streams: the message header may not fit in what is left of a
+    /// buffer (liburing issue #1433).
+    ///
+    /// A completion does not say where in its buffer its data starts: that follows from the
+    /// completions before it for the same buffer, so they must be taken in the order the kernel
+    /// posted them. One stream per incremental ring guarantees that; streams of several sockets
+    /// take their completions in the order their tasks run, so give each socket its own
+    /// incremental ring, or share a ring without this option (any order works there).
+    /// Default off.
     pub fn incremental(&mut self, on: bool) -> &mut Self {
         self.incremental = on;
         self
@@ -291,7 +314,7 @@ impl BufRingBuilder {
             bufs,
             incremental,
             tail: Cell::new(0),
-            queued: RefCell::new(VecDeque::with_capacity(entries as usize)),
+            published: RefCell::new(Published::new(entries as u16)),
             // Pop order 0, 1, 2...: the lowest ids (and pages) are used first.
             free: RefCell::new((0..entries as u16).rev().collect()),
             inc: RefCell::new(vec![Incremental::default(); entries as usize]),
@@ -335,15 +358,17 @@ impl RingInner {
         let peak = taken.max(self.peak.get() - self.peak.get() / 8);
         self.peak.set(peak);
         let target = (2 * peak).max(MIN_IN_RING).min(self.entries as usize);
-        let mut queued = self.queued.borrow_mut();
+        let mut published = self.published.borrow_mut();
         let mut free = self.free.borrow_mut();
-        if queued.len() >= target || free.is_empty() {
+        if published.len() >= target || free.is_empty() {
             return;
         }
         let base = self.ring.as_ptr().cast::<RingEntry>();
         let mask = self.entries - 1;
         let mut tail = self.tail.get();
-        while queued.len() < target {
+        // Fewer than `entries` are published, so the slot at the tail is one the kernel has
+        // consumed (every entry it has not consumed is still published).
+        while published.len() < target {
             let Some(bid) = free.pop() else { break };
             let slot = (tail & mask) as usize;
             let addr = self.buf_ptr(bid) as u64;
@@ -357,7 +382,7 @@ impl RingInner {
                 (&raw mut (*entry).len).write(self.buf_len as u32);
                 (&raw mut (*entry).bid).write(bid);
             }
-            queued.push_back(bid);
+            published.publish(bid);
             tail = tail.wrapping_add(1);
         }
         self.tail.set(tail);
@@ -394,25 +419,6 @@ impl RingInner {
         Ok(Some(bid))
     }
 
-    /// Removes `bid` from the kernel's ring, where the kernel took it from.
-    fn dequeue(&self, bid: u16) -> io::Result<()> {
-        let mut queued = self.queued.borrow_mut();
-        if queued.front() == Some(&bid) {
-            queued.pop_front();
-            return Ok(());
-        }
-        match queued.iter().position(|&b| b == bid) {
-            Some(i) => {
-                queued.remove(i);
-                Ok(())
-            }
-            None => {
-                drop(queued);
-                Err(self.malformed(format!("buffer id {bid} is not in the kernel's ring")))
-            }
-        }
-    }
-
     fn lend(self: &Rc<Self>, bid: u16, offset: usize, len: usize) -> RxBuf {
         self.taken_this_turn.set(self.taken_this_turn.get() + 1);
         self.update_stats(|s| {
@@ -440,20 +446,27 @@ impl RingInner {
                 self.buf_len
             )));
         }
-        let len = cqe.result().max(0) as usize;
+        // A failed transfer consumes no entry (`io_kbuf_commit` in the kernel's
+        // `io_uring/kbuf.c` returns early for a negative length): the kernel keeps the buffer.
+        let Ok(len) = usize::try_from(cqe.result()) else {
+            return Ok(None);
+        };
         if !self.incremental {
-            self.dequeue(bid)?;
+            self.claim(bid)?;
             return Ok(Some(self.lend(bid, 0, len)));
         }
-        // Incremental: the buffer stays in the kernel's ring until a completion without
-        // `F_BUF_MORE`, so a completion naming one that is not there (free, or already
-        // finished) is malformed. Checked before the state changes: counting a reference for
-        // an `RxBuf` that never exists would keep the buffer from ever coming back, and
-        // lending a free buffer would let the kernel write it while it is read.
-        if !self.queued.borrow().contains(&bid) {
+        // Incremental: the buffer stays in the kernel's ring (published) until a completion
+        // without `F_BUF_MORE`, and the data sits after what earlier completions took from it.
+        // Everything is checked before any state changes, so a malformed completion leaves the
+        // buffer to the completions that really use it.
+        if !self.published.borrow().contains(bid) {
             return Err(self.malformed(format!("buffer id {bid} is not in the kernel's ring")));
         }
-        // The data sits after what earlier completions took from this buffer.
+        if len == 0 {
+            // No data moves no incremental buffer on (`io_kbuf_commit` in the kernel's
+            // `io_uring/kbuf.c`): the kernel keeps it, whatever the flags say.
+            return Ok(None);
+        }
         let mut inc = self.inc.borrow_mut();
         let state = &mut inc[bid as usize];
         let offset = state.offset as usize;
@@ -464,15 +477,22 @@ impl RingInner {
                 self.buf_len
             )));
         }
+        let done = !cqe.buffer_more();
+        if done {
+            // Cannot fail: `bid` is published, checked above.
+            self.claim(bid)?;
+        }
         state.offset += len as u32;
         state.refs += 1;
-        let done = !cqe.buffer_more();
         state.done = done;
         drop(inc);
-        if done {
-            self.dequeue(bid)?;
-        }
         Ok(Some(self.lend(bid, offset, len)))
+    }
+
+    /// Removes the entry holding `bid` from the published ones: the kernel consumed it.
+    fn claim(&self, bid: u16) -> io::Result<()> {
+        let claimed = self.published.borrow_mut().claim(bid);
+        claimed.map_err(|e| self.malformed(e.to_string()))
     }
 
     fn take_bundle(self: &Rc<Self>, cqe: &Completion, out: &mut VecDeque<RxBuf>) -> io::Result<()> {
@@ -482,33 +502,26 @@ impl RingInner {
         if self.incremental {
             return Err(self.malformed("bundle completion on an incremental ring".into()));
         }
-        let mut left = cqe.result().max(0) as usize;
-        let mut bid = first;
-        loop {
-            // A bundle fills consecutive ring entries, in ring order.
-            let queued_front = self.queued.borrow().front().copied();
-            if queued_front != Some(bid) {
-                return Err(self.malformed(format!(
-                    "bundle buffer {bid} is not next in the ring ({queued_front:?} is)"
-                )));
-            }
-            self.queued.borrow_mut().pop_front();
+        // A bundle without data consumed no entry, even when the completion names the buffer
+        // the kernel looked at (`io_bundle_nbufs` in the kernel's `io_uring/net.c` counts zero
+        // buffers for no data). Taking one would publish a buffer the kernel still holds.
+        let Ok(total) = usize::try_from(cqe.result()) else {
+            return Ok(());
+        };
+        if total == 0 {
+            return Ok(());
+        }
+        // Every entry holds `buf_len` bytes (`top_up` writes them so), and the kernel fills
+        // them in ring order, so `total` bytes used this many consecutive entries.
+        // The claim checks the whole run before handing out the first buffer.
+        let count = total.div_ceil(self.buf_len);
+        let mut left = total;
+        let claimed = self.published.borrow_mut().claim_run(first, count, |bid| {
             let len = left.min(self.buf_len);
             out.push_back(self.lend(bid, 0, len));
             left -= len;
-            if left == 0 {
-                return Ok(());
-            }
-            bid = match self.queued.borrow().front() {
-                Some(&next) => next,
-                None => {
-                    return Err(self.malformed(format!(
-                        "bundle of {} bytes runs past the buffers in the ring",
-                        cqe.result()
-                    )));
-                }
-            };
-        }
+        });
+        claimed.map_err(|e| self.malformed(format!("{} bytes: {e}", cqe.result())))
     }
 
     /// The bytes of buffer `bid` at `offset..offset + len`.
@@ -529,7 +542,10 @@ impl RingInner {
             state.refs -= 1;
             if state.refs > 0 || !state.done {
                 drop(inc);
-                self.update_stats(|s| s.in_use -= 1);
+                self.update_stats(|s| {
+                    s.returned += 1;
+                    s.in_use -= 1;
+                });
                 return;
             }
             *state = Incremental::default();
@@ -635,7 +651,7 @@ mod proptests {
     /// and no lent buffer free (it could be handed to the kernel while still read).
     fn check_partition(inner: &RingInner, held: &[RxBuf]) -> Result<(), TestCaseError> {
         let free = inner.free.borrow();
-        let queued = inner.queued.borrow();
+        let queued = inner.published.borrow().ids();
         let free_set: HashSet<u16> = free.iter().copied().collect();
         let queued_set: HashSet<u16> = queued.iter().copied().collect();
         prop_assert_eq!(free_set.len(), free.len(), "duplicate free ids {:?}", free);
@@ -671,7 +687,13 @@ mod proptests {
             match step {
                 Step::Take(cqe) => match ring.take(&cqe) {
                     Ok(Some(buf)) => held.push(buf),
-                    Ok(None) => prop_assert!(cqe.buffer_id().is_none()),
+                    // No buffer named, or a transfer that moved nothing (an error, or no
+                    // data on an incremental ring): the kernel kept the buffer.
+                    Ok(None) => prop_assert!(
+                        cqe.buffer_id().is_none()
+                            || cqe.result() < 0
+                            || (inner.incremental && cqe.result() == 0)
+                    ),
                     Err(e) => prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData),
                 },
                 Step::Bundle(cqe) => {
@@ -700,7 +722,7 @@ mod proptests {
         drop(held);
         check_partition(inner, &[])?;
         // Nothing leaked: every buffer is free or in the kernel's ring again.
-        let accounted = inner.free.borrow().len() + inner.queued.borrow().len();
+        let accounted = inner.free.borrow().len() + inner.published.borrow().len();
         prop_assert_eq!(accounted, inner.entries as usize);
         Ok(())
     }
@@ -812,8 +834,9 @@ mod proptests {
                 return;
             }
             let mut runner = TestRunner::new(config(300));
-            // Per message: the lengths of its pieces (one piece without incremental rings).
-            let messages = prop::collection::vec(prop::collection::vec(0usize..=21, 1..4), 1..40);
+            // Per message: the lengths of its pieces (one piece without incremental rings). A
+            // piece moves at least one byte: a completion without data takes no buffer.
+            let messages = prop::collection::vec(prop::collection::vec(1usize..=21, 1..4), 1..40);
             runner
                 .run(&messages, |messages| {
                     let ring = BufRing::builder()
@@ -828,7 +851,13 @@ mod proptests {
                         if !incremental {
                             pieces.truncate(1);
                         }
-                        let bid = *ring.inner.queued.borrow().front().expect("a queued buffer");
+                        let bid = *ring
+                            .inner
+                            .published
+                            .borrow()
+                            .ids()
+                            .first()
+                            .expect("a queued buffer");
                         let mut offset = 0;
                         let mut bufs = Vec::new();
                         for (i, &len) in pieces.iter().enumerate() {
@@ -846,7 +875,7 @@ mod proptests {
                             offset += len;
                             bufs.push(buf);
                         }
-                        prop_assert!(!ring.inner.queued.borrow().contains(&bid));
+                        prop_assert!(!ring.inner.published.borrow().contains(bid));
                         drop(bufs);
                         prop_assert!(ring.inner.free.borrow().contains(&bid));
                         ring.inner.top_up();
