@@ -1,5 +1,5 @@
 //! TCP end to end: echo round trips, many connections, half-close, split halves, cancelled
-//! reads, conversions.
+//! reads, shutdown after a reset, conversions.
 
 use std::{
     io::{Read, Write},
@@ -289,6 +289,48 @@ async fn writes_to_a_reset_peer_fail_cleanly() {
         ),
         "{err}"
     );
+}
+
+/// A pair whose server end was closed with SO_LINGER 0 (an RST), once the client's kernel
+/// has torn the connection down (`getpeername` then fails with `ENOTCONN`).
+async fn client_of_a_reset_connection() -> TcpStream {
+    let (client, server) = integration_tests::tcp_pair().await;
+    socket2::SockRef::from(&server)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(server);
+    for _ in 0..500 {
+        if client.peer_addr().is_err() {
+            return client;
+        }
+        runtime::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("the client never saw the reset");
+}
+
+/// `shutdown` after the peer reset the connection is not the caller's fault: it returns
+/// `Ok(())` for every direction and for the owned write half, as tokio does
+/// (tokio-rs/tokio#4665), while real errors still come through.
+#[runtime::test]
+async fn shutdown_after_a_reset_is_ok() {
+    for how in [Shutdown::Write, Shutdown::Read, Shutdown::Both] {
+        let client = client_of_a_reset_connection().await;
+        client
+            .shutdown(how)
+            .unwrap_or_else(|e| panic!("shutdown({how:?}) after a reset: {e}"));
+        // Again, on the now fully closed socket.
+        client.shutdown(how).unwrap();
+    }
+    let (_reader, writer) = client_of_a_reset_connection().await.into_split();
+    writer.shutdown().unwrap();
+    drop(writer); // shutdown on drop hits the same case
+
+    // A healthy connection still shuts down for real: the peer reads EOF.
+    let (client, mut server) = integration_tests::stream_with_std_peer().await;
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    server.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
 }
 
 #[runtime::test]

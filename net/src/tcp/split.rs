@@ -93,7 +93,8 @@ impl OwnedWriteHalf {
         self.stream.writev(bufs).await
     }
 
-    /// Shuts down the write direction now (the peer reads EOF).
+    /// Shuts down the write direction now (the peer reads EOF). As for
+    /// [`TcpStream::shutdown`], a connection the peer already reset gives `Ok(())`.
     pub fn shutdown(&self) -> io::Result<()> {
         self.stream.shutdown(Shutdown::Write)
     }

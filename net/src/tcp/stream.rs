@@ -329,8 +329,17 @@ impl TcpStream {
     }
 
     /// Shuts down the read half, the write half (the peer reads EOF) or both.
+    ///
+    /// A connection the kernel already tore down (the peer reset it, or both directions are
+    /// closed) gives `Ok(())`, not `NotConnected`: Linux answers `ENOTCONN` once the socket is
+    /// in `TCP_CLOSE` (`inet_shutdown` in `net/ipv4/af_inet.c`), and whether a reset arrived
+    /// just before the call is a race the caller cannot avoid. tokio does the same
+    /// (tokio-rs/tokio#4665). Other errors, such as `EBADF`, are returned.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.socket.sock_ref().shutdown(how)
+        match self.socket.sock_ref().shutdown(how) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            res => res,
+        }
     }
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
