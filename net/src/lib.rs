@@ -11,7 +11,7 @@
 //! async fn main() -> std::io::Result<()> {
 //!     let listener = TcpListener::bind("127.0.0.1:8080")?;
 //!     loop {
-//!         let (stream, _) = listener.accept().await?;
+//!         let (mut stream, _) = listener.accept().await?;
 //!         runtime::spawn(async move {
 //!             let mut buf = vec![0u8; 4096];
 //!             loop {
