@@ -29,6 +29,16 @@ pub(crate) fn is_cancelled(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ECANCELED)
 }
 
+/// The error that ends a multi-request transfer after `done` bytes: when a surrounding
+/// `CancelExt` scope cancelled it, the scope's error carrying the count, so the caller knows
+/// where to resume; otherwise `e` unchanged.
+fn stopped(e: io::Error, done: usize) -> io::Error {
+    match runtime::op::cancel::reason() {
+        Some(reason) if done > 0 && is_cancelled(&e) => reason.error(done),
+        _ => e,
+    }
+}
+
 /// A TCP connection with owned-buffer I/O.
 ///
 /// Buffers move into each operation and come back with its result:
@@ -66,7 +76,9 @@ pub(crate) fn is_cancelled(e: &io::Error) -> bool {
 ///
 /// Dropping a `read` before it completes cancels it without losing data: bytes the kernel had
 /// already delivered into the abandoned buffer are kept and returned by the next read, in
-/// order.
+/// order. To bound a read or write in time and get its buffer back, use
+/// [`CancelExt`](runtime::op::CancelExt) (`stream.read(buf).timeout(d)`); the guide
+/// `docs/cancellation.md` shows the patterns.
 #[derive(Debug)]
 pub struct TcpStream {
     pub(super) socket: Socket,
@@ -140,7 +152,9 @@ impl TcpStream {
     /// # Errors
     ///
     /// `UnexpectedEof` if the peer closes first; the bytes read so far are in the returned
-    /// buffer.
+    /// buffer. Bounded by [`CancelExt`](runtime::op::CancelExt) and stopped after some bytes
+    /// arrived, the scope's error carries their count in
+    /// [`Cancelled::transferred`](runtime::op::Cancelled) (they are in the buffer too).
     pub async fn read_exact<B: IoBufMut>(&mut self, buf: B) -> (io::Result<()>, B) {
         let total = buf.bytes_total();
         let mut filled = 0;
@@ -160,7 +174,7 @@ impl TcpStream {
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
+                Err(e) => return (Err(stopped(e, filled)), buf),
             }
         }
         (Ok(()), buf)
@@ -180,6 +194,12 @@ impl TcpStream {
     ///
     /// The first attempt goes out without waiting and without a completion when it succeeds
     /// (see the `op` module); whatever does not fit is sent by a request that waits for room.
+    ///
+    /// # Errors
+    ///
+    /// As the sends report them. Bounded by [`CancelExt`](runtime::op::CancelExt) and stopped
+    /// after part of the buffer went out, the scope's error says how many bytes did, in
+    /// [`Cancelled::transferred`](runtime::op::Cancelled): resume from that offset.
     pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
         let len = buf.bytes_init();
         let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastStream)).await;
@@ -198,7 +218,7 @@ impl TcpStream {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
+                Err(e) => return (Err(stopped(e, sent)), buf),
             }
         }
         (Ok(()), buf)
@@ -249,7 +269,7 @@ impl TcpStream {
                         Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
                         Ok(n) => sent += n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return (Err(e), buf),
+                        Err(e) => return (Err(stopped(e, sent)), buf),
                     }
                 }
                 Attempt::UseCopy(rest) => {
