@@ -81,7 +81,7 @@ fn run(
         }
     });
     let (bytes, elapsed, cpu) = rt.block_on(async {
-        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.set_zero_copy(match mode {
             Mode::Plain => ZeroCopy::Off,
             Mode::ZcWait | Mode::ZcPipelined => ZeroCopy::On,

@@ -72,7 +72,7 @@ async fn serve(addr: &str, worker: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn echo(stream: TcpStream) {
+async fn echo(mut stream: TcpStream) {
     // Reads fill the capacity; pages are touched only as data arrives.
     let mut buf = Vec::with_capacity(16 * 1024);
     loop {

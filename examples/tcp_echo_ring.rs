@@ -34,8 +34,10 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-async fn echo(stream: TcpStream, ring: BufRing) {
-    let mut received = stream.recv_stream(&ring);
+async fn echo(mut stream: TcpStream, ring: BufRing) {
+    // The receive stream borrows the read half, so the write half can send meanwhile.
+    let (mut reader, mut writer) = stream.split();
+    let mut received = reader.recv_stream(&ring);
     while let Some(item) = received.next().await {
         let buf = match item {
             Ok(buf) => buf,
@@ -45,7 +47,7 @@ async fn echo(stream: TcpStream, ring: BufRing) {
             }
         };
         // The buffer goes back to the ring when `write_all` hands it back and it is dropped.
-        let (res, _buf) = stream.write_all(buf).await;
+        let (res, _buf) = writer.write_all(buf).await;
         if let Err(e) = res {
             eprintln!("write failed: {e}");
             return;

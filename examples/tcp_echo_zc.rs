@@ -49,7 +49,7 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-async fn echo(stream: TcpStream, pool: FixedBufPool) {
+async fn echo(mut stream: TcpStream, pool: FixedBufPool) {
     loop {
         // Waits for a free buffer if all are in use.
         let buf = pool.get().await;

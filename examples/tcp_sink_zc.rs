@@ -61,7 +61,7 @@ fn main() -> std::io::Result<()> {
     })
 }
 
-async fn sink(stream: TcpStream, ring: BufRing) {
+async fn sink(mut stream: TcpStream, ring: BufRing) {
     let peer = stream.peer_addr().ok();
     let mut rx = stream.recv_zero_copy(&ring);
     let path = if rx.is_zcrx() {

@@ -47,7 +47,7 @@ async fn a_thousand_connections_through_a_64_buffer_ring() {
         spawn(async move {
             let mut checkers = Vec::new();
             for _ in 0..CONNS {
-                let (stream, _) = listener.accept().await.unwrap();
+                let (mut stream, _) = listener.accept().await.unwrap();
                 let ring = ring.clone();
                 checkers.push(spawn(async move {
                     // The client sends its id first (8 bytes), then its stream.
@@ -91,7 +91,7 @@ async fn a_thousand_connections_through_a_64_buffer_ring() {
     let clients: Vec<_> = (0..CONNS)
         .map(|conn| {
             spawn(async move {
-                let stream = TcpStream::connect(addr).await.unwrap();
+                let mut stream = TcpStream::connect(addr).await.unwrap();
                 let (res, _) = stream.write_all(conn.to_le_bytes().to_vec()).await;
                 res.unwrap();
                 let mut sent = 0u64;
@@ -125,7 +125,7 @@ async fn dropping_a_stream_returns_every_buffer_and_keeps_the_data() {
         .buf_len(1024)
         .build()
         .unwrap();
-    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
+    let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let total = 200_000usize;
     let data = chunk(1, 0, total);
     let writer = {
@@ -173,7 +173,7 @@ async fn dropping_a_stream_returns_every_buffer_and_keeps_the_data() {
 #[runtime::test]
 async fn holding_buffers_applies_backpressure() {
     let ring = BufRing::builder().entries(8).buf_len(512).build().unwrap();
-    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
+    let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let data = chunk(2, 0, 64 * 1024);
     peer.write_all(&data).unwrap();
     peer.shutdown(Shutdown::Write).unwrap();
@@ -308,7 +308,7 @@ async fn incremental_rings_pack_small_receives() {
         .build()
         .unwrap();
     assert!(ring.is_incremental(), "{}", runtime::capabilities());
-    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
+    let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let mut received = stream.recv_stream(&ring);
     let mut ids = Vec::new();
     let mut got = Vec::new();
@@ -338,7 +338,7 @@ async fn bundled_streams_deliver_in_order() {
         .buf_len(1024)
         .build()
         .unwrap();
-    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
+    let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let data = chunk(3, 0, 1 << 20);
     let writer = {
         let data = data.clone();

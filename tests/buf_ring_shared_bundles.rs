@@ -46,7 +46,7 @@ fn ids_and_lens(bufs: &VecDeque<RxBuf>) -> Vec<(u16, usize)> {
 
 /// Receives with a bundled stream, holding every buffer, until nothing more arrives for a
 /// while; returns the distinct buffer ids held.
-async fn hold_until_stalled(stream: &TcpStream, ring: &BufRing) -> Vec<u16> {
+async fn hold_until_stalled(stream: &mut TcpStream, ring: &BufRing) -> Vec<u16> {
     let mut received = stream.recv_stream_bundled(ring);
     let mut held: Vec<RxBuf> = Vec::new();
     while let Ok(Some(item)) = timeout(Duration::from_millis(300), received.next()).await {
@@ -85,7 +85,7 @@ async fn many_sockets_share_a_bundled_ring_and_every_buffer_comes_back() {
         spawn(async move {
             let mut checkers = Vec::new();
             for _ in 0..CONNS {
-                let (stream, _) = listener.accept().await.unwrap();
+                let (mut stream, _) = listener.accept().await.unwrap();
                 let ring = ring.clone();
                 checkers.push(spawn(async move {
                     // The client sends its id first (8 bytes), then its stream.
@@ -139,7 +139,7 @@ async fn many_sockets_share_a_bundled_ring_and_every_buffer_comes_back() {
     let clients: Vec<_> = (0..CONNS)
         .map(|conn| {
             spawn(async move {
-                let stream = TcpStream::connect(addr).await.unwrap();
+                let mut stream = TcpStream::connect(addr).await.unwrap();
                 let (res, _) = stream.write_all(conn.to_le_bytes().to_vec()).await;
                 res.unwrap();
                 let mut sent = 0u64;
@@ -179,12 +179,12 @@ async fn many_sockets_share_a_bundled_ring_and_every_buffer_comes_back() {
     // Every buffer is back in circulation: one stream that holds all it gets receives each
     // of the 64 (a buffer the ring still counted as the kernel's, though the kernel had
     // used it, would never come again).
-    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
+    let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let writer = std::thread::spawn(move || {
         let _ = peer.write_all(&chunk(99, 0, 4 * 64 * 512));
         peer
     });
-    let ids = hold_until_stalled(&stream, &ring).await;
+    let ids = hold_until_stalled(&mut stream, &ring).await;
     assert_eq!(
         ids,
         (0..ENTRIES).collect::<Vec<_>>(),
@@ -324,7 +324,7 @@ async fn incremental_completions_for_buffers_out_of_the_ring_are_rejected() {
 #[runtime::test]
 async fn a_stream_that_ends_with_an_error_cancels_its_request() {
     let ring = BufRing::builder().entries(16).buf_len(256).build().unwrap();
-    let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
+    let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
     let mut received = stream.recv_stream_bundled(&ring);
     // Arm the request with nothing to receive yet.
     assert!(
@@ -344,6 +344,12 @@ async fn a_stream_that_ends_with_an_error_cancels_its_request() {
     assert!(received.next().await.is_none(), "the stream ended");
     // The kernel consumed buffer 0's entry for the rejected completion: it may be reused.
     drop(forged);
+    // The ended stream, still alive, no longer has a request in the kernel.
+    assert!(
+        integration_tests::turns_until(1000, || runtime::metrics().ops_in_flight == 0).await,
+        "the ended stream's multishot receive is still armed: {:?}",
+        runtime::metrics()
+    );
 
     // Data sent while the ended stream lives, with loop turns for the kernel to act on it
     // before the next receive is even submitted.
@@ -352,6 +358,10 @@ async fn a_stream_that_ends_with_an_error_cancels_its_request() {
     peer.write_all(&data).unwrap();
     peer.shutdown(Shutdown::Write).unwrap();
     sleep(Duration::from_millis(20)).await;
+    let stats = ring.stats();
+    assert_eq!(stats.in_use, 0, "{stats:?}");
+    // Reads borrow the stream, so the ended receive stream goes first.
+    drop(received);
     let mut got = Vec::new();
     loop {
         let (res, buf) = timeout(Duration::from_secs(5), stream.read(vec![0u8; 65536]))
@@ -366,5 +376,4 @@ async fn a_stream_that_ends_with_an_error_cancels_its_request() {
     let stats = ring.stats();
     assert_eq!(stats.in_use, 0, "{stats:?}");
     assert_eq!(stats.taken, stats.returned, "{stats:?}");
-    drop(received);
 }

@@ -35,7 +35,7 @@ fn writes_to_a_reset_peer_do_not_raise_sigpipe() {
     let rt = runtime::Runtime::new().unwrap();
     rt.block_on(async {
         for vectored in [false, true] {
-            let (client, server) = integration_tests::tcp_pair().await;
+            let (mut client, server) = integration_tests::tcp_pair().await;
             socket2::SockRef::from(&server)
                 .set_linger(Some(Duration::ZERO))
                 .unwrap();

@@ -26,7 +26,7 @@ fn ten_thousand_connect_close_cycles_leak_nothing() {
             });
             let during = open_fds();
             for _ in 0..10_000 {
-                let stream = TcpStream::connect(addr).await.unwrap();
+                let mut stream = TcpStream::connect(addr).await.unwrap();
                 let (res, _) = stream.read(vec![0u8; 1]).await;
                 assert_eq!(res.unwrap(), 0);
             }
@@ -48,7 +48,7 @@ fn sockets_dropped_with_operations_in_flight_are_closed() {
         rt.block_on(async {
             for _ in 0..50 {
                 let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                let client = TcpStream::connect(listener.local_addr().unwrap())
+                let mut client = TcpStream::connect(listener.local_addr().unwrap())
                     .await
                     .unwrap();
                 let (server, _) = listener.accept().await.unwrap();

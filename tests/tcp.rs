@@ -1,9 +1,10 @@
 //! TCP end to end: echo round trips, many connections, half-close, split halves, cancelled
-//! reads, conversions.
+//! reads, shutdown after a reset, conversions.
 
 use std::{
     io::{Read, Write},
     net::{Shutdown, SocketAddr},
+    pin::Pin,
     task::Poll,
     time::Duration,
 };
@@ -19,7 +20,7 @@ fn echo_server() -> SocketAddr {
     spawn(async move {
         let mut incoming = listener.incoming();
         while let Some(conn) = incoming.next().await {
-            let Ok(stream) = conn else { continue };
+            let Ok(mut stream) = conn else { continue };
             spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
@@ -43,7 +44,7 @@ fn echo_server() -> SocketAddr {
 /// Sends `data` and reads the same number of bytes back, with a writer and a reader task.
 async fn round_trip(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (reader, writer) = stream.into_split();
+    let (mut reader, mut writer) = stream.into_split();
     let len = data.len();
     let write = spawn(async move {
         let (res, _) = writer.write_all(data).await;
@@ -77,7 +78,7 @@ async fn a_thousand_concurrent_connections() {
     let clients: Vec<_> = (0..1000u64)
         .map(|i| {
             spawn(async move {
-                let stream = TcpStream::connect(addr).await.unwrap();
+                let mut stream = TcpStream::connect(addr).await.unwrap();
                 let data = pattern(1024, i);
                 let (res, _) = stream.write_all(data.clone()).await;
                 res.unwrap();
@@ -97,7 +98,7 @@ async fn half_close_delivers_eof_and_keeps_the_other_direction() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
         let mut received = Vec::new();
         loop {
             let (res, buf) = stream.read(vec![0u8; 7]).await;
@@ -111,7 +112,7 @@ async fn half_close_delivers_eof_and_keeps_the_other_direction() {
         res.unwrap();
         received
     });
-    let client = TcpStream::connect(addr).await.unwrap();
+    let mut client = TcpStream::connect(addr).await.unwrap();
     let (res, _) = client.write_all("half-close me").await;
     res.unwrap();
     client.shutdown(Shutdown::Write).unwrap();
@@ -125,7 +126,7 @@ async fn half_close_delivers_eof_and_keeps_the_other_direction() {
 
 #[runtime::test]
 async fn read_after_the_peer_closed_is_zero() {
-    let (client, server) = integration_tests::tcp_pair().await;
+    let (mut client, server) = integration_tests::tcp_pair().await;
     drop(server);
     for _ in 0..3 {
         let (res, _) = client.read(vec![0u8; 16]).await;
@@ -137,7 +138,7 @@ async fn read_after_the_peer_closed_is_zero() {
 async fn split_halves_in_separate_tasks() {
     let addr = echo_server();
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (reader, writer) = stream.into_split();
+    let (mut reader, mut writer) = stream.into_split();
     let writer_task = spawn(async move {
         for i in 0..100u8 {
             let (res, _) = writer.write_all(vec![i; 100]).await;
@@ -159,10 +160,51 @@ async fn split_halves_in_separate_tasks() {
     assert!(stream.peer_addr().is_ok());
 }
 
+/// `split` borrows the stream: one task has a write and a read in flight at once (8 MiB
+/// through an echo server would stall if they took turns), and the stream is usable after.
+#[runtime::test]
+async fn borrowed_halves_read_and_write_at_once() {
+    let addr = echo_server();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let data = pattern(8 << 20, 5);
+    let (mut reader, mut writer) = stream.split();
+    let mut write = Box::pin(writer.write_all(data.clone()));
+    let mut read = Box::pin(reader.read_exact(Vec::with_capacity(data.len())));
+    let (mut wrote, mut echoed) = (None, None);
+    std::future::poll_fn(|cx| {
+        if wrote.is_none()
+            && let Poll::Ready((res, _)) = write.as_mut().poll(cx)
+        {
+            wrote = Some(res);
+        }
+        if echoed.is_none()
+            && let Poll::Ready(out) = read.as_mut().poll(cx)
+        {
+            echoed = Some(out);
+        }
+        if wrote.is_some() && echoed.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    wrote.unwrap().unwrap();
+    let (res, got) = echoed.unwrap();
+    res.unwrap();
+    assert!(got == data, "echoed bytes differ");
+    drop((read, write));
+    let (res, _) = stream.write_all(b"again".to_vec()).await;
+    res.unwrap();
+    let (res, buf) = stream.read_exact(Vec::with_capacity(5)).await;
+    res.unwrap();
+    assert_eq!(buf, b"again");
+}
+
 #[runtime::test]
 async fn vectored_reads_and_writes() {
     let addr = echo_server();
-    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let parts = vec![b"one ".to_vec(), b"two ".to_vec(), b"three".to_vec()];
     let (res, _) = stream.writev(parts).await;
     assert_eq!(res.unwrap(), 13);
@@ -189,7 +231,7 @@ async fn vectored_reads_and_writes() {
 /// abandoned buffer comes back from the next read, in order.
 #[runtime::test]
 async fn dropped_reads_lose_no_data() {
-    let (client, mut server) = integration_tests::stream_with_std_peer().await;
+    let (mut client, mut server) = integration_tests::stream_with_std_peer().await;
     let mut expected = Vec::new();
     let mut received = Vec::new();
     for round in 0..300u32 {
@@ -223,6 +265,59 @@ async fn dropped_reads_lose_no_data() {
         match res.unwrap() {
             0 => break,
             n => received.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        String::from_utf8_lossy(&expected)
+    );
+    assert!(turns_until(100, || metrics().ops_in_flight == 0).await);
+}
+
+/// Polls `a` and `b` until one finishes, the way `select!` does; the loser is dropped with
+/// the call. `Some` holds `a`'s output, `None` says `b` won.
+async fn first_of<A: Future + Unpin, B: Future + Unpin>(mut a: A, mut b: B) -> Option<A::Output> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = Pin::new(&mut a).poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        Pin::new(&mut b).poll(cx).map(|_| None)
+    })
+    .await
+}
+
+/// The `select!` pattern: a read races a timer and loses, its future is dropped, and the next
+/// read gets the bytes in order, including those the kernel had already delivered to the
+/// losing read. (A second read while the loser is still alive no longer compiles: see the
+/// `compile_fail` example on `TcpStream`.)
+#[runtime::test]
+async fn a_read_that_lost_a_select_is_dropped_and_the_next_read_gets_its_bytes() {
+    let (mut client, mut peer) = integration_tests::stream_with_std_peer().await;
+    let mut expected = Vec::new();
+    let mut received = Vec::new();
+    for round in 0..100u32 {
+        let chunk = format!("<{round}>");
+        let read = Box::pin(client.read(Vec::with_capacity(64)));
+        let timer = runtime::time::sleep(Duration::from_millis(1));
+        // In odd rounds the bytes reach the kernel while the losing read is still queued
+        // there, so they land in its buffer before it is dropped.
+        if round % 2 == 1 {
+            peer.write_all(chunk.as_bytes()).unwrap();
+        }
+        if let Some((res, buf)) = first_of(read, timer).await {
+            let n = res.unwrap();
+            received.extend_from_slice(&buf[..n]);
+        }
+        if round % 2 == 0 {
+            peer.write_all(chunk.as_bytes()).unwrap();
+        }
+        expected.extend_from_slice(chunk.as_bytes());
+        while received.len() < expected.len() {
+            let (res, buf) = timeout(Duration::from_secs(5), client.read(Vec::with_capacity(64)))
+                .await
+                .expect("bytes taken by the losing read never reached the next one");
+            let n = res.unwrap();
+            received.extend_from_slice(&buf[..n]);
         }
     }
     assert_eq!(
@@ -266,7 +361,7 @@ async fn connect_resolves_host_names() {
 
 #[runtime::test]
 async fn writes_to_a_reset_peer_fail_cleanly() {
-    let (client, server) = integration_tests::tcp_pair().await;
+    let (mut client, server) = integration_tests::tcp_pair().await;
     // SO_LINGER 0: closing sends RST.
     socket2::SockRef::from(&server)
         .set_linger(Some(Duration::ZERO))
@@ -291,6 +386,48 @@ async fn writes_to_a_reset_peer_fail_cleanly() {
     );
 }
 
+/// A pair whose server end was closed with SO_LINGER 0 (an RST), once the client's kernel
+/// has torn the connection down (`getpeername` then fails with `ENOTCONN`).
+async fn client_of_a_reset_connection() -> TcpStream {
+    let (client, server) = integration_tests::tcp_pair().await;
+    socket2::SockRef::from(&server)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(server);
+    for _ in 0..500 {
+        if client.peer_addr().is_err() {
+            return client;
+        }
+        runtime::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("the client never saw the reset");
+}
+
+/// `shutdown` after the peer reset the connection is not the caller's fault: it returns
+/// `Ok(())` for every direction and for the owned write half, as tokio does
+/// (tokio-rs/tokio#4665), while real errors still come through.
+#[runtime::test]
+async fn shutdown_after_a_reset_is_ok() {
+    for how in [Shutdown::Write, Shutdown::Read, Shutdown::Both] {
+        let client = client_of_a_reset_connection().await;
+        client
+            .shutdown(how)
+            .unwrap_or_else(|e| panic!("shutdown({how:?}) after a reset: {e}"));
+        // Again, on the now fully closed socket.
+        client.shutdown(how).unwrap();
+    }
+    let (_reader, writer) = client_of_a_reset_connection().await.into_split();
+    writer.shutdown().unwrap();
+    drop(writer); // shutdown on drop hits the same case
+
+    // A healthy connection still shuts down for real: the peer reads EOF.
+    let (client, mut server) = integration_tests::stream_with_std_peer().await;
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    server.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
 #[runtime::test]
 async fn std_conversions_and_options() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -298,7 +435,7 @@ async fn std_conversions_and_options() {
     let std_listener = listener.into_std().unwrap();
     let listener = TcpListener::from_std(std_listener);
     let std_client = std::net::TcpStream::connect(addr).unwrap();
-    let (server, peer) = listener.accept().await.unwrap();
+    let (mut server, peer) = listener.accept().await.unwrap();
     assert_eq!(peer, std_client.local_addr().unwrap());
     server.set_nodelay(true).unwrap();
     assert!(server.nodelay().unwrap());
@@ -309,7 +446,7 @@ async fn std_conversions_and_options() {
     std_client.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"from the ring");
     // And back: an io_uring stream made from a std one, then turned into std again.
-    let client = TcpStream::from_std(std_client);
+    let mut client = TcpStream::from_std(std_client);
     let (res, _) = client.write_all("ok").await;
     res.unwrap();
     let mut std_server = server.into_std().unwrap();
@@ -343,7 +480,7 @@ async fn closing_a_listener_wakes_its_pending_accepts() {
 #[runtime::test]
 async fn other_buffer_types_work() {
     let addr = echo_server();
-    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let (res, _) = stream.write_all("static str").await;
     res.unwrap();
     let (res, _) = stream.write_all(&b" + bytes"[..]).await;
@@ -400,7 +537,7 @@ fn incoming_rearms_when_the_kernel_ends_the_multishot() {
 #[runtime::test]
 async fn bytes_buffers() {
     let addr = echo_server();
-    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let (res, _) = stream.write_all(bytes::Bytes::from_static(b"bytes!")).await;
     res.unwrap();
     let (res, buf) = stream.read_exact(bytes::BytesMut::with_capacity(6)).await;

@@ -47,7 +47,7 @@ fn reuseport_workers_share_a_thousand_connections() {
                 let mut incoming = listener.incoming();
                 let served = std::rc::Rc::new(std::cell::Cell::new(0usize));
                 while let Some(conn) = incoming.next().await {
-                    let stream = conn.unwrap();
+                    let mut stream = conn.unwrap();
                     let served = served.clone();
                     runtime::spawn(async move {
                         loop {
@@ -307,7 +307,7 @@ fn graceful_shutdown_meets_its_deadline_without_leaks() {
                     loop {
                         let next = std::pin::pin!(incoming.next());
                         match select(next, shutdown.as_mut().unwrap().as_mut()).await {
-                            Either::Left(Some(Ok(stream))) => {
+                            Either::Left(Some(Ok(mut stream))) => {
                                 runtime::spawn(async move {
                                     // A read that never completes: the client never sends.
                                     let _ = stream.read(vec![0u8; 16]).await;

@@ -104,7 +104,7 @@ fn auto_mode_falls_back_and_delivers_every_byte() {
     assert!(note.contains("interface lo"), "{note}");
     println!("{note}");
     rt.block_on(async {
-        let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
+        let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
         let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
         let sent = data.clone();
         let writer = std::thread::spawn(move || {
@@ -167,7 +167,7 @@ fn device_less_copy_mode_runs_the_whole_path() {
     };
     println!("{}", rt.capabilities());
     rt.block_on(async {
-        let (stream, mut peer) = integration_tests::stream_with_std_peer().await;
+        let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
         let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
         let sent = data.clone();
         let writer = std::thread::spawn(move || {

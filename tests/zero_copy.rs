@@ -88,11 +88,11 @@ async fn stays_alive(flag: &DropFlag, d: Duration) {
 #[runtime::test]
 async fn send_zc_returns_the_buffer_only_after_the_notification() {
     let (stream, peer) = pair(ZeroCopy::On).await;
-    let stream = std::rc::Rc::new(stream);
+    // The write half sends in its own task; the read half watches the socket's counters.
+    let (stream, mut writer) = stream.into_split();
     let data = pattern(HELD, 1);
     let (buf, flag) = TrackedBuf::new(data.clone());
-    let s = stream.clone();
-    let task = spawn(async move { s.send_zc(buf).await });
+    let task = spawn(async move { writer.send_zc(buf).await });
     assert!(turns_until(100, || stream.zero_copy_stats().zc_requests == 1).await);
     stays_alive(&flag, Duration::from_millis(100)).await;
     assert!(
@@ -112,7 +112,7 @@ async fn send_zc_returns_the_buffer_only_after_the_notification() {
     assert!(!flag.dropped(), "the buffer is handed back, not dropped");
     drop(buf);
     assert!(flag.dropped());
-    stream.shutdown(Shutdown::Write).unwrap();
+    // The write half went with its task: dropping it shut the write direction down.
     let received = reader.join().unwrap();
     assert_eq!(&received[..], &data[..n]);
 }
@@ -121,7 +121,7 @@ async fn send_zc_returns_the_buffer_only_after_the_notification() {
 /// that follows.
 #[runtime::test]
 async fn failed_sends_release_the_buffer_after_their_notification() {
-    let (stream, peer) = pair(ZeroCopy::On).await;
+    let (mut stream, peer) = pair(ZeroCopy::On).await;
     socket2::SockRef::from(&peer)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
@@ -158,7 +158,7 @@ async fn failed_sends_release_the_buffer_after_their_notification() {
 #[runtime::test]
 async fn dropping_at_any_stage_never_releases_early() {
     // Unpolled: nothing reached the kernel, the buffer goes at once.
-    let (stream, _peer) = pair(ZeroCopy::On).await;
+    let (mut stream, _peer) = pair(ZeroCopy::On).await;
     let (buf, flag) = TrackedBuf::new(vec![1u8; 4096]);
     drop(stream.send_zc_pipelined(buf));
     assert!(flag.dropped());
@@ -166,7 +166,7 @@ async fn dropping_at_any_stage_never_releases_early() {
 
     // Submitted, future dropped before the result: the request is cancelled, but what it
     // queued still references the buffer.
-    let (stream, peer) = pair(ZeroCopy::On).await;
+    let (mut stream, peer) = pair(ZeroCopy::On).await;
     let (buf, flag) = TrackedBuf::new(vec![2u8; HELD]);
     let mut fut = Box::pin(stream.send_zc_pipelined(buf));
     assert!(poll_once(&mut fut).await.is_pending());
@@ -182,7 +182,7 @@ async fn dropping_at_any_stage_never_releases_early() {
     reader.join().unwrap();
 
     // Result seen, release handle dropped while the notification is pending.
-    let (stream, peer) = pair(ZeroCopy::On).await;
+    let (mut stream, peer) = pair(ZeroCopy::On).await;
     let (buf, flag) = TrackedBuf::new(vec![3u8; 256 * 1024]);
     let (res, release) = stream.send_zc_pipelined(buf).await;
     assert_eq!(res.unwrap(), 256 * 1024);
@@ -195,7 +195,7 @@ async fn dropping_at_any_stage_never_releases_early() {
     reader.join().unwrap();
 
     // Notification arrived, handle dropped without being polled: released during the drop.
-    let (stream, peer) = pair(ZeroCopy::On).await;
+    let (mut stream, peer) = pair(ZeroCopy::On).await;
     let reader = read_all(peer);
     let (buf, flag) = TrackedBuf::new(vec![4u8; 256 * 1024]);
     let (res, release) = stream.send_zc_pipelined(buf).await;
@@ -215,7 +215,7 @@ async fn dropping_at_any_stage_never_releases_early() {
 #[runtime::test]
 async fn send_zc_all_delivers_16_mib_byte_exact() {
     for policy in [ZeroCopy::On, ZeroCopy::Auto] {
-        let (stream, mut peer) = pair_with(policy, false).await;
+        let (mut stream, mut peer) = pair_with(policy, false).await;
         let data = pattern(16 << 20, 7);
         let expected = data.clone();
         let reader = std::thread::spawn(move || {
@@ -237,7 +237,7 @@ async fn send_zc_all_delivers_16_mib_byte_exact() {
 /// to ordinary sends; `On` keeps zero-copy; `Off` never uses it.
 #[runtime::test]
 async fn auto_policy_switches_to_copy_on_loopback() {
-    let (stream, mut peer) = pair_with(ZeroCopy::Auto, false).await;
+    let (mut stream, mut peer) = pair_with(ZeroCopy::Auto, false).await;
     let mut sink = Vec::new();
     for i in 0..5u8 {
         let reader = async {
@@ -261,8 +261,8 @@ async fn auto_policy_switches_to_copy_on_loopback() {
         "{stats:?}"
     );
 
-    let (on, _peer) = pair(ZeroCopy::On).await;
-    let (off, _peer2) = pair(ZeroCopy::Off).await;
+    let (mut on, _peer) = pair(ZeroCopy::On).await;
+    let (mut off, _peer2) = pair(ZeroCopy::Off).await;
     for _ in 0..3 {
         let (res, _) = off.send_zc(vec![0u8; 100]).await;
         res.unwrap();
@@ -311,7 +311,7 @@ async fn join2<A: std::future::Future, B: std::future::Future>(
 async fn sockets_without_zero_copy_fall_back_or_report_unsupported() {
     let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
     // SAFETY: the fd comes from a live UnixStream whose ownership moves into the TcpStream.
-    let stream = unsafe { TcpStream::from_raw_fd(a.into_raw_fd()) };
+    let mut stream = unsafe { TcpStream::from_raw_fd(a.into_raw_fd()) };
     let (res, _) = stream.send_zc(b"over a unix socket".to_vec()).await;
     assert_eq!(res.unwrap(), 18);
     let mut got = [0u8; 18];
@@ -367,7 +367,7 @@ async fn udp_zero_copy_sends() {
 async fn fixed_buffers_send_by_index() {
     let pool = FixedBufPool::new(4, 64 * 1024).unwrap();
     assert!(pool.is_registered(), "{}", runtime::capabilities());
-    let (stream, peer) = pair(ZeroCopy::On).await;
+    let (mut stream, peer) = pair(ZeroCopy::On).await;
     let reader = read_all(peer);
     let mut expected = Vec::new();
     for i in 0..8u8 {
@@ -393,7 +393,7 @@ fn shutdown_waits_for_outstanding_notifications() {
     // The peer reads after 200 ms: shutdown must wait for the notification that follows.
     let rt = Runtime::new().unwrap();
     let (flag, reader) = rt.block_on(async {
-        let (stream, peer) = pair(ZeroCopy::On).await;
+        let (mut stream, peer) = pair(ZeroCopy::On).await;
         let (buf, flag) = TrackedBuf::new(vec![5u8; 256 * 1024]);
         let (res, release) = stream.send_zc_pipelined(buf).await;
         res.unwrap();
@@ -421,7 +421,7 @@ fn shutdown_waits_for_outstanding_notifications() {
         .build()
         .unwrap();
     let (flag, peer) = rt.block_on(async {
-        let (stream, peer) = pair(ZeroCopy::On).await;
+        let (mut stream, peer) = pair(ZeroCopy::On).await;
         let (buf, flag) = TrackedBuf::new(vec![6u8; 256 * 1024]);
         let (res, release) = stream.send_zc_pipelined(buf).await;
         res.unwrap();
@@ -472,7 +472,7 @@ fn fixed_buffers_fall_back_when_memlock_is_too_low() {
             .expect("a note explains the fallback");
         assert!(note.contains("RLIMIT_MEMLOCK"), "{note}");
         println!("{note}");
-        let (stream, peer) = pair_with(ZeroCopy::Auto, false).await;
+        let (mut stream, peer) = pair_with(ZeroCopy::Auto, false).await;
         let reader = read_all(peer);
         let mut buf = pool.get().await;
         buf.capacity_mut()[..5].copy_from_slice(b"fixed");

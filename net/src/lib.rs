@@ -11,7 +11,7 @@
 //! async fn main() -> std::io::Result<()> {
 //!     let listener = TcpListener::bind("127.0.0.1:8080")?;
 //!     loop {
-//!         let (stream, _) = listener.accept().await?;
+//!         let (mut stream, _) = listener.accept().await?;
 //!         runtime::spawn(async move {
 //!             let mut buf = vec![0u8; 4096];
 //!             loop {
@@ -40,6 +40,19 @@
 //! - Sends never raise SIGPIPE: a reset peer gives `BrokenPipe` or `ConnectionReset`.
 //! - Malformed or unresolvable addresses are `InvalidInput` errors; host names are resolved on
 //!   a helper thread, never on the runtime thread (except by the synchronous `bind` calls).
+//! - `TcpStream` reads and writes take `&mut self` (one read and one write in flight at a
+//!   time; [`TcpStream::split`] and [`TcpStream::into_split`] give halves for both at once).
+//!
+//! # Cancellation and buffers
+//!
+//! Dropping an operation cancels its request and frees its buffer once the kernel is done
+//! with it; [`runtime::op::CancelExt`] (`stream.read(buf).timeout(d)`) cancels it instead
+//! and hands the buffer back. The guide [`cancellation`] (`docs/cancellation.md`) covers
+//! both, what happens to data a cancelled receive took, how a receive sets a `Vec`'s length,
+//! and the `select!` and timeout patterns that are correct.
+
+#[doc = include_str!("../../docs/cancellation.md")]
+pub mod cancellation {}
 
 mod addr;
 mod bufs;

@@ -15,6 +15,7 @@
 use std::{
     collections::VecDeque,
     fmt, io,
+    marker::PhantomData,
     net::SocketAddr,
     pin::Pin,
     task::{Context, Poll, ready},
@@ -160,18 +161,25 @@ where
 /// Streams of many sockets may share one ring, bundled or not, and take their completions in
 /// any order.
 ///
+/// It borrows the stream (or its read half) mutably, like a read does: while it lives no
+/// read can take bytes from the same byte stream, which would reorder them. To write while
+/// receiving, split the stream first ([`TcpStream::split`](crate::TcpStream::split) or
+/// [`into_split`](crate::TcpStream::into_split)).
+///
 /// Dropping it cancels the request; data that still arrives for it is kept and returned by
 /// the stream's next receive, and every buffer goes back to the ring.
 #[must_use = "streams do nothing unless polled"]
-pub struct RecvStream {
+pub struct RecvStream<'a> {
     inner: ByteReceiver<RecvMulti, BufRing>,
+    _stream: PhantomData<&'a mut ()>,
 }
 
-impl RecvStream {
-    pub(crate) fn new(socket: Socket, ring: &BufRing, bundle: bool) -> RecvStream {
+impl RecvStream<'_> {
+    pub(crate) fn new(socket: Socket, ring: &BufRing, bundle: bool) -> Self {
         let op = RecvMulti::new(socket.clone(), ring.clone(), bundle);
         RecvStream {
             inner: ByteReceiver::new(&socket, ring.clone(), op),
+            _stream: PhantomData,
         }
     }
 
@@ -186,7 +194,7 @@ impl RecvStream {
     }
 }
 
-impl Stream for RecvStream {
+impl Stream for RecvStream<'_> {
     type Item = io::Result<RxBuf>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -194,7 +202,7 @@ impl Stream for RecvStream {
     }
 }
 
-impl fmt::Debug for RecvStream {
+impl fmt::Debug for RecvStream<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecvStream")
             .field("state", &self.inner.state)
@@ -207,17 +215,20 @@ impl fmt::Debug for RecvStream {
 /// Received bytes of a TCP stream in the runtime's zero-copy receive area, from
 /// [`TcpStream::recv_zc_stream`](crate::TcpStream::recv_zc_stream): one multishot
 /// `IORING_OP_RECV_ZC`. Re-armed when the CQ was full (`ENOSPC`), and after the area ran out
-/// (`ENOMEM`) once buffers come back. Ends at end of file.
+/// (`ENOMEM`) once buffers come back. Ends at end of file. Borrows the stream mutably, as
+/// [`RecvStream`] does.
 #[must_use = "streams do nothing unless polled"]
-pub struct ZcrxStream {
+pub struct ZcrxStream<'a> {
     inner: ByteReceiver<RecvZc, Zcrx>,
+    _stream: PhantomData<&'a mut ()>,
 }
 
-impl ZcrxStream {
-    pub(crate) fn new(socket: Socket, zcrx: Zcrx) -> ZcrxStream {
+impl ZcrxStream<'_> {
+    pub(crate) fn new(socket: Socket, zcrx: Zcrx) -> Self {
         let op = RecvZc::new(socket.clone(), zcrx.clone());
         ZcrxStream {
             inner: ByteReceiver::new(&socket, zcrx, op),
+            _stream: PhantomData,
         }
     }
 
@@ -232,7 +243,7 @@ impl ZcrxStream {
     }
 }
 
-impl Stream for ZcrxStream {
+impl Stream for ZcrxStream<'_> {
     type Item = io::Result<RxBuf>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -240,7 +251,7 @@ impl Stream for ZcrxStream {
     }
 }
 
-impl fmt::Debug for ZcrxStream {
+impl fmt::Debug for ZcrxStream<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ZcrxStream")
             .field("state", &self.inner.state)
@@ -255,14 +266,14 @@ impl fmt::Debug for ZcrxStream {
 /// [`RxBuf`] type.
 #[must_use = "streams do nothing unless polled"]
 #[derive(Debug)]
-pub enum ZeroCopyRecv {
+pub enum ZeroCopyRecv<'a> {
     /// Through the ZCRX area.
-    Zcrx(ZcrxStream),
+    Zcrx(ZcrxStream<'a>),
     /// Through a provided-buffer ring.
-    Ring(RecvStream),
+    Ring(RecvStream<'a>),
 }
 
-impl ZeroCopyRecv {
+impl ZeroCopyRecv<'_> {
     /// Whether the hardware zero-copy path is in use.
     pub fn is_zcrx(&self) -> bool {
         matches!(self, ZeroCopyRecv::Zcrx(_))
@@ -274,7 +285,7 @@ impl ZeroCopyRecv {
     }
 }
 
-impl Stream for ZeroCopyRecv {
+impl Stream for ZeroCopyRecv<'_> {
     type Item = io::Result<RxBuf>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

@@ -7,6 +7,6 @@ mod stream;
 
 pub use incoming::Incoming;
 pub use listener::{ListenerOptions, TcpListener};
-pub use split::{OwnedReadHalf, OwnedWriteHalf, ReuniteError};
+pub use split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf};
 pub use stream::TcpStream;
 pub(crate) use stream::is_cancelled;

@@ -1,14 +1,22 @@
-//! Owned halves of a `TcpStream`, for a reader task and a writer task.
+//! Halves of a `TcpStream`: owned ones for a reader task and a writer task
+//! ([`TcpStream::into_split`]), and borrowed ones for reading and writing concurrently inside
+//! one task ([`TcpStream::split`]).
+//!
+//! Each half wraps its own `TcpStream` handle on the shared socket, so its methods are the
+//! stream's own. Reads take `&mut self` on the read half and writes `&mut self` on the write
+//! half: one read and one write can be in flight at the same time, never two reads.
 
 use std::{
     fmt, io,
+    marker::PhantomData,
     net::{Shutdown, SocketAddr},
     os::fd::AsRawFd,
 };
 
-use runtime::buf::{IoBuf, IoBufMut};
+use runtime::buf::{BufRing, IoBuf, IoBufMut};
 
 use super::TcpStream;
+use crate::{RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats};
 
 /// The read half of a [`TcpStream`], from [`TcpStream::into_split`].
 #[derive(Debug)]
@@ -24,8 +32,28 @@ pub struct OwnedWriteHalf {
     shutdown_on_drop: bool,
 }
 
-pub(super) fn split(stream: TcpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
-    let writer = TcpStream::from_socket(stream.socket.clone());
+/// The read half of a borrowed [`TcpStream`], from [`TcpStream::split`].
+#[derive(Debug)]
+pub struct ReadHalf<'a> {
+    stream: TcpStream,
+    _borrow: PhantomData<&'a mut TcpStream>,
+}
+
+/// The write half of a borrowed [`TcpStream`], from [`TcpStream::split`]. Dropping it does
+/// nothing to the connection.
+#[derive(Debug)]
+pub struct WriteHalf<'a> {
+    stream: TcpStream,
+    _borrow: PhantomData<&'a mut TcpStream>,
+}
+
+/// Another handle on `stream`'s socket (no fd is duplicated).
+fn handle(stream: &TcpStream) -> TcpStream {
+    TcpStream::from_socket(stream.socket.clone())
+}
+
+pub(super) fn into_split(stream: TcpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
+    let writer = handle(&stream);
     (
         OwnedReadHalf { stream },
         OwnedWriteHalf {
@@ -35,31 +63,138 @@ pub(super) fn split(stream: TcpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
     )
 }
 
+pub(super) fn split(stream: &mut TcpStream) -> (ReadHalf<'_>, WriteHalf<'_>) {
+    (
+        ReadHalf {
+            stream: handle(stream),
+            _borrow: PhantomData,
+        },
+        WriteHalf {
+            stream: handle(stream),
+            _borrow: PhantomData,
+        },
+    )
+}
+
+/// The methods every half has.
+macro_rules! common_methods {
+    () => {
+        /// Counters of zero-copy sends on the socket; see [`TcpStream::zero_copy_stats`].
+        pub fn zero_copy_stats(&self) -> ZeroCopyStats {
+            self.stream.zero_copy_stats()
+        }
+
+        /// The remote address.
+        pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+            self.stream.peer_addr()
+        }
+
+        /// The local address.
+        pub fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.stream.local_addr()
+        }
+    };
+}
+
+/// The receive methods of a read half, forwarded to the stream's.
+macro_rules! read_methods {
+    () => {
+        /// See [`TcpStream::read`].
+        pub async fn read<B: IoBufMut>(&mut self, buf: B) -> (io::Result<usize>, B) {
+            self.stream.read(buf).await
+        }
+
+        /// See [`TcpStream::read_exact`].
+        pub async fn read_exact<B: IoBufMut>(&mut self, buf: B) -> (io::Result<()>, B) {
+            self.stream.read_exact(buf).await
+        }
+
+        /// See [`TcpStream::readv`].
+        pub async fn readv<B: IoBufMut>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+            self.stream.readv(bufs).await
+        }
+
+        /// See [`TcpStream::recv_stream`].
+        pub fn recv_stream(&mut self, ring: &BufRing) -> RecvStream<'_> {
+            self.stream.recv_stream(ring)
+        }
+
+        /// See [`TcpStream::recv_stream_bundled`].
+        pub fn recv_stream_bundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
+            self.stream.recv_stream_bundled(ring)
+        }
+
+        /// See [`TcpStream::recv_zc_stream`].
+        ///
+        /// # Errors
+        ///
+        /// As for [`TcpStream::recv_zc_stream`].
+        pub fn recv_zc_stream(&mut self) -> io::Result<ZcrxStream<'_>> {
+            self.stream.recv_zc_stream()
+        }
+
+        /// See [`TcpStream::recv_zero_copy`].
+        pub fn recv_zero_copy(&mut self, ring: &BufRing) -> ZeroCopyRecv<'_> {
+            self.stream.recv_zero_copy(ring)
+        }
+
+        common_methods!();
+    };
+}
+
+/// The send methods of a write half, forwarded to the stream's.
+macro_rules! write_methods {
+    () => {
+        /// See [`TcpStream::write`].
+        pub async fn write<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
+            self.stream.write(buf).await
+        }
+
+        /// See [`TcpStream::write_all`].
+        pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
+            self.stream.write_all(buf).await
+        }
+
+        /// See [`TcpStream::writev`].
+        pub async fn writev<B: IoBuf>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+            self.stream.writev(bufs).await
+        }
+
+        /// See [`TcpStream::send_zc`].
+        pub async fn send_zc<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
+            self.stream.send_zc(buf).await
+        }
+
+        /// See [`TcpStream::send_zc_all`].
+        pub async fn send_zc_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
+            self.stream.send_zc_all(buf).await
+        }
+
+        /// See [`TcpStream::send_zc_pipelined`].
+        pub async fn send_zc_pipelined<B: IoBuf>(
+            &mut self,
+            buf: B,
+        ) -> (io::Result<usize>, ZcSent<B>) {
+            self.stream.send_zc_pipelined(buf).await
+        }
+
+        /// Sets the socket's zero-copy policy; see [`TcpStream::set_zero_copy`].
+        pub fn set_zero_copy(&self, policy: ZeroCopy) {
+            self.stream.set_zero_copy(policy);
+        }
+
+        /// Shuts down the write direction now (the peer reads EOF). As for
+        /// [`TcpStream::shutdown`], a connection the peer already reset gives `Ok(())`.
+        pub fn shutdown(&self) -> io::Result<()> {
+            self.stream.shutdown(Shutdown::Write)
+        }
+
+        common_methods!();
+    };
+}
+
 impl OwnedReadHalf {
-    /// See [`TcpStream::read`].
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
-        self.stream.read(buf).await
-    }
-
-    /// See [`TcpStream::read_exact`].
-    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
-        self.stream.read_exact(buf).await
-    }
-
-    /// See [`TcpStream::readv`].
-    pub async fn readv<B: IoBufMut>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-        self.stream.readv(bufs).await
-    }
-
-    /// The remote address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
-    }
-
-    /// The local address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
-    }
+    read_methods!();
 
     /// Joins the halves back into the stream.
     ///
@@ -78,35 +213,15 @@ impl OwnedReadHalf {
 }
 
 impl OwnedWriteHalf {
-    /// See [`TcpStream::write`].
-    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        self.stream.write(buf).await
-    }
+    write_methods!();
+}
 
-    /// See [`TcpStream::write_all`].
-    pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
-        self.stream.write_all(buf).await
-    }
+impl ReadHalf<'_> {
+    read_methods!();
+}
 
-    /// See [`TcpStream::writev`].
-    pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-        self.stream.writev(bufs).await
-    }
-
-    /// Shuts down the write direction now (the peer reads EOF).
-    pub fn shutdown(&self) -> io::Result<()> {
-        self.stream.shutdown(Shutdown::Write)
-    }
-
-    /// The remote address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.peer_addr()
-    }
-
-    /// The local address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
-    }
+impl WriteHalf<'_> {
+    write_methods!();
 }
 
 impl Drop for OwnedWriteHalf {

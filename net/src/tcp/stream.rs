@@ -13,7 +13,7 @@ use runtime::{
 };
 use socket2::{Domain, Protocol, Type};
 
-use super::split::{OwnedReadHalf, OwnedWriteHalf};
+use super::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::{
     RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
@@ -29,13 +29,23 @@ pub(crate) fn is_cancelled(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ECANCELED)
 }
 
+/// The error that ends a multi-request transfer after `done` bytes: when a surrounding
+/// `CancelExt` scope cancelled it, the scope's error carrying the count, so the caller knows
+/// where to resume; otherwise `e` unchanged.
+fn stopped(e: io::Error, done: usize) -> io::Error {
+    match runtime::op::cancel::reason() {
+        Some(reason) if done > 0 && is_cancelled(&e) => reason.error(done),
+        _ => e,
+    }
+}
+
 /// A TCP connection with owned-buffer I/O.
 ///
 /// Buffers move into each operation and come back with its result:
 ///
 /// ```no_run
 /// # runtime::Runtime::new().unwrap().block_on(async {
-/// let stream = net::TcpStream::connect("127.0.0.1:8080").await.unwrap();
+/// let mut stream = net::TcpStream::connect("127.0.0.1:8080").await.unwrap();
 /// let (res, buf) = stream.write_all(b"ping".to_vec()).await;
 /// res.unwrap();
 /// let (res, buf) = stream.read(buf).await;
@@ -44,9 +54,31 @@ pub(crate) fn is_cancelled(e: &io::Error) -> bool {
 /// # });
 /// ```
 ///
+/// # One read and one write at a time
+///
+/// Reads (and receive streams) take `&mut self`, and so do writes, as in tokio: a read future
+/// that is alive but no longer polled, such as the losing branch of a `select!`, would
+/// otherwise still take the next bytes from the kernel while a later read waits for bytes
+/// that never come. The compiler rules that out:
+///
+/// ```compile_fail,E0499
+/// # runtime::Runtime::new().unwrap().block_on(async {
+/// let mut stream = net::TcpStream::connect("127.0.0.1:8080").await.unwrap();
+/// let first = stream.read(Vec::with_capacity(64));
+/// let second = stream.read(Vec::with_capacity(64)); // error: `stream` is already borrowed
+/// # drop((first, second));
+/// # });
+/// ```
+///
+/// To have a read and a write in flight together, split the stream:
+/// [`split`](TcpStream::split) borrows it for one task, [`into_split`](TcpStream::into_split)
+/// makes halves that can move to different tasks.
+///
 /// Dropping a `read` before it completes cancels it without losing data: bytes the kernel had
 /// already delivered into the abandoned buffer are kept and returned by the next read, in
-/// order.
+/// order. To bound a read or write in time and get its buffer back, use
+/// [`CancelExt`](runtime::op::CancelExt) (`stream.read(buf).timeout(d)`); the guide
+/// `docs/cancellation.md` shows the patterns.
 #[derive(Debug)]
 pub struct TcpStream {
     pub(super) socket: Socket,
@@ -83,7 +115,7 @@ impl TcpStream {
 
     /// Reads into `buf` (from its start, up to its capacity) and returns how many bytes
     /// arrived; `Ok(0)` means the peer closed its side (or `buf` has no capacity).
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+    pub async fn read<B: IoBufMut>(&mut self, buf: B) -> (io::Result<usize>, B) {
         self.receive(buf, std::slice::from_mut, Recv::new).await
     }
 
@@ -120,8 +152,10 @@ impl TcpStream {
     /// # Errors
     ///
     /// `UnexpectedEof` if the peer closes first; the bytes read so far are in the returned
-    /// buffer.
-    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> (io::Result<()>, B) {
+    /// buffer. Bounded by [`CancelExt`](runtime::op::CancelExt) and stopped after some bytes
+    /// arrived, the scope's error carries their count in
+    /// [`Cancelled::transferred`](runtime::op::Cancelled) (they are in the buffer too).
+    pub async fn read_exact<B: IoBufMut>(&mut self, buf: B) -> (io::Result<()>, B) {
         let total = buf.bytes_total();
         let mut filled = 0;
         let mut buf = buf;
@@ -140,19 +174,19 @@ impl TcpStream {
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
+                Err(e) => return (Err(stopped(e, filled)), buf),
             }
         }
         (Ok(()), buf)
     }
 
     /// Reads into several buffers, filling each from its start in order.
-    pub async fn readv<B: IoBufMut>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+    pub async fn readv<B: IoBufMut>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
         self.receive(bufs, Vec::as_mut_slice, Readv::new).await
     }
 
     /// Writes some of `buf`'s initialized bytes and returns how many.
-    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+    pub async fn write<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
         send_some(&self.socket, buf, SendMode::FastStream).await
     }
 
@@ -160,7 +194,13 @@ impl TcpStream {
     ///
     /// The first attempt goes out without waiting and without a completion when it succeeds
     /// (see the `op` module); whatever does not fit is sent by a request that waits for room.
-    pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+    ///
+    /// # Errors
+    ///
+    /// As the sends report them. Bounded by [`CancelExt`](runtime::op::CancelExt) and stopped
+    /// after part of the buffer went out, the scope's error says how many bytes did, in
+    /// [`Cancelled::transferred`](runtime::op::Cancelled): resume from that offset.
+    pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
         let len = buf.bytes_init();
         let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastStream)).await;
         let mut sent = match res {
@@ -178,7 +218,7 @@ impl TcpStream {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
+                Err(e) => return (Err(stopped(e, sent)), buf),
             }
         }
         (Ok(()), buf)
@@ -186,7 +226,7 @@ impl TcpStream {
 
     /// Writes the initialized bytes of several buffers, in order, with one request; returns how
     /// many bytes went out.
-    pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+    pub async fn writev<B: IoBuf>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
         Op::new(Writev::new(self.socket.clone(), bufs)).await
     }
 
@@ -206,7 +246,7 @@ impl TcpStream {
     ///
     /// As for `write`; under `ZeroCopy::On`, `Unsupported` when the socket or kernel cannot do
     /// zero-copy sends.
-    pub async fn send_zc<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+    pub async fn send_zc<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
         match zc::attempt(&self.socket, buf, SEND_ZC, |s, b| SendZc::send(s, b, false)).await {
             Attempt::Sent(res, release) => (res, release.await),
             Attempt::UseCopy(buf) => self.write(buf).await,
@@ -216,7 +256,7 @@ impl TcpStream {
     /// Sends all of `buf` with zero-copy sends, resubmitting the unsent tail after each
     /// notification until every byte went out. The buffer comes back after the last
     /// notification.
-    pub async fn send_zc_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+    pub async fn send_zc_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
         let len = buf.bytes_init();
         let mut sent = 0;
         let mut buf = buf;
@@ -229,7 +269,7 @@ impl TcpStream {
                         Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
                         Ok(n) => sent += n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return (Err(e), buf),
+                        Err(e) => return (Err(stopped(e, sent)), buf),
                     }
                 }
                 Attempt::UseCopy(rest) => {
@@ -246,7 +286,7 @@ impl TcpStream {
     /// returned [`ZcSent`] yields the buffer once the kernel released it. Dropping the
     /// `ZcSent`, or this future at any point, leaves the buffer with the runtime until the
     /// notification arrives.
-    pub async fn send_zc_pipelined<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, ZcSent<B>) {
+    pub async fn send_zc_pipelined<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, ZcSent<B>) {
         match zc::attempt(&self.socket, buf, SEND_ZC, |s, b| SendZc::send(s, b, true)).await {
             Attempt::Sent(res, release) => (res, release),
             Attempt::UseCopy(buf) => {
@@ -277,17 +317,18 @@ impl TcpStream {
     /// when data arrives, over one multishot receive (Linux 6.0). Many streams can share one
     /// ring; an idle connection then holds no buffer. See [`RecvStream`].
     ///
-    /// Do not mix with [`read`](TcpStream::read) on the same socket while the stream lives:
-    /// both would take from the same byte stream.
-    pub fn recv_stream(&self, ring: &BufRing) -> RecvStream {
+    /// The stream borrows `self` mutably, so no [`read`](TcpStream::read) can take from the
+    /// same byte stream while it lives; to write meanwhile, [`split`](TcpStream::split) first.
+    pub fn recv_stream(&mut self, ring: &BufRing) -> RecvStream<'_> {
         RecvStream::new(self.socket.clone(), ring, false)
     }
 
     /// Like [`recv_stream`](TcpStream::recv_stream), with `IORING_RECVSEND_BUNDLE` (Linux 6.10)
     /// when the kernel offers it: one completion covers several consecutive buffers when data
     /// arrives faster than it is taken, saving completions. Falls back to the plain stream
-    /// where bundles are unavailable or the ring is incremental (`docs/kernel-notes.md` §4.7).
-    pub fn recv_stream_bundled(&self, ring: &BufRing) -> RecvStream {
+    /// where bundles are unavailable or the ring is incremental (`docs/kernel-notes.md` §4.7;
+    /// bundles over incremental rings are reported broken: axboe/liburing#1320).
+    pub fn recv_stream_bundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
         let bundle = runtime::capabilities().recvsend_bundle() && !ring.is_incremental();
         RecvStream::new(self.socket.clone(), ring, bundle)
     }
@@ -299,7 +340,7 @@ impl TcpStream {
     ///
     /// `Unsupported` when this thread's runtime has no zero-copy receive queue; the message
     /// carries the reason recorded at start-up.
-    pub fn recv_zc_stream(&self) -> io::Result<ZcrxStream> {
+    pub fn recv_zc_stream(&mut self) -> io::Result<ZcrxStream<'_>> {
         match Zcrx::current() {
             Some(zcrx) => Ok(ZcrxStream::new(self.socket.clone(), zcrx)),
             None => {
@@ -321,7 +362,7 @@ impl TcpStream {
     /// Received bytes through the best zero-copy path available: the zero-copy receive area
     /// when this thread's runtime registered one, otherwise multishot receives from `ring`.
     /// Either way the items are [`RxBuf`](runtime::buf::RxBuf)s.
-    pub fn recv_zero_copy(&self, ring: &BufRing) -> ZeroCopyRecv {
+    pub fn recv_zero_copy(&mut self, ring: &BufRing) -> ZeroCopyRecv<'_> {
         match Zcrx::current() {
             Some(zcrx) => ZeroCopyRecv::Zcrx(ZcrxStream::new(self.socket.clone(), zcrx)),
             None => ZeroCopyRecv::Ring(self.recv_stream(ring)),
@@ -329,8 +370,17 @@ impl TcpStream {
     }
 
     /// Shuts down the read half, the write half (the peer reads EOF) or both.
+    ///
+    /// A connection the kernel already tore down (the peer reset it, or both directions are
+    /// closed) gives `Ok(())`, not `NotConnected`: Linux answers `ENOTCONN` once the socket is
+    /// in `TCP_CLOSE` (`inet_shutdown` in `net/ipv4/af_inet.c`), and whether a reset arrived
+    /// just before the call is a race the caller cannot avoid. tokio does the same
+    /// (tokio-rs/tokio#4665). Other errors, such as `EBADF`, are returned.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.socket.sock_ref().shutdown(how)
+        match self.socket.sock_ref().shutdown(how) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            res => res,
+        }
     }
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
@@ -354,8 +404,26 @@ impl TcpStream {
     }
 
     /// Splits into a read half and a write half that can live in different tasks (on this
-    /// thread). Dropping the write half shuts down the write direction, as in tokio.
+    /// thread), so that a read and a write can be in flight at once. Dropping the write half
+    /// shuts down the write direction, as in tokio.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        super::split::into_split(self)
+    }
+
+    /// Splits a borrowed stream into a read half and a write half, so that one task can have a
+    /// read and a write in flight at once (e.g. in `select!` or a join). Costs no allocation;
+    /// dropping the halves does nothing to the connection.
+    ///
+    /// ```no_run
+    /// # runtime::Runtime::new().unwrap().block_on(async {
+    /// let mut stream = net::TcpStream::connect("127.0.0.1:8080").await.unwrap();
+    /// let (mut rd, mut wr) = stream.split();
+    /// let read = rd.read(Vec::with_capacity(4096));
+    /// let write = wr.write_all(b"request".to_vec());
+    /// # let _ = (read, write);
+    /// # });
+    /// ```
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         super::split::split(self)
     }
 

@@ -36,6 +36,14 @@ use crate::{
 /// # });
 /// ```
 ///
+/// Unlike [`TcpStream`](crate::TcpStream)'s, its operations take `&self`, as tokio's
+/// `UdpSocket` does: each receive takes one whole datagram and each send puts out one, so
+/// several in flight at once (from one task or several) cannot split or reorder a message.
+/// Which receive gets which datagram is unspecified, and a datagram delivered to a receive
+/// that was dropped is kept and returned by the next one. To bound a receive or send in time
+/// and get its buffer back, use [`CancelExt`](runtime::op::CancelExt):
+/// `socket.recv_from(buf).timeout(d).await`.
+///
 /// Socket options not offered here are available through `socket2::SockRef::from(&socket)`.
 #[derive(Debug)]
 pub struct UdpSocket {

@@ -5,6 +5,11 @@
 //! `Unsubmitted(T)` → first poll builds the SQE and queues it → `Submitted { key, data }` →
 //! non-final CQEs go to `OpCode::on_more` → the final CQE goes to `OpCode::complete` → `Done`.
 //! Dropping in `Submitted` parks `data` in the driver until the final CQE (see `driver::slot`).
+//!
+//! Polled inside a cancel scope that fired (a `CancelExt` wrapper whose deadline or signal
+//! came, see `cancel.rs`): an `Unsubmitted` op completes at once with `ECANCELED` without
+//! reaching the kernel, and a `Submitted` one queues one `IORING_OP_ASYNC_CANCEL` and keeps
+//! waiting for its final CQE, which hands its resources back as usual.
 
 use std::{
     fmt,
@@ -14,7 +19,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use super::{Completion, OpCode};
+use super::{Completion, OpCode, cancel};
 use crate::context::{self, Handle};
 
 /// A future driving one io_uring operation to its final completion.
@@ -30,7 +35,12 @@ pub struct Op<T: OpCode> {
 
 enum State<T> {
     Unsubmitted(T),
-    Submitted { key: u64, data: T },
+    /// `cancel_sent`: an `IORING_OP_ASYNC_CANCEL` for `key` was queued.
+    Submitted {
+        key: u64,
+        data: T,
+        cancel_sent: bool,
+    },
     Done,
 }
 
@@ -61,7 +71,14 @@ impl<T: OpCode> Op<T> {
     /// result if it won the race), and hands its resources back as usual. Does nothing before
     /// the first poll or after completion.
     pub fn cancel(&mut self) {
-        if let State::Submitted { key, .. } = self.state {
+        if let State::Submitted {
+            key,
+            ref mut cancel_sent,
+            ..
+        } = self.state
+            && !*cancel_sent
+        {
+            *cancel_sent = true;
             self.handle.driver.borrow_mut().cancel(key);
         }
     }
@@ -84,16 +101,27 @@ impl<T: OpCode> Future for Op<T> {
             else {
                 unreachable!("state checked just above")
             };
+            if cancel::reason().is_some() {
+                // A surrounding cancel scope fired: never start.
+                return Poll::Ready(data.complete(Completion::new(-libc::ECANCELED, 0, [0; 2])));
+            }
             let sqe = data.build();
             let skip_success = data.skip_success();
             let Some(key) = this.handle.driver.borrow_mut().submit(sqe, skip_success) else {
                 // The runtime has shut down; the kernel never saw the SQE.
                 return Poll::Ready(data.complete(Completion::new(-libc::ECANCELED, 0, [0; 2])));
             };
-            this.state = State::Submitted { key, data };
+            this.state = State::Submitted {
+                key,
+                data,
+                cancel_sent: false,
+            };
+        }
+        if cancel::reason().is_some() {
+            this.cancel();
         }
         loop {
-            let State::Submitted { key, data } = &mut this.state else {
+            let State::Submitted { key, data, .. } = &mut this.state else {
                 panic!("`Op` polled after it completed");
             };
             let cqe = ready!(this.handle.driver.borrow_mut().poll_cqe(*key, cx));
@@ -112,7 +140,8 @@ impl<T: OpCode> Future for Op<T> {
 
 impl<T: OpCode> Drop for Op<T> {
     fn drop(&mut self) {
-        let State::Submitted { key, data } = std::mem::replace(&mut self.state, State::Done) else {
+        let State::Submitted { key, data, .. } = std::mem::replace(&mut self.state, State::Done)
+        else {
             return;
         };
         let released = match self.handle.driver.try_borrow_mut() {

@@ -19,13 +19,19 @@
 //!   costs nothing.
 //! - An `Op` polled after its runtime shut down completes at once with `ECANCELED` without
 //!   reaching the kernel.
+//! - An `Op` polled inside a fired [`CancelExt`] scope (see [`cancel`]) completes at once with
+//!   `ECANCELED` if it was not submitted yet, and otherwise queues one
+//!   `IORING_OP_ASYNC_CANCEL` and still waits for its final CQE. So [`OpCode::complete`] may
+//!   run without [`OpCode::build`] having run.
 
+pub mod cancel;
 mod completion;
 mod future;
 mod multishot;
 mod nop;
 mod timeout;
 
+pub use cancel::{CancelExt, CancelOutput, CancelReason, Cancelled, WithCancel, is_cancelled};
 pub use completion::{Completion, cqe_flags};
 pub use future::Op;
 pub use multishot::{Multishot, MultishotOp};
@@ -65,7 +71,9 @@ pub fn is_supported(code: u8) -> bool {
 ///    CQE, so a racing `close` can never redirect the operation to a reused fd number.
 /// 5. `build` is called at most once.
 /// 6. `complete` and `on_more` accept any CQE, including errors and values a well-behaved
-///    kernel would not produce, without undefined behaviour or panics.
+///    kernel would not produce, without undefined behaviour or panics. `complete` may also be
+///    called without `build` (with `-ECANCELED`, when the operation is cancelled before it was
+///    submitted), so an error result must not read memory the kernel would have written.
 pub unsafe trait OpCode: 'static {
     /// What the operation produces, usually `io::Result<_>` or `(io::Result<_>, Buffer)`.
     type Output;
