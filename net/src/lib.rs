@@ -55,6 +55,7 @@
 pub mod cancellation {}
 
 mod addr;
+mod behind;
 mod bufs;
 mod op;
 mod recv_stream;

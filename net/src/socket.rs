@@ -59,6 +59,8 @@ struct Inner {
     reader: Cell<Option<Waker>>,
     /// Zero-copy send policy and counters.
     zc: ZcState,
+    /// Small writes sent behind the caller's back (`behind.rs`).
+    behind: RefCell<crate::behind::Behind>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -87,6 +89,7 @@ impl Socket {
             rescued: RefCell::new(VecDeque::new()),
             reader: Cell::new(None),
             zc: ZcState::default(),
+            behind: RefCell::default(),
         }))
     }
 
@@ -120,6 +123,11 @@ impl Socket {
             Ok(inner) => Ok(inner.fd),
             Err(shared) => shared.fd.try_clone(),
         }
+    }
+
+    /// The write-behind state (`behind.rs`).
+    pub(crate) fn behind(&self) -> &RefCell<crate::behind::Behind> {
+        &self.0.behind
     }
 
     /// The zero-copy policy and counters.

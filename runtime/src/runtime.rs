@@ -14,7 +14,8 @@
 //!
 //! 1. Every task's future is dropped (idle tasks are woken first so none is missed); their
 //!    in-flight operations park their resources in the driver and are cancelled.
-//! 2. Timers are cleared.
+//! 2. Timers are cleared, and operations left to run on their own that finish inside an
+//!    enter (sends written behind) get a few non-blocking turns to finish what they chain to.
 //! 3. Every remaining operation is cancelled, and completions are drained until each has
 //!    received its final CQE, for at most `shutdown_timeout`. Resources of operations the
 //!    kernel did not finish by then are leaked rather than freed.
@@ -297,9 +298,22 @@ impl Handle {
         let timers = self.timers.borrow_mut().take_all();
         drop(timers);
 
+        // Operations left to run on their own that finish inside an enter (sends written
+        // behind, `Op::detach`) may chain to more of the same: a few non-blocking turns let
+        // those chains finish, so bytes a task wrote just before the end still go out.
+        let mut cqes = Vec::with_capacity(DISPATCH_BATCH);
+        for _ in 0..64 {
+            if !self.driver.borrow().has_any_skip_pending() {
+                break;
+            }
+            if self.driver.borrow_mut().enter(Wait::No).is_err() {
+                break;
+            }
+            self.dispatch(&mut cqes);
+        }
+
         self.driver.borrow_mut().begin_shutdown();
         let deadline = Instant::now() + self.shutdown_timeout;
-        let mut cqes = Vec::with_capacity(DISPATCH_BATCH);
         while self.driver.borrow().has_unfinished() {
             let now = Instant::now();
             if now >= deadline {

@@ -76,7 +76,7 @@ pub(crate) enum SendMode {
 }
 
 impl SendMode {
-    fn flags(self) -> i32 {
+    pub(crate) fn flags(self) -> i32 {
         libc::MSG_NOSIGNAL
             | match self {
                 SendMode::FastStream => libc::MSG_DONTWAIT | libc::MSG_WAITALL,

@@ -155,6 +155,11 @@ macro_rules! write_methods {
             self.stream.write_all(buf).await
         }
 
+        /// See [`TcpStream::flush`].
+        pub async fn flush(&mut self) -> io::Result<()> {
+            self.stream.flush().await
+        }
+
         /// See [`TcpStream::writev`].
         pub async fn writev<B: IoBuf>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
             self.stream.writev(bufs).await

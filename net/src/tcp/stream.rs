@@ -17,6 +17,7 @@ use super::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::{
     RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
+    behind,
     op::{CancelFd, Connect, Readv, Recv, Send, SendMode, SendZc, Writev, send_some},
     rescue::RescueAware,
     socket::Socket,
@@ -186,8 +187,38 @@ impl TcpStream {
     }
 
     /// Writes some of `buf`'s initialized bytes and returns how many.
+    ///
+    /// Up to 16 KiB are written behind: copied, queued for the kernel and reported written at
+    /// once, so the task goes on to its next operation and both reach the kernel in one enter.
+    /// They go out in order before anything written later. If sending them fails, the next
+    /// write, [`flush`](TcpStream::flush) or [`shutdown`](TcpStream::shutdown) reports it;
+    /// `flush` waits until the kernel has taken every byte.
     pub async fn write<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
+        let len = buf.bytes_init();
+        match self.write_behind(buf.as_slice()) {
+            Err(e) => return (Err(e), buf),
+            Ok(true) => return (Ok(len), buf),
+            Ok(false) => {}
+        }
+        if let Err(e) = behind::flush(&self.socket).await {
+            return (Err(e), buf);
+        }
         send_some(&self.socket, buf, SendMode::FastStream).await
+    }
+
+    /// Reports an earlier failure, or stages `bytes` behind the caller's back when they are
+    /// few enough (`Ok(true)`; nothing to stage counts as staged).
+    fn write_behind(&self, bytes: &[u8]) -> io::Result<bool> {
+        if let Some(e) = behind::take_error(&self.socket) {
+            return Err(e);
+        }
+        Ok(bytes.is_empty() || behind::try_stage(&self.socket, bytes))
+    }
+
+    /// Waits until the kernel has taken every byte written so far (writes of up to 16 KiB
+    /// return before that: see [`write`](TcpStream::write)), and reports a failure of those.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        behind::flush(&self.socket).await
     }
 
     /// Writes all of `buf`'s initialized bytes.
@@ -202,6 +233,14 @@ impl TcpStream {
     /// [`Cancelled::transferred`](runtime::op::Cancelled): resume from that offset.
     pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
         let len = buf.bytes_init();
+        match self.write_behind(buf.as_slice()) {
+            Err(e) => return (Err(e), buf),
+            Ok(true) => return (Ok(()), buf),
+            Ok(false) => {}
+        }
+        if let Err(e) = behind::flush(&self.socket).await {
+            return (Err(e), buf);
+        }
         let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastStream)).await;
         let mut sent = match res {
             Ok(n) => n,
@@ -227,6 +266,9 @@ impl TcpStream {
     /// Writes the initialized bytes of several buffers, in order, with one request; returns how
     /// many bytes went out.
     pub async fn writev<B: IoBuf>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        if let Err(e) = behind::flush(&self.socket).await {
+            return (Err(e), bufs);
+        }
         Op::new(Writev::new(self.socket.clone(), bufs)).await
     }
 
@@ -247,6 +289,9 @@ impl TcpStream {
     /// As for `write`; under `ZeroCopy::On`, `Unsupported` when the socket or kernel cannot do
     /// zero-copy sends.
     pub async fn send_zc<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
+        if let Err(e) = behind::flush(&self.socket).await {
+            return (Err(e), buf);
+        }
         match zc::attempt(&self.socket, buf, SEND_ZC, |s, b| SendZc::send(s, b, false)).await {
             Attempt::Sent(res, release) => (res, release.await),
             Attempt::UseCopy(buf) => self.write(buf).await,
@@ -257,6 +302,9 @@ impl TcpStream {
     /// notification until every byte went out. The buffer comes back after the last
     /// notification.
     pub async fn send_zc_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
+        if let Err(e) = behind::flush(&self.socket).await {
+            return (Err(e), buf);
+        }
         let len = buf.bytes_init();
         let mut sent = 0;
         let mut buf = buf;
@@ -287,6 +335,9 @@ impl TcpStream {
     /// `ZcSent`, or this future at any point, leaves the buffer with the runtime until the
     /// notification arrives.
     pub async fn send_zc_pipelined<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, ZcSent<B>) {
+        if let Err(e) = behind::flush(&self.socket).await {
+            return (Err(e), ZcSent::ready(buf));
+        }
         match zc::attempt(&self.socket, buf, SEND_ZC, |s, b| SendZc::send(s, b, true)).await {
             Attempt::Sent(res, release) => (res, release),
             Attempt::UseCopy(buf) => {
@@ -377,10 +428,17 @@ impl TcpStream {
     /// just before the call is a race the caller cannot avoid. tokio does the same
     /// (tokio-rs/tokio#4665). Other errors, such as `EBADF`, are returned.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self.socket.sock_ref().shutdown(how) {
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            res => res,
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            match self.socket.sock_ref().shutdown(Shutdown::Read) {
+                Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
+                _ => {}
+            }
         }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            // After the bytes written behind, if any still wait.
+            return behind::shutdown_write(&self.socket);
+        }
+        Ok(())
     }
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
@@ -430,6 +488,7 @@ impl TcpStream {
     /// Cancels every operation in flight on the stream (they complete with `ECANCELED`), then
     /// releases this handle; the socket closes once nothing holds it.
     pub async fn close(self) -> io::Result<()> {
+        behind::flush(&self.socket).await?;
         Op::new(CancelFd::new(self.socket.clone())).await.map(drop)
     }
 

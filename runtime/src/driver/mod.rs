@@ -15,8 +15,9 @@
 //! - Skip-success SQEs (`OpCode::skip_success`) post no CQE when they succeed. Their keys wait
 //!   in `skip_pending` until an enter has consumed every queued SQE and every CQE it produced
 //!   has been routed (CQ empty, no overflow); a slot that got no final CQE by then succeeded,
-//!   and `resolve_skipped` delivers the synthesized completion. The loop never blocks while
-//!   `skip_pending` is non-empty.
+//!   and `resolve_skipped` delivers the synthesized completion. The loop never blocks while a
+//!   pending one is *urgent* (someone waits for it); a lazily detached one (`detach_lazy`:
+//!   nobody waits) lets the loop block, and its outcome is delivered after that enter.
 //! - Every routed CQE is stamped with a strictly increasing sequence number.
 //! - After `begin_shutdown`, no new operation is accepted (`submit` returns `None`). Slots whose
 //!   final CQE never arrives before the shutdown deadline have their resources leaked, never
@@ -111,6 +112,9 @@ pub(crate) struct Driver {
     /// unfinished operation owns, so a future dropped from now on leaks its resources.
     gave_up: bool,
     skip_pending: Vec<u64>,
+    /// Of `skip_pending`, those whose outcome someone waits for: the loop must not block
+    /// while any is pending. Lazy ones (`detach_lazy`) only make their outcome known later.
+    urgent_skips: usize,
     next_sequence: u64,
     stats: DriverStats,
 }
@@ -151,6 +155,7 @@ impl Driver {
             closed: false,
             gave_up: false,
             skip_pending: Vec::new(),
+            urgent_skips: 0,
             next_sequence: 1,
             stats: DriverStats::default(),
         };
@@ -176,6 +181,7 @@ impl Driver {
         entry.insert(slot);
         if skip_success.is_some() {
             self.skip_pending.push(key);
+            self.urgent_skips += 1;
         }
         self.in_flight += 1;
         self.stats.submitted += 1;
@@ -241,6 +247,58 @@ impl Driver {
         self.parked += 1;
         self.queue_sqe(opcode::AsyncCancel::new(key).build().user_data(CANCEL));
         None
+    }
+
+    /// The owner of `key` hands it over to run to its end without a future: its resources are
+    /// parked until the final CQE, as for [`detach`](Driver::detach), but nothing is cancelled.
+    /// A pending skip-success request detached this way stops holding the loop awake (no task
+    /// waits for its outcome; it is learnt after a later enter) until
+    /// [`expedite`](Driver::expedite) says someone waits again.
+    pub(crate) fn detach_lazy(
+        &mut self,
+        key: u64,
+        mut parked: Box<dyn Parked>,
+    ) -> Option<(Box<dyn Parked>, Completion)> {
+        let (index, generation) = slot::decode(key);
+        let slot = match self.slots.get_mut(index) {
+            Some(slot) if slot.generation == generation => slot,
+            _ => unreachable!("an operation detached from its slot after the slot was released"),
+        };
+        while let Some(cqe) = slot.cqes.pop() {
+            if cqe.has_more() {
+                parked.on_more(cqe);
+            } else {
+                self.slots.remove(index);
+                return Some((parked, cqe));
+            }
+        }
+        if self.gave_up {
+            self.slots.remove(index);
+            self.stats.leaked += 1;
+            std::mem::forget(parked);
+            return None;
+        }
+        if slot.skip_success.is_some() && !slot.finished && !slot.lazy_skip {
+            slot.lazy_skip = true;
+            self.urgent_skips -= 1;
+        }
+        slot.owner = Owner::Parked(parked);
+        self.parked += 1;
+        None
+    }
+
+    /// Someone now waits for the outcome of the lazy skip-success request `key` (see
+    /// [`detach_lazy`](Driver::detach_lazy)): the loop must not block before it is known.
+    pub(crate) fn expedite(&mut self, key: u64) {
+        let (index, generation) = slot::decode(key);
+        if let Some(slot) = self.slots.get_mut(index)
+            && slot.generation == generation
+            && slot.lazy_skip
+            && !slot.finished
+        {
+            slot.lazy_skip = false;
+            self.urgent_skips += 1;
+        }
     }
 
     /// Registers buffers as consecutive fixed-buffer slots; returns the first slot's index.
@@ -403,9 +461,14 @@ impl Driver {
         self.ring.reap(out, max);
     }
 
+    /// Whether any skip-success operation, urgent or lazy, waits to learn its outcome.
+    pub(crate) fn has_any_skip_pending(&self) -> bool {
+        !self.skip_pending.is_empty()
+    }
+
     /// Whether skip-success operations wait to learn their outcome; the loop must not block.
     pub(crate) fn has_skip_pending(&self) -> bool {
-        !self.skip_pending.is_empty()
+        self.urgent_skips > 0
     }
 
     /// Synthesizes the completions of skip-success operations that are known to have succeeded:
@@ -420,6 +483,7 @@ impl Driver {
         {
             return;
         }
+        self.urgent_skips = 0;
         for key in self.skip_pending.drain(..) {
             let (index, generation) = slot::decode(key);
             if let Some(slot) = self.slots.get(index)
@@ -540,6 +604,7 @@ impl Driver {
         self.in_flight = 0;
         self.backlog.clear();
         self.skip_pending.clear();
+        self.urgent_skips = 0;
     }
 
     pub(crate) fn stats(&self) -> (DriverStats, usize, usize) {

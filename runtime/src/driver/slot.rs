@@ -57,6 +57,8 @@ pub(crate) struct Slot {
     pub(crate) cqes: CqeQueue,
     /// The final CQE has arrived (it is in `cqes` or was handed out).
     pub(crate) finished: bool,
+    /// A skip-success request detached lazily: nobody waits for its outcome.
+    pub(crate) lazy_skip: bool,
 }
 
 impl Slot {
@@ -67,6 +69,7 @@ impl Slot {
             owner: Owner::Future(None),
             cqes: CqeQueue::Empty,
             finished: false,
+            lazy_skip: false,
         }
     }
 }

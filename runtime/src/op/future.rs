@@ -87,6 +87,72 @@ impl<T: OpCode> Op<T> {
     pub fn is_submitted(&self) -> bool {
         matches!(self.state, State::Submitted { .. })
     }
+
+    /// Lets the operation run to its end without a future: it is submitted now if it was not
+    /// yet, its value is parked in the driver (nothing is cancelled), and
+    /// [`OpCode::complete_detached`] runs on this thread when its final CQE arrives (at once,
+    /// with `ECANCELED`, if the runtime has shut down).
+    ///
+    /// A skip-success operation detached this way does not keep the event loop from blocking
+    /// in its next enter: nobody waits for it, so its success is learnt after that enter
+    /// returns, whenever something else completes (a failure posts a CQE, which ends the wait
+    /// at once). Call [`Detached::expedite`] when something comes to depend on its outcome.
+    pub fn detach(mut self) -> Detached {
+        let handle = self.handle.clone();
+        // `self` is dropped in state `Done`: its destructor does nothing.
+        let state = std::mem::replace(&mut self.state, State::Done);
+        drop(self);
+        let (key, data) = match state {
+            State::Done => return Detached { handle, key: None },
+            State::Submitted { key, data, .. } => (key, data),
+            State::Unsubmitted(mut data) => {
+                let sqe = data.build();
+                let skip_success = data.skip_success();
+                let submitted = handle.driver.borrow_mut().submit(sqe, skip_success);
+                match submitted {
+                    Some(key) => (key, data),
+                    None => {
+                        data.complete_detached(Completion::new(-libc::ECANCELED, 0, [0; 2]));
+                        return Detached { handle, key: None };
+                    }
+                }
+            }
+        };
+        let released = handle.driver.borrow_mut().detach_lazy(key, Box::new(data));
+        if let Some((parked, cqe)) = released {
+            parked.finish(cqe);
+            return Detached { handle, key: None };
+        }
+        Detached {
+            handle,
+            key: Some(key),
+        }
+    }
+}
+
+/// An operation left to run on its own ([`Op::detach`]).
+#[derive(Debug)]
+pub struct Detached {
+    handle: Rc<Handle>,
+    key: Option<u64>,
+}
+
+impl Detached {
+    /// Whether the operation was still running when it was detached (false when it had
+    /// already completed and `complete_detached` ran during [`Op::detach`]).
+    pub fn is_running(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// Something now depends on the outcome of this operation (more data queued behind a
+    /// send, a task waiting for it): if it is a skip-success request whose outcome is not
+    /// known yet, the event loop does not block before it is. Does nothing once the operation
+    /// has completed.
+    pub fn expedite(&self) {
+        if let Some(key) = self.key {
+            self.handle.driver.borrow_mut().expedite(key);
+        }
+    }
 }
 
 impl<T: OpCode> Unpin for Op<T> {}

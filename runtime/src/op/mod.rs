@@ -33,7 +33,7 @@ mod timeout;
 
 pub use cancel::{CancelExt, CancelOutput, CancelReason, Cancelled, WithCancel, is_cancelled};
 pub use completion::{Completion, cqe_flags};
-pub use future::Op;
+pub use future::{Detached, Op};
 pub use multishot::{Multishot, MultishotOp};
 pub use nop::{Nop, nop};
 pub use timeout::Timeout;

@@ -1,0 +1,282 @@
+//! Write-behind: small stream writes that return before the kernel has taken their bytes.
+//!
+//! A `write` or `write_all` of at most [`COPY_MAX`] bytes copies them into a buffer of the
+//! socket and returns at once. A skip-success send of that buffer is queued and goes out with
+//! the loop's next enter, together with whatever the task queued next (typically its next
+//! receive), and the loop may block in that same enter: a request/response loop costs one
+//! `io_uring_enter` per message instead of two (one to learn the send succeeded, one to wait
+//! for the next receive). The copy is what makes this possible with owned buffers: the caller
+//! gets its buffer back at once, and a copy of up to 16 KiB costs far less than an enter.
+//!
+//! # Invariants
+//!
+//! - Per socket, at most one staged send is in the kernel's hands (`in_flight`). Bytes written
+//!   meanwhile wait in `staged` and go out, in call order, as one send when it finishes; so
+//!   `in_flight.is_none()` implies `staged.is_empty()`, and the byte stream keeps the order
+//!   of the calls.
+//! - Writes that do not stage (larger ones, vectored and zero-copy sends) first wait until
+//!   nothing is staged or in flight ([`flush`]), so they keep the order too.
+//! - The first failure of a staged send is kept and reported by the next write, flush or
+//!   shutdown of the socket; bytes staged after it are dropped (the connection is broken).
+//! - A write shutdown asked for while bytes are staged or in flight is done right after the
+//!   last of them went out, never before.
+//! - The send in flight holds a clone of the socket: dropping the stream never loses staged
+//!   bytes, and the fd is closed only after they were sent.
+//! - The send in flight is detached lazily (`Op::detach`): nobody waits for its success, so
+//!   the loop may block after submitting it. As soon as something depends on it (bytes
+//!   staged behind it, a flush), it is expedited: the loop then learns its outcome without
+//!   blocking, and sends what waits behind it.
+
+use std::{
+    cell::RefCell,
+    io,
+    net::Shutdown,
+    task::{Poll, Waker},
+};
+
+use io_uring::{opcode, squeue};
+use runtime::op::{Completion, Detached, Op, OpCode};
+
+use super::socket::Socket;
+use crate::op::{MAX_IO, SendMode};
+
+/// The largest write that is copied and sent behind the caller's back.
+pub(crate) const COPY_MAX: usize = 16 * 1024;
+
+/// The most bytes a socket keeps staged behind its send in flight; writes beyond that wait.
+const STAGED_MAX: usize = 256 * 1024;
+
+/// A socket's write-behind state (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Behind {
+    staged: Vec<u8>,
+    /// An empty buffer kept for the next send, so steady traffic allocates nothing.
+    spare: Vec<u8>,
+    in_flight: Option<Detached>,
+    error: Option<io::Error>,
+    shutdown_pending: bool,
+    waiters: Vec<Waker>,
+}
+
+/// The write-behind state of `socket`.
+fn state(socket: &Socket) -> &RefCell<Behind> {
+    socket.behind()
+}
+
+/// Takes the failure of an earlier staged send, if any, as the error of the caller's
+/// operation.
+pub(crate) fn take_error(socket: &Socket) -> Option<io::Error> {
+    let e = state(socket).borrow_mut().error.take()?;
+    Some(io::Error::new(
+        e.kind(),
+        format!("an earlier write on this socket failed after it had returned: {e}"),
+    ))
+}
+
+/// Copies `bytes` to be sent behind the caller's back. Returns false (and does nothing) when
+/// they are too many to copy, or too many are staged already: the caller then waits for
+/// [`flush`] and sends them itself.
+pub(crate) fn try_stage(socket: &Socket, bytes: &[u8]) -> bool {
+    let mut guard = state(socket).borrow_mut();
+    let behind = &mut *guard;
+    if bytes.len() > COPY_MAX || behind.staged.len() + bytes.len() > STAGED_MAX {
+        return false;
+    }
+    if let Some(in_flight) = &behind.in_flight {
+        behind.staged.extend_from_slice(bytes);
+        // The staged bytes wait for this send's outcome.
+        in_flight.expedite();
+        return true;
+    }
+    let mut data = std::mem::take(&mut behind.spare);
+    data.extend_from_slice(bytes);
+    drop(guard);
+    start(socket, data, false);
+    true
+}
+
+/// Sends `data` as the socket's send in flight.
+fn start(socket: &Socket, data: Vec<u8>, urgent: bool) {
+    let op = StagedSend {
+        socket: socket.clone(),
+        data,
+        sent: 0,
+        mode: SendMode::FastStream,
+    };
+    launch(socket, op, urgent);
+}
+
+fn launch(socket: &Socket, op: StagedSend, urgent: bool) {
+    // `detach` may complete the op at once (the runtime shut down), which updates the state
+    // itself: no borrow may be held across it.
+    let detached = Op::new(op).detach();
+    if detached.is_running() {
+        if urgent {
+            detached.expedite();
+        }
+        state(socket).borrow_mut().in_flight = Some(detached);
+    }
+}
+
+/// Resolves when every staged byte was handed to the kernel, with the failure of a staged
+/// send if one failed.
+pub(crate) async fn flush(socket: &Socket) -> io::Result<()> {
+    std::future::poll_fn(|cx| {
+        let mut behind = state(socket).borrow_mut();
+        match &behind.in_flight {
+            None => Poll::Ready(()),
+            Some(in_flight) => {
+                in_flight.expedite();
+                if !behind.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    behind.waiters.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    })
+    .await;
+    match take_error(socket) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Shuts down the write direction once every staged byte went out (now, if none waits).
+/// Returns the failure of an earlier staged send, if any.
+pub(crate) fn shutdown_write(socket: &Socket) -> io::Result<()> {
+    if let Some(e) = take_error(socket) {
+        return Err(e);
+    }
+    let mut behind = state(socket).borrow_mut();
+    if let Some(in_flight) = &behind.in_flight {
+        // The shutdown waits for this send's outcome.
+        in_flight.expedite();
+        behind.shutdown_pending = true;
+        return Ok(());
+    }
+    drop(behind);
+    shut_write(socket)
+}
+
+fn shut_write(socket: &Socket) -> io::Result<()> {
+    match socket.sock_ref().shutdown(Shutdown::Write) {
+        // The peer reset the connection first: not the caller's fault (tokio-rs/tokio#4665).
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        res => res,
+    }
+}
+
+/// The send in flight finished: recycles its buffer and sends what was staged meanwhile, or
+/// tells waiters that everything went out.
+fn finished(socket: &Socket, mut data: Vec<u8>) {
+    let mut behind = state(socket).borrow_mut();
+    data.clear();
+    if data.capacity() > behind.spare.capacity() {
+        behind.spare = data;
+    }
+    if !behind.staged.is_empty() {
+        let spare = std::mem::take(&mut behind.spare);
+        let next = std::mem::replace(&mut behind.staged, spare);
+        let urgent = !behind.waiters.is_empty() || behind.shutdown_pending;
+        behind.in_flight = None;
+        drop(behind);
+        start(socket, next, urgent);
+        return;
+    }
+    behind.in_flight = None;
+    let waiters = std::mem::take(&mut behind.waiters);
+    let shutdown = std::mem::take(&mut behind.shutdown_pending);
+    drop(behind);
+    if shutdown && let Err(e) = shut_write(socket) {
+        state(socket).borrow_mut().error.get_or_insert(e);
+    }
+    waiters.into_iter().for_each(Waker::wake);
+}
+
+/// The send in flight failed: the error waits for the next operation, and nothing staged
+/// after it is sent.
+fn failed(socket: &Socket, error: io::Error) {
+    let mut behind = state(socket).borrow_mut();
+    behind.error.get_or_insert(error);
+    behind.staged.clear();
+    behind.in_flight = None;
+    behind.shutdown_pending = false;
+    let waiters = std::mem::take(&mut behind.waiters);
+    drop(behind);
+    waiters.into_iter().for_each(Waker::wake);
+}
+
+/// A send of staged bytes, owning them; detached, so `complete_detached` carries on.
+#[derive(Debug)]
+struct StagedSend {
+    socket: Socket,
+    data: Vec<u8>,
+    /// Bytes of `data` sent by earlier attempts.
+    sent: usize,
+    mode: SendMode,
+}
+
+impl StagedSend {
+    fn len(&self) -> usize {
+        (self.data.len() - self.sent).min(MAX_IO)
+    }
+}
+
+// SAFETY: the SQE points into `data`'s heap allocation (stable across moves of `self`, never
+// resized while the op is in flight) at `sent..sent + len`, and at the fd kept open by
+// `socket`; both are owned by `self`. The fast mode carries `IOSQE_CQE_SKIP_SUCCESS` and
+// `MSG_DONTWAIT | MSG_WAITALL`, so it completes or fails inside the submitting enter, and its
+// success means all `len` bytes went out, as `skip_success` requires.
+unsafe impl OpCode for StagedSend {
+    type Output = ();
+
+    fn build(&mut self) -> squeue::Entry {
+        // SAFETY: `sent < data.len()` (a finished send is never resubmitted), so the pointer
+        // stays inside the allocation.
+        let ptr = unsafe { self.data.as_ptr().add(self.sent) };
+        let sqe = opcode::Send::new(self.socket.uring_fd(), ptr, self.len() as u32)
+            .flags(self.mode.flags())
+            .build();
+        if self.mode.is_fast() {
+            sqe.flags(squeue::Flags::SKIP_SUCCESS)
+        } else {
+            sqe
+        }
+    }
+
+    fn skip_success(&self) -> Option<i32> {
+        self.mode.is_fast().then(|| self.len() as i32)
+    }
+
+    fn complete(self, cqe: Completion) {
+        self.complete_detached(cqe);
+    }
+
+    fn complete_detached(mut self, cqe: Completion) {
+        let socket = self.socket.clone();
+        match cqe.into_result() {
+            Ok(n) => {
+                self.sent += n as usize;
+                if n == 0 && self.len() > 0 {
+                    failed(&socket, io::ErrorKind::WriteZero.into());
+                } else if self.sent >= self.data.len() {
+                    finished(&socket, self.data);
+                } else {
+                    // A short send: the rest waits for room, still ahead of anything staged.
+                    self.mode = SendMode::Wait { all: true };
+                    launch(&socket, self, true);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                self.mode = SendMode::Wait { all: true };
+                launch(&socket, self, true);
+            }
+            Err(e) => failed(&socket, e),
+        }
+    }
+}
