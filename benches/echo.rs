@@ -1,146 +1,256 @@
-//! TCP echo ping-pong: the `tcp_echo` example (owned-buffer reads) and the `tcp_echo_ring`
-//! example (multishot receives from a shared provided-buffer ring) against tokio
-//! (`current_thread`) and monoio echo servers, with the same client, in the same run.
+//! Echo servers compared: the runtime's `tcp_echo` / `udp_echo` examples (owned-buffer reads)
+//! and `tcp_echo_ring` / `udp_echo_ring` examples (receives from a provided-buffer ring)
+//! against tokio (`current_thread`) and monoio echo servers written like those projects' own
+//! examples, all with `TCP_NODELAY` on accepted sockets and the same buffer sizes (16 KiB TCP
+//! reads, 64 KiB UDP datagrams), all built with the bench profile (release + fat LTO).
 //!
-//! Every server runs as its own process pinned to CPU 0; the client (a tokio `current_thread`
-//! loop in this process) is pinned to CPU 1. For each (connections, message size) pair and
-//! each round, every server is measured once, in an order that rotates between rounds. Each
-//! connection sends a message, waits for the whole echo, and repeats. Reported per server,
-//! as medians over rounds: echoed messages per second, p50/p99 round-trip latency, and the
-//! server's CPU time per echoed message (from `/proc/<pid>/task/*/schedstat` over the measured
-//! window). With two cores both sides saturate at 64+ connections, so ops/s crowd together and
-//! CPU per message is what separates the servers.
+//! # How it measures
+//!
+//! Each measurement starts a fresh server process pinned to CPU 0; the client, this process,
+//! runs on CPU 1. For every workload and every round, each server is measured once, in an order
+//! that rotates from round to round, so a slow phase of the machine hits all servers alike.
+//! Reported per server are medians over rounds, and every ratio to a peer is paired: per
+//! round, server X / peer Y, then the median of those per-round ratios.
+//!
+//! Workloads (`WORKLOADS=tcp,udp,stream,idle,rss`):
+//! - `tcp`: ping-pong on `CONNS` connections (1, 64, 512) with `SIZES`-byte messages (64,
+//!   1024): each connection sends one message, waits for the whole echo, repeats.
+//! - `udp`: the same with `UDP_CLIENTS` sockets (1, 64), one datagram each, against one
+//!   server socket.
+//! - `stream`: `STREAM_CONNS` connections (16) each writing a 64 KiB chunk and reading its echo
+//!   back, repeatedly; the figures are per chunk.
+//! - `idle`: `IDLE_CONNS` connections (10,000), each exchanging one 64-byte message and then
+//!   idle; the server's resident memory growth (`VmRSS`) per connection.
+//! - `rss`: the server's peak resident memory (`VmHWM`) after a ping-pong window on 64
+//!   connections with 1 KiB messages.
+//!
+//! Per row: echoed messages per second; p50 and p99 round-trip time (every echo's time, sorted);
+//! the server's CPU time per message (the sum over its threads of the first field of
+//! `/proc/<pid>/task/*/schedstat`, nanoseconds on CPU, read at the window's edges); the client's
+//! CPU time per message (to show it is the same for every server); `io_uring_enter` calls and
+//! SQEs per message for the runtime's servers (from `runtime::metrics()`, which the examples
+//! export to the file named by `RUNTIME_METRICS_FILE`; see `examples/lib.rs`); the server's
+//! peak RSS (`VmHWM`, the process is fresh so this is the run's own peak).
+//!
+//! # Why an epoll client
+//!
+//! The client shares the machine with the server, so its own cost decides where the pair
+//! saturates. A client built on an async runtime adds wakers, task polls and its own ring or
+//! epoll bookkeeping per message, and the server with the cheapest echo then waits on the
+//! client. The client here is a single-threaded edge-triggered epoll loop over non-blocking
+//! sockets (`epoll_client.rs`): per message one `send`, one `recv`, a share of one `epoll_wait`,
+//! no allocation. Its CPU per message is reported; it is the same for every server. Every echo
+//! is checked (sequence numbers at both ends of each message), and the window opens only once
+//! every connection has had an echo (up to 5 s more warm-up), so a server that accepts slowly
+//! is measured at the load it was given; the report says if some never were answered.
+//!
+//! # Why server CPU per message
+//!
+//! With two cores, one for the server and one for the client, both saturate from about 64
+//! connections on: ops/s then measure the slower side and the loopback path as much as the
+//! server, and crowd together. The CPU time the server spends per echoed message is what it
+//! costs to serve one, independent of who waits on whom, and is what separates runtimes.
 //!
 //! ```text
-//! cargo bench -p benches --bench echo
-//! ROUNDS=5 MEASURE_MS=3000 CONNS=1,64,512 SIZES=64,1024 cargo bench -p benches --bench echo
+//! cargo bench -p benches --bench echo                  # ROUNDS=3 MEASURE_MS=2000, all workloads
+//! ROUNDS=1 MEASURE_MS=200 WARMUP_MS=100 IDLE_CONNS=2000 cargo bench -p benches --bench echo
+//! DOCS=1 cargo bench -p benches --bench echo           # also writes docs/bench/echo.{md,svg}
 //! ```
+//!
+//! Output: the Markdown tables on stdout and in `target/bench/echo.md`, the chart of server CPU
+//! per message in `target/bench/echo.svg`. More in `docs/benchmarks.md`.
+
+#[path = "echo/report.rs"]
+mod report;
 
 use std::{
-    cell::Cell,
+    error::Error,
     net::SocketAddr,
     os::unix::process::CommandExt,
+    path::{Path, PathBuf},
     process::Command,
-    rc::Rc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use benches::{ServerProcess, env_or, median, pin_to, process_cpu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use benches::{
+    ServerProcess, env_or,
+    epoll_client::{Client, Proto},
+    pin_to, process_cpu, raise_nofile, status_kib,
+};
 
-struct Server {
-    name: &'static str,
-    process: ServerProcess,
-    addr: SocketAddr,
+/// One contender: its TCP and UDP echo servers.
+#[derive(Debug)]
+pub(crate) struct Server {
+    /// Its name in `SERVERS` and in the chart.
+    pub(crate) key: &'static str,
+    /// One of the runtime's own servers (which export `runtime::metrics()`), not a peer.
+    pub(crate) ours: bool,
+    tcp: (&'static str, &'static str),
+    udp: (&'static str, &'static str),
 }
 
-fn start_server(name: &'static str, exe: &str, port: u16, pin: bool) -> Server {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut cmd = Command::new(exe);
-    cmd.arg(addr.to_string());
-    if pin {
-        // SAFETY: the closure only calls `sched_setaffinity`, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| pin_to(0));
+impl Server {
+    /// The row label for a workload over `proto`.
+    pub(crate) fn label(&self, proto: Proto) -> &'static str {
+        match proto {
+            Proto::Tcp => self.tcp.0,
+            Proto::Udp => self.udp.0,
         }
     }
+}
+
+const SERVERS: [Server; 4] = [
     Server {
-        name,
-        process: ServerProcess::start(&mut cmd, addr),
-        addr,
+        key: "runtime",
+        ours: true,
+        tcp: ("runtime (tcp_echo)", env!("CARGO_BIN_EXE_echo_runtime")),
+        udp: ("runtime (udp_echo)", env!("CARGO_BIN_EXE_udp_echo_runtime")),
+    },
+    Server {
+        key: "runtime-ring",
+        ours: true,
+        tcp: ("runtime (tcp_echo_ring)", env!("CARGO_BIN_EXE_echo_ring")),
+        udp: (
+            "runtime (udp_echo_ring)",
+            env!("CARGO_BIN_EXE_udp_echo_ring"),
+        ),
+    },
+    Server {
+        key: "tokio",
+        ours: false,
+        tcp: ("tokio", env!("CARGO_BIN_EXE_echo_tokio")),
+        udp: ("tokio", env!("CARGO_BIN_EXE_udp_echo_tokio")),
+    },
+    Server {
+        key: "monoio",
+        ours: false,
+        tcp: ("monoio", env!("CARGO_BIN_EXE_echo_monoio")),
+        udp: ("monoio", env!("CARGO_BIN_EXE_udp_echo_monoio")),
+    },
+];
+
+/// One row of the benchmark: what the client does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Workload {
+    Tcp { conns: usize, size: usize },
+    Udp { clients: usize, size: usize },
+    Stream { conns: usize, chunk: usize },
+    Idle { conns: usize },
+    Rss { conns: usize, size: usize },
+}
+
+impl Workload {
+    pub(crate) fn proto(self) -> Proto {
+        match self {
+            Workload::Udp { .. } => Proto::Udp,
+            _ => Proto::Tcp,
+        }
+    }
+
+    /// The section title.
+    pub(crate) fn title(self) -> String {
+        match self {
+            Workload::Tcp { conns, size } => {
+                format!(
+                    "TCP ping-pong: {conns} connection(s) × {} messages",
+                    bytes(size)
+                )
+            }
+            Workload::Udp { clients, size } => {
+                format!(
+                    "UDP ping-pong: {clients} client(s) × {} datagrams",
+                    bytes(size)
+                )
+            }
+            Workload::Stream { conns, chunk } => format!(
+                "TCP stream: {conns} connections × {} chunks each way (figures per chunk)",
+                bytes(chunk)
+            ),
+            Workload::Idle { conns } => format!(
+                "Idle: server memory per connection, {conns} connections after one 64 B exchange"
+            ),
+            Workload::Rss { conns, size } => format!(
+                "Peak RSS (VmHWM) after ping-pong on {conns} connections × {} messages",
+                bytes(size)
+            ),
+        }
+    }
+
+    /// A short name, for the summary and the chart.
+    pub(crate) fn short(self) -> String {
+        match self {
+            Workload::Tcp { conns, size } => format!("tcp {conns}×{}", bytes(size)),
+            Workload::Udp { clients, size } => format!("udp {clients}×{}", bytes(size)),
+            Workload::Stream { conns, chunk } => format!("stream {conns}×{}", bytes(chunk)),
+            Workload::Idle { conns } => format!("idle {conns}"),
+            Workload::Rss { conns, size } => format!("rss {conns}×{}", bytes(size)),
+        }
+    }
+
+    /// Whether it is measured as a ping-pong window (every workload but `idle`).
+    pub(crate) fn is_pingpong(self) -> bool {
+        !matches!(self, Workload::Idle { .. })
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Sample {
-    ops_per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
-    cpu_us_per_msg: f64,
+/// "64 B", "1 KiB", "64 KiB".
+pub(crate) fn bytes(n: usize) -> String {
+    if n >= 1024 && n % 1024 == 0 {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} B")
+    }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Warmup,
-    Measure,
-    Stop,
+/// One measurement of one server on one workload. NaN or `None` where it does not apply.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    pub(crate) ops_per_sec: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) server_us_per_msg: f64,
+    pub(crate) client_us_per_msg: f64,
+    pub(crate) enters_per_msg: Option<f64>,
+    pub(crate) sqes_per_msg: Option<f64>,
+    pub(crate) peak_rss_kib: f64,
+    pub(crate) idle_kib_per_conn: f64,
+    pub(crate) resent: u64,
+    /// The server's connected TCP sockets at the window's start, and how many had
+    /// `TCP_NODELAY` on (`None` for UDP, or when they could not be inspected).
+    pub(crate) nodelay: Option<(usize, usize)>,
+    /// Sockets the client opened, and how many had an echo inside the window.
+    pub(crate) sockets: usize,
+    pub(crate) sockets_served: usize,
 }
 
-/// Runs the ping-pong client against `server` and measures one sample.
-fn run_client(
-    server: &Server,
-    conns: usize,
-    size: usize,
-    warmup: Duration,
-    measure: Duration,
-) -> Sample {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let pid = server.process.0.id();
-    let addr = server.addr;
-    rt.block_on(async move {
-        let phase = Rc::new(Cell::new(Phase::Warmup));
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async move {
-                let mut streams = Vec::with_capacity(conns);
-                for _ in 0..conns {
-                    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-                    s.set_nodelay(true).unwrap();
-                    streams.push(s);
-                }
-                let tasks: Vec<_> = streams
-                    .into_iter()
-                    .map(|mut stream| {
-                        let phase = phase.clone();
-                        tokio::task::spawn_local(async move {
-                            let msg = vec![0x5au8; size];
-                            let mut buf = vec![0u8; size];
-                            let mut latencies = Vec::new();
-                            loop {
-                                let started = Instant::now();
-                                stream.write_all(&msg).await.unwrap();
-                                stream.read_exact(&mut buf).await.unwrap();
-                                match phase.get() {
-                                    Phase::Warmup => {}
-                                    Phase::Measure => {
-                                        latencies.push(started.elapsed().as_nanos() as u32)
-                                    }
-                                    Phase::Stop => return latencies,
-                                }
-                            }
-                        })
-                    })
-                    .collect();
-                tokio::time::sleep(warmup).await;
-                let cpu_start = process_cpu(pid);
-                let start = Instant::now();
-                phase.set(Phase::Measure);
-                tokio::time::sleep(measure).await;
-                let cpu = process_cpu(pid) - cpu_start;
-                let elapsed = start.elapsed();
-                phase.set(Phase::Stop);
-                let mut all: Vec<u32> = Vec::new();
-                for t in tasks {
-                    all.extend(t.await.unwrap());
-                }
-                all.sort_unstable();
-                let pct = |p: f64| {
-                    all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-                        .map_or(f64::NAN, |&ns| f64::from(ns) / 1000.0)
-                };
-                let msgs = all.len().max(1) as f64;
-                Sample {
-                    ops_per_sec: all.len() as f64 / elapsed.as_secs_f64(),
-                    p50_us: pct(0.50),
-                    p99_us: pct(0.99),
-                    cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / msgs,
-                }
-            })
-            .await
-    })
+impl Default for Sample {
+    fn default() -> Sample {
+        Sample {
+            ops_per_sec: f64::NAN,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            server_us_per_msg: f64::NAN,
+            client_us_per_msg: f64::NAN,
+            enters_per_msg: None,
+            sqes_per_msg: None,
+            peak_rss_kib: f64::NAN,
+            idle_kib_per_conn: f64::NAN,
+            resent: 0,
+            nodelay: None,
+            sockets: 0,
+            sockets_served: 0,
+        }
+    }
+}
+
+/// The knobs, from the environment.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) rounds: usize,
+    pub(crate) warmup: Duration,
+    pub(crate) measure: Duration,
+    pub(crate) pinned: bool,
+    out_dir: PathBuf,
 }
 
 fn list(name: &str, default: &[usize]) -> Vec<usize> {
@@ -151,83 +261,388 @@ fn list(name: &str, default: &[usize]) -> Vec<usize> {
         .unwrap_or_else(|| default.to_vec())
 }
 
-fn main() {
-    let rounds = env_or("ROUNDS", 3) as usize;
-    let warmup = Duration::from_millis(env_or("WARMUP_MS", 300));
-    let measure = Duration::from_millis(env_or("MEASURE_MS", 2000));
-    let conns_list = list("CONNS", &[1, 64, 512]);
-    let sizes = list("SIZES", &[64, 1024]);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pin = cpus >= 2;
-    if pin {
-        pin_to(1).expect("pin the client to CPU 1");
+fn names(name: &str) -> Option<Vec<String>> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').map(|x| x.trim().to_owned()).collect())
+}
+
+/// The workloads selected by `WORKLOADS` and the size knobs, in report order.
+fn workloads(idle_limit: usize) -> Result<Vec<Workload>, String> {
+    let known = ["tcp", "udp", "stream", "idle", "rss"];
+    let selected = names("WORKLOADS").unwrap_or_else(|| known.map(String::from).to_vec());
+    if let Some(bad) = selected.iter().find(|w| !known.contains(&w.as_str())) {
+        return Err(format!(
+            "WORKLOADS: unknown workload {bad:?}; choose from {}",
+            known.join(",")
+        ));
     }
-
-    // tokio and monoio stay at indexes 1 and 2: the ratio columns refer to them.
-    let servers = [
-        start_server(
-            "runtime (tcp_echo)",
-            env!("CARGO_BIN_EXE_echo_runtime"),
-            18080,
-            pin,
-        ),
-        start_server("tokio", env!("CARGO_BIN_EXE_echo_tokio"), 18081, pin),
-        start_server("monoio", env!("CARGO_BIN_EXE_echo_monoio"), 18082, pin),
-        start_server(
-            "runtime (tcp_echo_ring)",
-            env!("CARGO_BIN_EXE_echo_ring"),
-            18083,
-            pin,
-        ),
-    ];
-    println!(
-        "echo ping-pong: {rounds} rounds, {warmup:?} warm-up + {measure:?} measured per run, \
-         servers pinned to CPU 0 and client to CPU 1: {pin} ({cpus} CPUs)"
-    );
-
-    for &size in &sizes {
-        for &conns in &conns_list {
-            let mut samples: Vec<Vec<Sample>> = servers.iter().map(|_| Vec::new()).collect();
-            for round in 0..rounds {
-                for k in 0..servers.len() {
-                    let i = (k + round) % servers.len();
-                    let s = run_client(&servers[i], conns, size, warmup, measure);
-                    samples[i].push(s);
-                }
-            }
-            let med: Vec<Sample> = samples
-                .iter()
-                .map(|runs| {
-                    let m = |f: fn(&Sample) -> f64| {
-                        let mut v: Vec<f64> = runs.iter().map(f).collect();
-                        median(&mut v)
-                    };
-                    Sample {
-                        ops_per_sec: m(|s| s.ops_per_sec),
-                        p50_us: m(|s| s.p50_us),
-                        p99_us: m(|s| s.p99_us),
-                        cpu_us_per_msg: m(|s| s.cpu_us_per_msg),
-                    }
-                })
-                .collect();
-            println!("\n### {conns} connection(s), {size} B messages\n");
-            println!(
-                "| server | ops/s | p50 µs | p99 µs | server CPU µs/msg | CPU vs tokio | CPU vs monoio | p50 vs tokio |"
-            );
-            println!("|---|---|---|---|---|---|---|---|");
-            for (server, s) in servers.iter().zip(&med) {
-                println!(
-                    "| {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.3} | {:.3} | {:.3} |",
-                    server.name,
-                    s.ops_per_sec,
-                    s.p50_us,
-                    s.p99_us,
-                    s.cpu_us_per_msg,
-                    s.cpu_us_per_msg / med[1].cpu_us_per_msg,
-                    s.cpu_us_per_msg / med[2].cpu_us_per_msg,
-                    s.p50_us / med[1].p50_us,
-                );
+    let on = |w: &str| selected.iter().any(|s| s == w);
+    let sizes = list("SIZES", &[64, 1024]);
+    let mut out = Vec::new();
+    if on("tcp") {
+        for &size in &sizes {
+            for &conns in &list("CONNS", &[1, 64, 512]) {
+                out.push(Workload::Tcp { conns, size });
             }
         }
     }
+    if on("udp") {
+        for &size in &sizes {
+            for &clients in &list("UDP_CLIENTS", &[1, 64]) {
+                out.push(Workload::Udp { clients, size });
+            }
+        }
+    }
+    if on("stream") {
+        out.push(Workload::Stream {
+            conns: env_or("STREAM_CONNS", 16) as usize,
+            chunk: 64 * 1024,
+        });
+    }
+    if on("idle") {
+        let conns = (env_or("IDLE_CONNS", 10_000) as usize).min(idle_limit);
+        out.push(Workload::Idle { conns });
+    }
+    if on("rss") {
+        out.push(Workload::Rss {
+            conns: 64,
+            size: 1024,
+        });
+    }
+    Ok(out)
+}
+
+/// A port the kernel reports free (for a fresh server; it binds it a moment later).
+fn free_port(proto: Proto) -> std::io::Result<u16> {
+    Ok(match proto {
+        Proto::Tcp => std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port(),
+        Proto::Udp => std::net::UdpSocket::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port(),
+    })
+}
+
+/// The server's counters at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    cpu: Duration,
+    /// `enters ops_submitted completions unix_time_ns` from the metrics file (ours only).
+    metrics: Option<[u64; 4]>,
+}
+
+fn snapshot(pid: u32, metrics: Option<&Path>) -> Snapshot {
+    let metrics = metrics.and_then(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        let v: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        v.try_into().ok()
+    });
+    Snapshot {
+        cpu: process_cpu(pid),
+        metrics,
+    }
+}
+
+/// Per message, from the counter `i` of two metrics snapshots: the counter's rate over the
+/// snapshots' own interval divided by the message rate of the window. (The file is rewritten
+/// every 50 ms, so its snapshots do not fall exactly on the window's edges; rates do not mind.)
+fn per_message(s0: &Snapshot, s1: &Snapshot, i: usize, ops_per_sec: f64) -> Option<f64> {
+    let (m0, m1) = (s0.metrics?, s1.metrics?);
+    let dt = m1[3].checked_sub(m0[3])? as f64 / 1e9;
+    if dt < 0.02 || ops_per_sec.is_nan() || ops_per_sec <= 0.0 {
+        return None;
+    }
+    Some(m1[i].checked_sub(m0[i])? as f64 / dt / ops_per_sec)
+}
+
+/// Measures `server` once on `workload`, in a fresh server process.
+fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, Box<dyn Error>> {
+    let proto = workload.proto();
+    let exe = match proto {
+        Proto::Tcp => server.tcp.1,
+        Proto::Udp => server.udp.1,
+    };
+    let port = free_port(proto)?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let metrics_file = server.ours.then(|| {
+        cfg.out_dir
+            .join(format!("metrics-{}-{port}.txt", server.key))
+    });
+    let mut cmd = Command::new(exe);
+    cmd.arg(addr.to_string());
+    if let Some(path) = &metrics_file {
+        cmd.env("RUNTIME_METRICS_FILE", path);
+    }
+    if cfg.pinned {
+        // SAFETY: the closure only calls `sched_setaffinity`, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| pin_to(0));
+        }
+    }
+    let process = match proto {
+        Proto::Tcp => ServerProcess::start(&mut cmd, addr),
+        Proto::Udp => ServerProcess::start_udp(&mut cmd, addr),
+    };
+    let pid = process.0.id();
+    let result = match workload {
+        Workload::Idle { conns } => idle(pid, addr, conns),
+        Workload::Tcp { conns, size } | Workload::Rss { conns, size } => pingpong(
+            pid,
+            metrics_file.as_deref(),
+            Client::tcp(addr, conns, size)?,
+            cfg,
+        ),
+        Workload::Stream { conns, chunk } => pingpong(
+            pid,
+            metrics_file.as_deref(),
+            Client::tcp(addr, conns, chunk)?,
+            cfg,
+        ),
+        Workload::Udp { clients, size } => pingpong(
+            pid,
+            metrics_file.as_deref(),
+            Client::udp(addr, clients, size)?,
+            cfg,
+        ),
+    };
+    drop(process);
+    if let Some(path) = &metrics_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result.map_err(|e| format!("{} on {}: {e}", server.label(proto), workload.short()).into())
+}
+
+/// One warm-up and one measured ping-pong window.
+fn pingpong(
+    pid: u32,
+    metrics: Option<&Path>,
+    mut client: Client,
+    cfg: &Config,
+) -> Result<Sample, Box<dyn Error>> {
+    let mut s0 = None;
+    let mut s1 = None;
+    let mut hwm = None;
+    let mut nodelay = None;
+    let tcp = client.proto() == Proto::Tcp;
+    let sockets = client.sockets();
+    let window = client.run(
+        cfg.warmup,
+        cfg.measure,
+        &mut || {
+            if tcp {
+                nodelay = benches::tcp_nodelay_census(pid).ok();
+            }
+            s0 = Some(snapshot(pid, metrics));
+        },
+        &mut || {
+            s1 = Some(snapshot(pid, metrics));
+            hwm = status_kib(pid, "VmHWM");
+        },
+    )?;
+    drop(client);
+    let (Some(s0), Some(s1)) = (s0, s1) else {
+        return Err("the measured window never started".into());
+    };
+    if window.messages == 0 {
+        return Err("no echo completed in the measured window".into());
+    }
+    let msgs = window.messages as f64;
+    let ops = msgs / window.elapsed.as_secs_f64();
+    Ok(Sample {
+        ops_per_sec: ops,
+        p50_us: window.quantile_us(0.50),
+        p99_us: window.quantile_us(0.99),
+        server_us_per_msg: (s1.cpu - s0.cpu).as_secs_f64() * 1e6 / msgs,
+        client_us_per_msg: window.client_cpu.as_secs_f64() * 1e6 / msgs,
+        enters_per_msg: per_message(&s0, &s1, 0, ops),
+        sqes_per_msg: per_message(&s0, &s1, 1, ops),
+        peak_rss_kib: hwm.map_or(f64::NAN, |k| k as f64),
+        idle_kib_per_conn: f64::NAN,
+        resent: window.resent,
+        nodelay,
+        sockets,
+        sockets_served: window.sockets_served,
+    })
+}
+
+/// Resident memory growth per connection: `conns` connections, one exchange each, then idle.
+fn idle(pid: u32, addr: SocketAddr, conns: usize) -> Result<Sample, Box<dyn Error>> {
+    let rss = || status_kib(pid, "VmRSS").ok_or("cannot read the server's VmRSS");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss()?;
+    let mut client = Client::tcp(addr, conns, 64)?;
+    client.exchange_once()?;
+    // Let the server finish its side (re-arming receives) before reading its memory.
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss()?;
+    let hwm = status_kib(pid, "VmHWM");
+    drop(client);
+    Ok(Sample {
+        idle_kib_per_conn: after.saturating_sub(before) as f64 / conns as f64,
+        peak_rss_kib: hwm.map_or(f64::NAN, |k| k as f64),
+        ..Sample::default()
+    })
+}
+
+/// Where the outputs go: `$CARGO_TARGET_DIR/bench`, or the workspace's `target/bench`.
+fn out_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    target.join("bench")
+}
+
+/// The command that reproduces this run: the knobs that were set, then the cargo command.
+fn command_line() -> String {
+    let knobs = [
+        "ROUNDS",
+        "WARMUP_MS",
+        "MEASURE_MS",
+        "CONNS",
+        "SIZES",
+        "UDP_CLIENTS",
+        "STREAM_CONNS",
+        "IDLE_CONNS",
+        "WORKLOADS",
+        "SERVERS",
+    ];
+    let mut parts: Vec<String> = knobs
+        .iter()
+        .filter_map(|k| Some(format!("{k}={}", std::env::var(k).ok()?)))
+        .collect();
+    if std::env::var_os("DOCS").is_some() {
+        parts.push("DOCS=1".into());
+    }
+    parts.push("cargo bench -p benches --bench echo".into());
+    parts.join(" ")
+}
+
+/// Kernel, CPU and commit, for the report's header.
+fn machine() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let days = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    format!(
+        "Linux {}, {cpu} × {cpus}, commit {commit}, {}, load average {load}",
+        kernel.trim(),
+        report::civil_date(days)
+    )
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let nofile = raise_nofile() as usize;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cpus >= 2;
+    if pinned {
+        pin_to(1).map_err(|e| format!("pinning the client to CPU 1: {e}"))?;
+    }
+    let cfg = Config {
+        rounds: env_or("ROUNDS", 3) as usize,
+        warmup: Duration::from_millis(env_or("WARMUP_MS", 300)),
+        measure: Duration::from_millis(env_or("MEASURE_MS", 2000)),
+        pinned,
+        out_dir: out_dir(),
+    };
+    std::fs::create_dir_all(&cfg.out_dir)?;
+    let wanted = names("SERVERS");
+    if let Some(bad) = wanted
+        .iter()
+        .flatten()
+        .find(|w| !SERVERS.iter().any(|s| s.key == w.as_str()))
+    {
+        let keys: Vec<&str> = SERVERS.iter().map(|s| s.key).collect();
+        return Err(format!(
+            "SERVERS: unknown server {bad:?}; choose from {}",
+            keys.join(",")
+        )
+        .into());
+    }
+    let servers: Vec<&Server> = SERVERS
+        .iter()
+        .filter(|s| wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == s.key)))
+        .collect();
+    // The client holds one descriptor per connection, and so does the server.
+    let workloads = workloads(nofile.saturating_sub(100))?;
+    let started = Instant::now();
+    eprintln!(
+        "echo: {} workload(s) × {} server(s) × {} round(s), {:?} warm-up + {:?} measured; \
+         servers on CPU 0, client on CPU 1: {pinned} ({cpus} CPUs)",
+        workloads.len(),
+        servers.len(),
+        cfg.rounds,
+        cfg.warmup,
+        cfg.measure
+    );
+    let mut sections = Vec::new();
+    for &workload in &workloads {
+        let mut samples: Vec<Vec<Sample>> = servers.iter().map(|_| Vec::new()).collect();
+        for round in 0..cfg.rounds {
+            for k in 0..servers.len() {
+                let i = (k + round) % servers.len();
+                samples[i].push(measure(servers[i], workload, &cfg)?);
+            }
+        }
+        eprintln!("  {} done ({:.0?})", workload.short(), started.elapsed());
+        sections.push(report::Section {
+            workload,
+            rows: servers
+                .iter()
+                .zip(samples)
+                .map(|(&server, samples)| report::Row { server, samples })
+                .collect(),
+        });
+    }
+    let header = report::Header {
+        command: command_line(),
+        machine: machine(),
+        rounds: cfg.rounds,
+        warmup: cfg.warmup,
+        measure: cfg.measure,
+        pinned: cfg.pinned,
+    };
+    let markdown = report::markdown(&header, &sections);
+    print!("{markdown}");
+    let md = cfg.out_dir.join("echo.md");
+    let svg = cfg.out_dir.join("echo.svg");
+    std::fs::write(&md, &markdown)?;
+    report::chart(&svg, &sections)?;
+    eprintln!("wrote {} and {}", md.display(), svg.display());
+    if std::env::var_os("DOCS").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
+        std::fs::create_dir_all(&docs)?;
+        std::fs::copy(&md, docs.join("echo.md"))?;
+        std::fs::copy(&svg, docs.join("echo.svg"))?;
+        eprintln!("copied both to {}", docs.display());
+    }
+    Ok(())
 }

@@ -4,6 +4,8 @@
 //! round, and reports the median over rounds, so a slow phase of the machine hits all
 //! contenders alike.
 
+pub mod epoll_client;
+
 use std::{
     net::SocketAddr,
     process::{Command, Stdio},
@@ -72,20 +74,137 @@ impl ServerProcess {
     ///
     /// Panics if it cannot be started or does not listen in time.
     pub fn start(cmd: &mut Command, addr: SocketAddr) -> ServerProcess {
+        ServerProcess::start_until(cmd, || std::net::TcpStream::connect(addr).is_ok())
+    }
+
+    /// Starts `cmd`, a UDP echo server on `addr` (its output discarded), and waits up to 10 s
+    /// until it echoes a datagram.
+    ///
+    /// # Panics
+    ///
+    /// Panics if it cannot be started or does not answer in time.
+    pub fn start_udp(cmd: &mut Command, addr: SocketAddr) -> ServerProcess {
+        let probe = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("bind a UDP probe socket");
+        probe
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("set the probe's timeout");
+        ServerProcess::start_until(cmd, || {
+            let mut buf = [0u8; 8];
+            probe.send_to(b"probe", addr).is_ok()
+                && matches!(probe.recv_from(&mut buf), Ok((5, from)) if from == addr)
+        })
+    }
+
+    /// Starts `cmd` (its output discarded) and waits up to 10 s until `ready` returns true.
+    fn start_until(cmd: &mut Command, mut ready: impl FnMut() -> bool) -> ServerProcess {
         let exe = cmd.get_program().to_string_lossy().into_owned();
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {exe}: {e}"));
-        // Killed by `drop` if it never listens.
-        let server = ServerProcess(child);
+        // Killed by `drop` if it never becomes ready.
+        let mut server = ServerProcess(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "{exe} did not start listening");
+        while !ready() {
+            if let Ok(Some(status)) = server.0.try_wait() {
+                panic!("{exe} exited before it was ready ({status}); run it by hand to see why");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{exe} did not become ready in 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         server
+    }
+}
+
+/// Of the connected TCP sockets of process `pid`: how many there are, and how many have
+/// `TCP_NODELAY` on. Each socket is copied out of the process with `pidfd_getfd(2)` (Linux 5.6;
+/// needs the right to ptrace it, which a parent running as the same user, or root, has) and
+/// asked with `getsockopt`.
+///
+/// # Errors
+///
+/// Fails when the process cannot be opened or its descriptors copied (another user's process,
+/// `kernel.yama.ptrace_scope` 3, an older kernel).
+pub fn tcp_nodelay_census(pid: u32) -> std::io::Result<(usize, usize)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let int_opt = |fd: &OwnedFd, level: libc::c_int, name: libc::c_int| -> Option<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid for the writes `getsockopt` makes (one int).
+        let r =
+            unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, (&raw mut v).cast(), &mut len) };
+        (r == 0).then_some(v)
+    };
+    // SAFETY: plain syscall; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if pidfd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `pidfd` is a descriptor the call just opened, owned from here on.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as libc::c_int) };
+    let (mut sockets, mut nodelay) = (0, 0);
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        let Some(target) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EBADF) {
+                continue; // closed since the listing
+            }
+            return Err(e);
+        }
+        // SAFETY: `fd` is a descriptor the call just opened in this process, owned from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        let tcp = int_opt(&fd, libc::SOL_SOCKET, libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP);
+        let listening = int_opt(&fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) != Some(0);
+        if tcp && !listening {
+            sockets += 1;
+            if int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY).is_some_and(|v| v != 0) {
+                nodelay += 1;
+            }
+        }
+    }
+    Ok((sockets, nodelay))
+}
+
+/// A field of `/proc/<pid>/status` that is counted in KiB (`VmRSS`, `VmHWM`, ...).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Raises the soft limit on open files to the hard limit (children inherit it) and returns
+/// the new soft limit.
+pub fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit read and write one `rlimit`, which `lim` is.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur
     }
 }
 

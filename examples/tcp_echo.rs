@@ -7,7 +7,8 @@
 //!
 //! With `--threads N`, N workers (one per core, pinned) each bind their own `SO_REUSEPORT`
 //! listener on the address and serve the connections the kernel hands them, entirely on that
-//! worker: nothing is shared between cores.
+//! worker: nothing is shared between cores. Accepted connections have `TCP_NODELAY` on, so an
+//! echo never waits for Nagle's algorithm.
 
 use net::{ListenerOptions, TcpListener, TcpStream};
 use runtime::buf::IoBuf;
@@ -33,6 +34,7 @@ fn main() -> std::io::Result<()> {
     }
     let rt = runtime::Builder::new().worker_threads(threads).build()?;
     rt.block_on(async move {
+        examples::export_metrics();
         let servers = runtime::on_each_worker(move |worker| {
             let addr = addr.clone();
             async move { serve(&addr, worker).await }
@@ -51,7 +53,8 @@ fn usage(problem: &str) -> ! {
 
 /// One worker's accept loop on its own reuse-port listener.
 async fn serve(addr: &str, worker: usize) -> std::io::Result<()> {
-    let listener = TcpListener::bind_with(addr, ListenerOptions::new().reuse_port(true))?;
+    let listener =
+        TcpListener::bind_with(addr, ListenerOptions::new().reuse_port(true).nodelay(true))?;
     if worker == 0 {
         eprintln!(
             "tcp_echo listening on {} with {} worker(s)",

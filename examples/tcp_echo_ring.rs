@@ -7,20 +7,22 @@
 //! Every connection's receives draw buffers from one `BufRing` only when data arrives
 //! (multishot receive with buffer selection), so an idle connection holds no buffer. Each
 //! received `RxBuf` is written straight back and returns to the ring when the write is done.
+//! Accepted connections have `TCP_NODELAY` on, as in `tcp_echo`.
 
-use net::{TcpListener, TcpStream};
+use net::{ListenerOptions, TcpListener, TcpStream};
 use runtime::buf::BufRing;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 
 #[runtime::main]
 async fn main() -> std::io::Result<()> {
+    examples::export_metrics();
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
     // 4096 buffers of 4 KiB: only the ones in circulation become resident memory.
     let ring = BufRing::builder().entries(4096).buf_len(4096).build()?;
-    let listener = TcpListener::bind(addr.as_str())?;
+    let listener = TcpListener::bind_with(addr.as_str(), ListenerOptions::new().nodelay(true))?;
     eprintln!("tcp_echo_ring listening on {}", listener.local_addr()?);
     let mut incoming = listener.incoming();
     while let Some(conn) = incoming.next().await {

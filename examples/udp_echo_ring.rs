@@ -11,6 +11,7 @@ const DEFAULT_ADDR: &str = "127.0.0.1:8081";
 
 #[runtime::main]
 async fn main() -> std::io::Result<()> {
+    examples::export_metrics();
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| DEFAULT_ADDR.to_owned());

@@ -1,5 +1,6 @@
-//! The monoio reference echo server for the benchmarks: io_uring driver, one task per
-//! connection, 16 KiB owned buffer, read then `write_all` (monoio's own echo example).
+//! The monoio reference TCP echo server for the benchmarks, written like monoio's own echo
+//! example: io_uring driver, one task per connection, `TCP_NODELAY` on accepted streams, a
+//! 16 KiB owned buffer (the size `examples/tcp_echo.rs` reads into), read then `write_all`.
 //!
 //! Usage: `echo_monoio ADDR [--threads N]`. With N threads, each runs its own monoio runtime,
 //! pinned to CPU i, with its own `SO_REUSEPORT` listener (monoio's default), like the
@@ -55,6 +56,7 @@ fn serve(addr: &str) -> std::io::Result<()> {
         eprintln!("echo_monoio listening on {}", listener.local_addr()?);
         loop {
             let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
             monoio::spawn(echo(stream));
         }
     })

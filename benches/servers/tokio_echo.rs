@@ -1,5 +1,7 @@
-//! The tokio reference echo server for `benches/echo.rs`: `current_thread` runtime, one task
-//! per connection, 16 KiB buffer, read then `write_all`.
+//! The tokio reference TCP echo server for `benches/echo.rs`, written like tokio's own echo
+//! example: `current_thread` runtime, one task per connection, `TCP_NODELAY` on accepted
+//! sockets, a 16 KiB buffer (the size `examples/tcp_echo.rs` reads into), read then
+//! `write_all`.
 //!
 //! Usage: `echo_tokio ADDR`
 
@@ -17,6 +19,7 @@ fn main() -> std::io::Result<()> {
         eprintln!("echo_tokio listening on {}", listener.local_addr()?);
         loop {
             let (mut stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 loop {
