@@ -129,6 +129,44 @@ const SERVERS: [Server; 4] = [
     },
 ];
 
+/// The servers to choose from: [`SERVERS`], plus, when `BASELINE_DIR` names a folder holding
+/// another build of the runtime's four example servers (`echo_runtime`, `udp_echo_runtime`,
+/// `echo_ring`, `udp_echo_ring`, e.g. `target/release` of a checkout of the previous commit
+/// built with `cargo build --profile bench -p benches --bins`), those as `runtime-base` and
+/// `runtime-ring-base`: a refactor's before and after, measured in one run.
+fn all_servers() -> Result<Vec<Server>, Box<dyn std::error::Error>> {
+    let mut all: Vec<Server> = SERVERS.into_iter().collect();
+    let Ok(dir) = std::env::var("BASELINE_DIR") else {
+        return Ok(all);
+    };
+    let exe = |name: &str| -> Result<&'static str, String> {
+        let path = std::path::Path::new(&dir).join(name);
+        if !path.is_file() {
+            return Err(format!(
+                "BASELINE_DIR: {} is missing: build the baseline with `cargo build --profile \
+                 bench -p benches --bins` in its checkout",
+                path.display()
+            ));
+        }
+        Ok(Box::leak(
+            path.to_string_lossy().into_owned().into_boxed_str(),
+        ))
+    };
+    all.push(Server {
+        key: "runtime-base",
+        ours: true,
+        tcp: ("baseline (tcp_echo)", exe("echo_runtime")?),
+        udp: ("baseline (udp_echo)", exe("udp_echo_runtime")?),
+    });
+    all.push(Server {
+        key: "runtime-ring-base",
+        ours: true,
+        tcp: ("baseline (tcp_echo_ring)", exe("echo_ring")?),
+        udp: ("baseline (udp_echo_ring)", exe("udp_echo_ring")?),
+    });
+    Ok(all)
+}
+
 /// One row of the benchmark: what the client does.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Workload {
@@ -574,20 +612,21 @@ fn main() -> Result<(), Box<dyn Error>> {
         out_dir: out_dir(),
     };
     std::fs::create_dir_all(&cfg.out_dir)?;
+    let all = all_servers()?;
     let wanted = names("SERVERS");
     if let Some(bad) = wanted
         .iter()
         .flatten()
-        .find(|w| !SERVERS.iter().any(|s| s.key == w.as_str()))
+        .find(|w| !all.iter().any(|s| s.key == w.as_str()))
     {
-        let keys: Vec<&str> = SERVERS.iter().map(|s| s.key).collect();
+        let keys: Vec<&str> = all.iter().map(|s| s.key).collect();
         return Err(format!(
             "SERVERS: unknown server {bad:?}; choose from {}",
             keys.join(",")
         )
         .into());
     }
-    let servers: Vec<&Server> = SERVERS
+    let servers: Vec<&Server> = all
         .iter()
         .filter(|s| wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == s.key)))
         .collect();

@@ -245,6 +245,11 @@ async fn timed_udp_receives_return_the_buffer() {
     assert_eq!(res.unwrap(), 4);
     let (res, _) = socket.send(buf).timeout(Duration::from_secs(1)).await;
     assert_eq!(res.unwrap(), 4);
+    // Small datagrams are sent behind (`UdpSocket::send_to`): one loop turn submits them.
+    runtime::yield_now().await;
+    sender
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut got = [0u8; 16];
     for _ in 0..2 {
         let (n, _) = sender.recv_from(&mut got).unwrap();

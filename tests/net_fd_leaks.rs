@@ -31,7 +31,12 @@ fn ten_thousand_connect_close_cycles_leak_nothing() {
                 assert_eq!(res.unwrap(), 0);
             }
             server.await.unwrap();
-            assert!(open_fds() <= during, "fds grew while cycling connections");
+            let after = open_fds();
+            assert!(
+                after <= during,
+                "fds grew while cycling connections: {during} -> {after}: {}",
+                integration_tests::describe_fds()
+            );
         });
     }
     assert_eq!(open_fds(), before, "file descriptors leaked");

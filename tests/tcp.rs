@@ -441,6 +441,8 @@ async fn std_conversions_and_options() {
     assert!(server.nodelay().unwrap());
     let (res, _) = server.write_all("from the ring").await;
     res.unwrap();
+    // Written behind: the blocking read below stops the loop, so hand the bytes over first.
+    server.flush().await.unwrap();
     let mut std_client = std_client;
     let mut buf = [0u8; 13];
     std_client.read_exact(&mut buf).unwrap();
@@ -449,6 +451,7 @@ async fn std_conversions_and_options() {
     let mut client = TcpStream::from_std(std_client);
     let (res, _) = client.write_all("ok").await;
     res.unwrap();
+    client.flush().await.unwrap();
     let mut std_server = server.into_std().unwrap();
     let mut buf = [0u8; 2];
     std_server.read_exact(&mut buf).unwrap();

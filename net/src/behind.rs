@@ -26,6 +26,14 @@
 //!   the loop may block after submitting it. As soon as something depends on it (bytes
 //!   staged behind it, a flush), it is expedited: the loop then learns its outcome without
 //!   blocking, and sends what waits behind it.
+//!
+//! # Datagrams
+//!
+//! A UDP `send_to`/`send` of at most [`COPY_MAX`] bytes is copied and sent the same way, one
+//! detached send per datagram (datagrams need no order across each other, and each is whole
+//! or not at all). At most [`DATAGRAMS_MAX`] are in flight per socket; beyond that, sends
+//! wait as before. A datagram the socket had no room for (`EAGAIN`) is sent again by a
+//! request that waits for room; a failure is reported by the socket's next send.
 
 use std::{
     cell::RefCell,
@@ -46,9 +54,15 @@ pub(crate) const COPY_MAX: usize = 16 * 1024;
 /// The most bytes a socket keeps staged behind its send in flight; writes beyond that wait.
 const STAGED_MAX: usize = 256 * 1024;
 
+/// The most datagrams a socket has in flight behind its callers' backs.
+const DATAGRAMS_MAX: usize = 64;
+
 /// A socket's write-behind state (see the module docs).
 #[derive(Debug, Default)]
 pub(crate) struct Behind {
+    /// Datagrams in flight, and spare buffers for the next ones.
+    datagrams: usize,
+    datagram_spares: Vec<Vec<u8>>,
     staged: Vec<u8>,
     /// An empty buffer kept for the next send, so steady traffic allocates nothing.
     spare: Vec<u8>,
@@ -277,6 +291,85 @@ unsafe impl OpCode for StagedSend {
                 launch(&socket, self, true);
             }
             Err(e) => failed(&socket, e),
+        }
+    }
+}
+
+/// Copies `bytes` to be sent as one datagram (to `addr`, or the connected peer) behind the
+/// caller's back. Returns false (and does nothing) when they are too many, or too many
+/// datagrams are in flight: the caller sends it itself.
+pub(crate) fn try_send_datagram(
+    socket: &Socket,
+    bytes: &[u8],
+    addr: Option<std::net::SocketAddr>,
+) -> bool {
+    let mut behind = state(socket).borrow_mut();
+    if bytes.len() > COPY_MAX || behind.datagrams >= DATAGRAMS_MAX {
+        return false;
+    }
+    behind.datagrams += 1;
+    let mut data = behind.datagram_spares.pop().unwrap_or_default();
+    drop(behind);
+    data.extend_from_slice(bytes);
+    let op = DatagramBehind {
+        socket: socket.clone(),
+        send: crate::op::SendMsg::new(socket.clone(), data, addr.as_ref(), None, true),
+        addr,
+    };
+    // Completes at once when the runtime has shut down, which counts it out itself.
+    drop(Op::new(op).detach());
+    true
+}
+
+/// A datagram sent behind its caller's back; detached, so `complete_detached` carries on.
+#[derive(Debug)]
+struct DatagramBehind {
+    socket: Socket,
+    send: crate::op::SendMsg<Vec<u8>>,
+    addr: Option<std::net::SocketAddr>,
+}
+
+// SAFETY: every SQE field comes from `send`, which upholds the `OpCode` rules for the memory it
+// owns (moved with `self`, heap-stable), including the skip-success contract of its fast mode.
+unsafe impl OpCode for DatagramBehind {
+    type Output = ();
+
+    fn build(&mut self) -> squeue::Entry {
+        self.send.build()
+    }
+
+    fn skip_success(&self) -> Option<i32> {
+        self.send.skip_success()
+    }
+
+    fn complete(self, cqe: Completion) {
+        self.complete_detached(cqe);
+    }
+
+    fn complete_detached(self, cqe: Completion) {
+        let DatagramBehind { socket, send, addr } = self;
+        let (res, mut data, _) = send.complete(cqe);
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // No room in the socket: once more, waiting for room.
+                let op = DatagramBehind {
+                    socket: socket.clone(),
+                    send: crate::op::SendMsg::new(socket, data, addr.as_ref(), None, false),
+                    addr,
+                };
+                drop(Op::new(op).detach());
+                return;
+            }
+            Err(e) => {
+                state(&socket).borrow_mut().error.get_or_insert(e);
+            }
+            Ok(_) => {}
+        }
+        let mut behind = state(&socket).borrow_mut();
+        behind.datagrams -= 1;
+        if behind.datagram_spares.len() < DATAGRAMS_MAX {
+            data.clear();
+            behind.datagram_spares.push(data);
         }
     }
 }

@@ -27,6 +27,26 @@ pub fn exclusive() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The process's open fds and what each refers to, for failure messages.
+pub fn describe_fds() -> String {
+    let mut fds: Vec<(i32, String)> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let e = e.ok()?;
+                let fd = e.file_name().to_string_lossy().parse().ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some((fd, target.to_string_lossy().into_owned()))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    fds.iter()
+        .map(|(fd, t)| format!("{fd}={t}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Records when a value is dropped, to prove the runtime released something at the right time.
 #[derive(Debug, Clone, Default)]
 pub struct DropFlag(Arc<AtomicBool>);

@@ -223,6 +223,10 @@ impl TcpStream {
 
     /// Writes all of `buf`'s initialized bytes.
     ///
+    /// Up to 16 KiB are written behind, as [`write`](TcpStream::write) describes: they reach
+    /// the kernel with the loop's next enter. Code that then blocks the thread (a `std` read
+    /// of the peer, `thread::sleep`) must [`flush`](TcpStream::flush) first.
+    ///
     /// The first attempt goes out without waiting and without a completion when it succeeds
     /// (see the `op` module); whatever does not fit is sent by a request that waits for room.
     ///
@@ -232,7 +236,6 @@ impl TcpStream {
     /// after part of the buffer went out, the scope's error says how many bytes did, in
     /// [`Cancelled::transferred`](runtime::op::Cancelled): resume from that offset.
     pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
-        let len = buf.bytes_init();
         match self.write_behind(buf.as_slice()) {
             Err(e) => return (Err(e), buf),
             Ok(true) => return (Ok(()), buf),
@@ -241,6 +244,13 @@ impl TcpStream {
         if let Err(e) = behind::flush(&self.socket).await {
             return (Err(e), buf);
         }
+        self.write_all_now(buf).await
+    }
+
+    /// `write_all` without writing behind: resolves once the kernel took every byte. The
+    /// caller has flushed what was written behind.
+    async fn write_all_now<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
+        let len = buf.bytes_init();
         let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastStream)).await;
         let mut sent = match res {
             Ok(n) => n,
@@ -294,7 +304,8 @@ impl TcpStream {
         }
         match zc::attempt(&self.socket, buf, SEND_ZC, |s, b| SendZc::send(s, b, false)).await {
             Attempt::Sent(res, release) => (res, release.await),
-            Attempt::UseCopy(buf) => self.write(buf).await,
+            // Copying sends resolve when the kernel took the bytes, as zero-copy ones do.
+            Attempt::UseCopy(buf) => send_some(&self.socket, buf, SendMode::FastStream).await,
         }
     }
 
@@ -321,7 +332,7 @@ impl TcpStream {
                     }
                 }
                 Attempt::UseCopy(rest) => {
-                    let (res, rest) = self.write_all(rest).await;
+                    let (res, rest) = self.write_all_now(rest).await;
                     return (res, rest.into_inner());
                 }
             }
@@ -342,7 +353,7 @@ impl TcpStream {
             Attempt::Sent(res, release) => (res, release),
             Attempt::UseCopy(buf) => {
                 let len = buf.bytes_init();
-                let (res, buf) = self.write_all(buf).await;
+                let (res, buf) = self.write_all_now(buf).await;
                 (res.map(|()| len), ZcSent::ready(buf))
             }
         }

@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, Type};
 use crate::{
     RecvMsgStream, ZeroCopy, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
-    bufs,
+    behind, bufs,
     op::SendZc,
     op::{CancelFd, RecvMsg, RecvMsgOutput, SendMode, SendMsg, send_some},
     rescue::RescueAware,
@@ -154,6 +154,10 @@ impl UdpSocket {
 
     /// Sends `buf`'s initialized bytes as one datagram to `addr` (the first address it resolves
     /// to).
+    ///
+    /// A datagram of up to 16 KiB is sent behind: copied, queued for the kernel and reported
+    /// sent at once, so the task goes on to its next receive and both reach the kernel in one
+    /// enter. If the kernel then refuses it, the socket's next send reports the error.
     pub async fn send_to<B: IoBuf, A: ToSocketAddrs>(
         &self,
         buf: B,
@@ -163,8 +167,26 @@ impl UdpSocket {
             Ok(addr) => addr,
             Err(e) => return (Err(e), buf),
         };
+        match self.send_behind(&buf, Some(addr)) {
+            Err(e) => return (Err(e), buf),
+            Ok(true) => return (Ok(buf.bytes_init()), buf),
+            Ok(false) => {}
+        }
         let (res, buf, _) = self.send_msg(buf, Some(addr), None).await;
         (res, buf)
+    }
+
+    /// Reports the failure of an earlier datagram sent behind, or sends `buf` behind the
+    /// caller's back when it is small enough (`Ok(true)`; see [`send_to`](UdpSocket::send_to)).
+    fn send_behind<B: IoBuf>(&self, buf: &B, addr: Option<SocketAddr>) -> io::Result<bool> {
+        if let Some(e) = behind::take_error(&self.socket) {
+            return Err(e);
+        }
+        Ok(behind::try_send_datagram(
+            &self.socket,
+            buf.as_slice(),
+            addr,
+        ))
     }
 
     /// Receives one datagram into `buf` and returns its length and sender.
@@ -187,8 +209,14 @@ impl UdpSocket {
         (res, buf)
     }
 
-    /// Sends `buf`'s initialized bytes to the connected peer.
+    /// Sends `buf`'s initialized bytes to the connected peer. Written behind as
+    /// [`send_to`](UdpSocket::send_to) is.
     pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        match self.send_behind(&buf, None) {
+            Err(e) => return (Err(e), buf),
+            Ok(true) => return (Ok(buf.bytes_init()), buf),
+            Ok(false) => {}
+        }
         send_some(&self.socket, buf, SendMode::FastDatagram).await
     }
 
@@ -295,7 +323,8 @@ impl UdpSocket {
         let send_zc = io_uring::opcode::SendZc::CODE;
         match zc::attempt(&self.socket, buf, send_zc, |s, b| SendZc::send(s, b, false)).await {
             Attempt::Sent(res, release) => (res, release.await),
-            Attempt::UseCopy(buf) => self.send(buf).await,
+            // Copying sends resolve when the kernel took the datagram, as zero-copy ones do.
+            Attempt::UseCopy(buf) => send_some(&self.socket, buf, SendMode::FastDatagram).await,
         }
     }
 
