@@ -509,6 +509,10 @@ impl TcpStream {
     }
 
     /// Converts into a `std` stream (duplicating the fd if operations still hold it).
+    ///
+    /// Bytes written behind (see [`write`](TcpStream::write)) that the kernel has not taken yet
+    /// still go out through the runtime: [`flush`](TcpStream::flush) first if the `std` stream
+    /// writes too, so that its bytes follow them.
     pub fn into_std(self) -> io::Result<std::net::TcpStream> {
         Ok(std::net::TcpStream::from(self.socket.into_fd()?))
     }
