@@ -599,3 +599,26 @@ fn an_echo_loop_costs_one_enter_per_message() {
         );
     });
 }
+
+/// Socket buffer sizes: set on a stream, and on a listener so that accepted connections
+/// inherit them.
+#[runtime::test]
+async fn socket_buffer_sizes_are_set_and_inherited() {
+    let mut options = net::ListenerOptions::new();
+    // Below the default `net.core.{w,r}mem_max` (208 KiB), which caps what is granted.
+    options
+        .send_buffer_size(96 * 1024)
+        .recv_buffer_size(80 * 1024);
+    let listener = TcpListener::bind_with("127.0.0.1:0", &options).unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    // Linux reports twice the value set.
+    assert_eq!(server.send_buffer_size().unwrap(), 2 * 96 * 1024);
+    assert_eq!(server.recv_buffer_size().unwrap(), 2 * 80 * 1024);
+    client.set_send_buffer_size(64 * 1024).unwrap();
+    client.set_recv_buffer_size(32 * 1024).unwrap();
+    assert_eq!(client.send_buffer_size().unwrap(), 2 * 64 * 1024);
+    assert_eq!(client.recv_buffer_size().unwrap(), 2 * 32 * 1024);
+}

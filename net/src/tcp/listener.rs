@@ -24,6 +24,8 @@ pub struct ListenerOptions {
     reuse_port: bool,
     backlog: i32,
     nodelay: bool,
+    send_buffer_size: Option<usize>,
+    recv_buffer_size: Option<usize>,
 }
 
 impl Default for ListenerOptions {
@@ -40,6 +42,8 @@ impl ListenerOptions {
             reuse_port: false,
             backlog: 1024,
             nodelay: false,
+            send_buffer_size: None,
+            recv_buffer_size: None,
         }
     }
 
@@ -59,6 +63,20 @@ impl ListenerOptions {
     /// Sets `TCP_NODELAY` on the listener; accepted connections inherit it.
     pub fn nodelay(&mut self, on: bool) -> &mut Self {
         self.nodelay = on;
+        self
+    }
+
+    /// Sets `SO_SNDBUF` on the listener; accepted connections inherit it (and the kernel no
+    /// longer autotunes their send buffer). Linux doubles the value for its bookkeeping.
+    pub fn send_buffer_size(&mut self, bytes: usize) -> &mut Self {
+        self.send_buffer_size = Some(bytes);
+        self
+    }
+
+    /// Sets `SO_RCVBUF` on the listener before `listen`, so accepted connections inherit it
+    /// and advertise the matching window from their first segment (`man 7 tcp`).
+    pub fn recv_buffer_size(&mut self, bytes: usize) -> &mut Self {
+        self.recv_buffer_size = Some(bytes);
         self
     }
 }
@@ -156,6 +174,12 @@ impl TcpListener {
         }
         if options.nodelay {
             s.set_tcp_nodelay(true)?;
+        }
+        if let Some(bytes) = options.send_buffer_size {
+            s.set_send_buffer_size(bytes)?;
+        }
+        if let Some(bytes) = options.recv_buffer_size {
+            s.set_recv_buffer_size(bytes)?;
         }
         s.bind(&(*addr).into())?;
         s.listen(options.backlog)?;

@@ -452,6 +452,29 @@ impl TcpStream {
         Ok(())
     }
 
+    /// Sets `SO_SNDBUF` (Linux doubles the value for its bookkeeping; the kernel stops
+    /// autotuning the send buffer).
+    pub fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.socket.sock_ref().set_send_buffer_size(bytes)
+    }
+
+    /// `SO_SNDBUF`, as the kernel reports it.
+    pub fn send_buffer_size(&self) -> io::Result<usize> {
+        self.socket.sock_ref().send_buffer_size()
+    }
+
+    /// Sets `SO_RCVBUF` (Linux doubles the value; the kernel stops autotuning the receive
+    /// buffer). On loopback the receive window decides which CPU does whose TCP work, so this
+    /// changes bulk-transfer cost markedly; measure before choosing.
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        self.socket.sock_ref().set_recv_buffer_size(bytes)
+    }
+
+    /// `SO_RCVBUF`, as the kernel reports it.
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        self.socket.sock_ref().recv_buffer_size()
+    }
+
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.socket.sock_ref().set_tcp_nodelay(nodelay)
