@@ -78,6 +78,15 @@ struct Kick {
     _ring: Arc<std::os::fd::OwnedFd>,
 }
 
+/// What becomes of an operation whose owner lets go of it (`Driver::park`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detach {
+    /// Its future was dropped: cancel the request.
+    Cancel,
+    /// Handed over to finish on its own (`Op::detach`), with nobody waiting for it.
+    RunLazily,
+}
+
 /// The eventfd read kept armed for cross-thread wake-ups.
 struct WakeRead {
     /// Heap buffer the kernel writes the eventfd counter into.
@@ -218,7 +227,29 @@ impl Driver {
     pub(crate) fn detach(
         &mut self,
         key: u64,
+        parked: Box<dyn Parked>,
+    ) -> Option<(Box<dyn Parked>, Completion)> {
+        self.park(key, parked, Detach::Cancel)
+    }
+
+    /// The owner of `key` hands it over to run to its end without a future: its resources are
+    /// parked until the final CQE, as for [`detach`](Driver::detach), but nothing is cancelled.
+    /// A pending skip-success request detached this way stops holding the loop awake (no task
+    /// waits for its outcome; it is learnt after a later enter) until
+    /// [`expedite`](Driver::expedite) says someone waits again.
+    pub(crate) fn detach_lazy(
+        &mut self,
+        key: u64,
+        parked: Box<dyn Parked>,
+    ) -> Option<(Box<dyn Parked>, Completion)> {
+        self.park(key, parked, Detach::RunLazily)
+    }
+
+    fn park(
+        &mut self,
+        key: u64,
         mut parked: Box<dyn Parked>,
+        how: Detach,
     ) -> Option<(Box<dyn Parked>, Completion)> {
         let (index, generation) = slot::decode(key);
         let slot = match self.slots.get_mut(index) {
@@ -241,49 +272,21 @@ impl Driver {
             std::mem::forget(parked);
             return None;
         }
-        // Dropped during the shutdown drain too: park it like any other, so that its final CQE
-        // releases it and counts it out (shutdown ends as soon as the kernel released all).
-        slot.owner = Owner::Parked(parked);
-        self.parked += 1;
-        self.queue_sqe(opcode::AsyncCancel::new(key).build().user_data(CANCEL));
-        None
-    }
-
-    /// The owner of `key` hands it over to run to its end without a future: its resources are
-    /// parked until the final CQE, as for [`detach`](Driver::detach), but nothing is cancelled.
-    /// A pending skip-success request detached this way stops holding the loop awake (no task
-    /// waits for its outcome; it is learnt after a later enter) until
-    /// [`expedite`](Driver::expedite) says someone waits again.
-    pub(crate) fn detach_lazy(
-        &mut self,
-        key: u64,
-        mut parked: Box<dyn Parked>,
-    ) -> Option<(Box<dyn Parked>, Completion)> {
-        let (index, generation) = slot::decode(key);
-        let slot = match self.slots.get_mut(index) {
-            Some(slot) if slot.generation == generation => slot,
-            _ => unreachable!("an operation detached from its slot after the slot was released"),
-        };
-        while let Some(cqe) = slot.cqes.pop() {
-            if cqe.has_more() {
-                parked.on_more(cqe);
-            } else {
-                self.slots.remove(index);
-                return Some((parked, cqe));
-            }
-        }
-        if self.gave_up {
-            self.slots.remove(index);
-            self.stats.leaked += 1;
-            std::mem::forget(parked);
-            return None;
-        }
-        if slot.skip_success.is_some() && !slot.finished && !slot.lazy_skip {
+        // Detached during the shutdown drain too: park it like any other, so that its final
+        // CQE releases it and counts it out (shutdown ends as soon as the kernel released all).
+        if how == Detach::RunLazily
+            && slot.skip_success.is_some()
+            && !slot.finished
+            && !slot.lazy_skip
+        {
             slot.lazy_skip = true;
             self.urgent_skips -= 1;
         }
         slot.owner = Owner::Parked(parked);
         self.parked += 1;
+        if how == Detach::Cancel {
+            self.queue_sqe(opcode::AsyncCancel::new(key).build().user_data(CANCEL));
+        }
         None
     }
 
