@@ -548,58 +548,6 @@ async fn bytes_buffers() {
     assert_eq!(&buf[..], b"bytes!");
 }
 
-/// A request/response loop costs one `io_uring_enter` per message: the echo's send is
-/// written behind, so it reaches the kernel in the same enter that waits for the next request.
-#[test]
-fn an_echo_loop_costs_one_enter_per_message() {
-    use std::io::{Read, Write};
-    const MESSAGES: u64 = 2000;
-    let rt = runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let listener = net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = std::thread::spawn(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.set_nodelay(true).unwrap();
-            let mut buf = [0u8; 64];
-            for i in 0..MESSAGES {
-                buf[0] = i as u8;
-                s.write_all(&buf).unwrap();
-                s.read_exact(&mut buf).unwrap();
-                assert_eq!(buf[0], i as u8);
-            }
-        });
-        let (mut stream, _) = listener.accept().await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let mut buf = Vec::with_capacity(4096);
-        // The first messages settle the connection; count over the rest.
-        let mut start = None;
-        let mut echoed = 0u64;
-        loop {
-            let (res, b) = stream.read(buf).await;
-            let n = res.unwrap();
-            if n == 0 {
-                break;
-            }
-            let (res, b) = stream.write_all(b.slice(..n)).await;
-            res.unwrap();
-            buf = b.into_inner();
-            buf.clear();
-            echoed += 1;
-            if echoed == 100 {
-                start = Some((runtime::metrics().enters, echoed));
-            }
-        }
-        client.join().unwrap();
-        let (enters0, echoed0) = start.unwrap();
-        let per_message = (runtime::metrics().enters - enters0) as f64 / (echoed - echoed0) as f64;
-        assert!(
-            per_message < 1.1,
-            "{per_message:.2} io_uring_enter calls per echoed message"
-        );
-    });
-}
-
 /// Socket buffer sizes: set on a stream, and on a listener so that accepted connections
 /// inherit them.
 #[runtime::test]

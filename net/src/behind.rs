@@ -42,7 +42,7 @@ use std::{
     task::{Poll, Waker},
 };
 
-use io_uring::{opcode, squeue};
+use io_uring::squeue;
 use runtime::op::{Completion, Detached, Op, OpCode};
 
 use super::socket::Socket;
@@ -248,14 +248,8 @@ unsafe impl OpCode for StagedSend {
         // SAFETY: `sent < data.len()` (a finished send is never resubmitted), so the pointer
         // stays inside the allocation.
         let ptr = unsafe { self.data.as_ptr().add(self.sent) };
-        let sqe = opcode::Send::new(self.socket.uring_fd(), ptr, self.len() as u32)
-            .flags(self.mode.flags())
-            .build();
-        if self.mode.is_fast() {
-            sqe.flags(squeue::Flags::SKIP_SUCCESS)
-        } else {
-            sqe
-        }
+        self.mode
+            .send_sqe(self.socket.uring_fd(), ptr, self.len() as u32)
     }
 
     fn skip_success(&self) -> Option<i32> {

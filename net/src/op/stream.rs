@@ -76,7 +76,7 @@ pub(crate) enum SendMode {
 }
 
 impl SendMode {
-    pub(crate) fn flags(self) -> i32 {
+    fn flags(self) -> i32 {
         libc::MSG_NOSIGNAL
             | match self {
                 SendMode::FastStream => libc::MSG_DONTWAIT | libc::MSG_WAITALL,
@@ -88,6 +88,23 @@ impl SendMode {
 
     pub(crate) fn is_fast(self) -> bool {
         matches!(self, SendMode::FastStream | SendMode::FastDatagram)
+    }
+
+    /// The `IORING_OP_SEND` SQE of `len` bytes at `ptr` on `fd` in this mode: the fast modes
+    /// carry `IOSQE_CQE_SKIP_SUCCESS` together with their `MSG_DONTWAIT`, as the skip-success
+    /// contract requires. The caller keeps `ptr..ptr + len` and `fd` valid until the final CQE.
+    pub(crate) fn send_sqe(
+        self,
+        fd: io_uring::types::Fd,
+        ptr: *const u8,
+        len: u32,
+    ) -> squeue::Entry {
+        let sqe = opcode::Send::new(fd, ptr, len).flags(self.flags()).build();
+        if self.is_fast() {
+            sqe.flags(squeue::Flags::SKIP_SUCCESS)
+        } else {
+            sqe
+        }
     }
 }
 
@@ -134,18 +151,11 @@ unsafe impl<B: IoBuf> OpCode for Send<B> {
     type Output = (io::Result<usize>, B);
 
     fn build(&mut self) -> squeue::Entry {
-        let sqe = opcode::Send::new(
+        self.mode.send_sqe(
             self.socket.uring_fd(),
             self.buf.stable_ptr(),
             self.len() as u32,
         )
-        .flags(self.mode.flags())
-        .build();
-        if self.mode.is_fast() {
-            sqe.flags(squeue::Flags::SKIP_SUCCESS)
-        } else {
-            sqe
-        }
     }
 
     fn skip_success(&self) -> Option<i32> {
