@@ -46,7 +46,10 @@ use io_uring::squeue;
 use runtime::op::{Completion, Detached, Op, OpCode};
 
 use super::socket::Socket;
-use crate::op::{MAX_IO, SendMode};
+use crate::{
+    op::{MAX_IO, SendMode},
+    spares,
+};
 
 /// The largest write that is copied and sent behind the caller's back.
 pub(crate) const COPY_MAX: usize = 16 * 1024;
@@ -60,12 +63,12 @@ const DATAGRAMS_MAX: usize = 64;
 /// A socket's write-behind state (see the module docs).
 #[derive(Debug, Default)]
 pub(crate) struct Behind {
-    /// Datagrams in flight, and spare buffers for the next ones.
+    /// Datagrams in flight.
     datagrams: usize,
-    datagram_spares: Vec<Vec<u8>>,
+    /// Bytes written while a send is in flight. Their buffers, like those of the sends, come
+    /// from and go back to the thread's spares (`spares.rs`), so steady traffic allocates
+    /// nothing and an idle socket holds no buffer.
     staged: Vec<u8>,
-    /// An empty buffer kept for the next send, so steady traffic allocates nothing.
-    spare: Vec<u8>,
     in_flight: Option<Detached>,
     error: Option<io::Error>,
     shutdown_pending: bool,
@@ -97,14 +100,17 @@ pub(crate) fn try_stage(socket: &Socket, bytes: &[u8]) -> bool {
         return false;
     }
     if let Some(in_flight) = &behind.in_flight {
+        if behind.staged.capacity() == 0 {
+            behind.staged = spares::take();
+        }
         behind.staged.extend_from_slice(bytes);
         // The staged bytes wait for this send's outcome.
         in_flight.expedite();
         return true;
     }
-    let mut data = std::mem::take(&mut behind.spare);
-    data.extend_from_slice(bytes);
     drop(guard);
+    let mut data = spares::take();
+    data.extend_from_slice(bytes);
     start(socket, data, false);
     true
 }
@@ -182,15 +188,11 @@ fn shut_write(socket: &Socket) -> io::Result<()> {
 
 /// The send in flight finished: recycles its buffer and sends what was staged meanwhile, or
 /// tells waiters that everything went out.
-fn finished(socket: &Socket, mut data: Vec<u8>) {
+fn finished(socket: &Socket, data: Vec<u8>) {
+    spares::give(data);
     let mut behind = state(socket).borrow_mut();
-    data.clear();
-    if data.capacity() > behind.spare.capacity() {
-        behind.spare = data;
-    }
     if !behind.staged.is_empty() {
-        let spare = std::mem::take(&mut behind.spare);
-        let next = std::mem::replace(&mut behind.staged, spare);
+        let next = std::mem::take(&mut behind.staged);
         let urgent = !behind.waiters.is_empty() || behind.shutdown_pending;
         behind.in_flight = None;
         drop(behind);
@@ -212,7 +214,7 @@ fn finished(socket: &Socket, mut data: Vec<u8>) {
 fn failed(socket: &Socket, error: io::Error) {
     let mut behind = state(socket).borrow_mut();
     behind.error.get_or_insert(error);
-    behind.staged.clear();
+    spares::give(std::mem::take(&mut behind.staged));
     behind.in_flight = None;
     behind.shutdown_pending = false;
     let waiters = std::mem::take(&mut behind.waiters);
@@ -302,8 +304,8 @@ pub(crate) fn try_send_datagram(
         return false;
     }
     behind.datagrams += 1;
-    let mut data = behind.datagram_spares.pop().unwrap_or_default();
     drop(behind);
+    let mut data = spares::take();
     data.extend_from_slice(bytes);
     let op = DatagramBehind {
         socket: socket.clone(),
@@ -342,7 +344,7 @@ unsafe impl OpCode for DatagramBehind {
 
     fn complete_detached(self, cqe: Completion) {
         let DatagramBehind { socket, send, addr } = self;
-        let (res, mut data, _) = send.complete(cqe);
+        let (res, data, _) = send.complete(cqe);
         match res {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // No room in the socket: once more, waiting for room.
@@ -359,11 +361,7 @@ unsafe impl OpCode for DatagramBehind {
             }
             Ok(_) => {}
         }
-        let mut behind = state(&socket).borrow_mut();
-        behind.datagrams -= 1;
-        if behind.datagram_spares.len() < DATAGRAMS_MAX {
-            data.clear();
-            behind.datagram_spares.push(data);
-        }
+        state(&socket).borrow_mut().datagrams -= 1;
+        spares::give(data);
     }
 }

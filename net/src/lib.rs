@@ -61,6 +61,7 @@ mod op;
 mod recv_stream;
 mod rescue;
 mod socket;
+mod spares;
 pub mod tcp;
 pub mod udp;
 mod zc;

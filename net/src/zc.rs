@@ -9,7 +9,7 @@
 //! notification that says the data was copied, or when the socket type cannot do zero copy.
 
 use std::{
-    cell::Cell,
+    cell::{Cell, OnceCell},
     fmt,
     future::Future,
     io,
@@ -75,7 +75,9 @@ impl fmt::Display for SwitchReason {
 #[derive(Debug, Default)]
 pub(crate) struct ZcState {
     policy: Cell<ZeroCopy>,
-    stats: Cell<ZeroCopyStats>,
+    /// Boxed on first use: most sockets never send zero-copy, and every byte here is paid
+    /// by every connection.
+    stats: OnceCell<Box<Cell<ZeroCopyStats>>>,
     /// The kernel rejected `IORING_SEND_ZC_REPORT_USAGE` (before Linux 6.2).
     no_usage_report: Cell<bool>,
 }
@@ -97,11 +99,11 @@ impl ZcState {
     }
 
     pub(crate) fn stats(&self) -> ZeroCopyStats {
-        self.stats.get()
+        self.stats.get().map(|s| s.get()).unwrap_or_default()
     }
 
     pub(crate) fn path(&self) -> ZcPath {
-        match (self.policy.get(), self.stats.get().switched_to_copy) {
+        match (self.policy.get(), self.stats().switched_to_copy) {
             (ZeroCopy::On, _) => ZcPath::ZeroCopy,
             (ZeroCopy::Auto, None) => ZcPath::ZeroCopy,
             _ => ZcPath::Copy,
@@ -109,9 +111,10 @@ impl ZcState {
     }
 
     fn update(&self, f: impl FnOnce(&mut ZeroCopyStats)) {
-        let mut s = self.stats.get();
+        let stats = self.stats.get_or_init(Box::default);
+        let mut s = stats.get();
         f(&mut s);
-        self.stats.set(s);
+        stats.set(s);
     }
 
     pub(crate) fn requested(&self) {

@@ -19,8 +19,10 @@ use crate::{
 /// One completion of a multishot stream receive.
 #[derive(Debug)]
 pub(crate) enum RecvEvent {
-    /// Bytes, in one buffer or (bundle) several consecutive ones.
-    Data(VecDeque<RxBuf>),
+    /// Bytes in one buffer (no allocation per message).
+    One(RxBuf),
+    /// Bytes in several consecutive buffers (a bundle).
+    Many(VecDeque<RxBuf>),
     /// The peer closed its side.
     Eof,
 }
@@ -43,16 +45,26 @@ impl RecvMulti {
     }
 
     fn event(&self, cqe: &Completion) -> io::Result<RecvEvent> {
-        let mut bufs = VecDeque::new();
-        if self.bundle {
+        let data = if self.bundle {
+            let mut bufs = VecDeque::new();
             self.ring.take_bundle(cqe, &mut bufs)?;
-        } else if let Some(buf) = self.ring.take(cqe)? {
-            bufs.push_back(buf);
-        }
-        match cqe.result() {
-            r if r > 0 => Ok(RecvEvent::Data(bufs)),
-            0 => Ok(RecvEvent::Eof),
-            r => Err(io::Error::from_raw_os_error(-r)),
+            match bufs.len() {
+                0 => None,
+                1 => bufs.pop_front().map(RecvEvent::One),
+                _ => Some(RecvEvent::Many(bufs)),
+            }
+        } else {
+            self.ring.take(cqe)?.map(RecvEvent::One)
+        };
+        match (cqe.result(), data) {
+            (0, _) => Ok(RecvEvent::Eof),
+            (r, _) if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+            (_, Some(data)) => Ok(data),
+            // `take`/`take_bundle` reject a positive result without a buffer as malformed.
+            (r, None) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a receive of {r} bytes named no buffer"),
+            )),
         }
     }
 }
@@ -85,10 +97,12 @@ unsafe impl MultishotOp for RecvMulti {
 /// Keeps data that arrived for a dropped stream for the socket's next receive (the buffers go
 /// back to their pool when `event` is dropped).
 fn rescue_stream_data(socket: &Socket, cqe: &Completion, event: io::Result<RecvEvent>) {
-    if let Ok(RecvEvent::Data(bufs)) = event {
-        let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-        socket.rescue(Rescued::stream(cqe.sequence(), data));
-    }
+    let data = match event {
+        Ok(RecvEvent::One(buf)) => buf.to_vec(),
+        Ok(RecvEvent::Many(bufs)) => bufs.iter().flat_map(|b| b.iter().copied()).collect(),
+        _ => return,
+    };
+    socket.rescue(Rescued::stream(cqe.sequence(), data));
 }
 
 /// Room for the source address in each datagram buffer (a `sockaddr_in6` fits).
@@ -231,7 +245,7 @@ impl RecvZc {
         match cqe.result() {
             r if r > 0 => {
                 let buf = self.zcrx.take(cqe)?;
-                Ok(RecvEvent::Data(VecDeque::from([buf])))
+                Ok(RecvEvent::One(buf))
             }
             0 => Ok(RecvEvent::Eof),
             r => Err(io::Error::from_raw_os_error(-r)),

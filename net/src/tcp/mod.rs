@@ -4,6 +4,7 @@ mod incoming;
 mod listener;
 mod split;
 mod stream;
+mod write;
 
 pub use incoming::Incoming;
 pub use listener::{ListenerOptions, TcpListener};

@@ -96,22 +96,33 @@ macro_rules! common_methods {
     };
 }
 
-/// The receive methods of a read half, forwarded to the stream's.
+/// The receive methods of a read half, forwarded to the stream's. They return the stream's
+/// futures themselves (not `async fn` wrappers, which would hold a second copy of the
+/// arguments in every caller's future).
 macro_rules! read_methods {
     () => {
         /// See [`TcpStream::read`].
-        pub async fn read<B: IoBufMut>(&mut self, buf: B) -> (io::Result<usize>, B) {
-            self.stream.read(buf).await
+        pub fn read<B: IoBufMut>(
+            &mut self,
+            buf: B,
+        ) -> impl Future<Output = (io::Result<usize>, B)> {
+            self.stream.read(buf)
         }
 
         /// See [`TcpStream::read_exact`].
-        pub async fn read_exact<B: IoBufMut>(&mut self, buf: B) -> (io::Result<()>, B) {
-            self.stream.read_exact(buf).await
+        pub fn read_exact<B: IoBufMut>(
+            &mut self,
+            buf: B,
+        ) -> impl Future<Output = (io::Result<()>, B)> {
+            self.stream.read_exact(buf)
         }
 
         /// See [`TcpStream::readv`].
-        pub async fn readv<B: IoBufMut>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-            self.stream.readv(bufs).await
+        pub fn readv<B: IoBufMut>(
+            &mut self,
+            bufs: Vec<B>,
+        ) -> impl Future<Output = (io::Result<usize>, Vec<B>)> {
+            self.stream.readv(bufs)
         }
 
         /// See [`TcpStream::recv_stream`].
@@ -146,41 +157,50 @@ macro_rules! read_methods {
 macro_rules! write_methods {
     () => {
         /// See [`TcpStream::write`].
-        pub async fn write<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
-            self.stream.write(buf).await
+        pub fn write<B: IoBuf>(&mut self, buf: B) -> impl Future<Output = (io::Result<usize>, B)> {
+            self.stream.write(buf)
         }
 
         /// See [`TcpStream::write_all`].
-        pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
-            self.stream.write_all(buf).await
+        pub fn write_all<B: IoBuf>(&mut self, buf: B) -> impl Future<Output = (io::Result<()>, B)> {
+            self.stream.write_all(buf)
         }
 
         /// See [`TcpStream::flush`].
-        pub async fn flush(&mut self) -> io::Result<()> {
-            self.stream.flush().await
+        pub fn flush(&mut self) -> impl Future<Output = io::Result<()>> {
+            self.stream.flush()
         }
 
         /// See [`TcpStream::writev`].
-        pub async fn writev<B: IoBuf>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-            self.stream.writev(bufs).await
+        pub fn writev<B: IoBuf>(
+            &mut self,
+            bufs: Vec<B>,
+        ) -> impl Future<Output = (io::Result<usize>, Vec<B>)> {
+            self.stream.writev(bufs)
         }
 
         /// See [`TcpStream::send_zc`].
-        pub async fn send_zc<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
-            self.stream.send_zc(buf).await
+        pub fn send_zc<B: IoBuf>(
+            &mut self,
+            buf: B,
+        ) -> impl Future<Output = (io::Result<usize>, B)> {
+            self.stream.send_zc(buf)
         }
 
         /// See [`TcpStream::send_zc_all`].
-        pub async fn send_zc_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
-            self.stream.send_zc_all(buf).await
+        pub fn send_zc_all<B: IoBuf>(
+            &mut self,
+            buf: B,
+        ) -> impl Future<Output = (io::Result<()>, B)> {
+            self.stream.send_zc_all(buf)
         }
 
         /// See [`TcpStream::send_zc_pipelined`].
-        pub async fn send_zc_pipelined<B: IoBuf>(
+        pub fn send_zc_pipelined<B: IoBuf>(
             &mut self,
             buf: B,
-        ) -> (io::Result<usize>, ZcSent<B>) {
-            self.stream.send_zc_pipelined(buf).await
+        ) -> impl Future<Output = (io::Result<usize>, ZcSent<B>)> {
+            self.stream.send_zc_pipelined(buf)
         }
 
         /// Sets the socket's zero-copy policy; see [`TcpStream::set_zero_copy`].

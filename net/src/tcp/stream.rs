@@ -13,7 +13,10 @@ use runtime::{
 };
 use socket2::{Domain, Protocol, Type};
 
-use super::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
+use super::{
+    split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf},
+    write::{Slow, Write},
+};
 use crate::{
     RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
@@ -38,6 +41,27 @@ fn stopped(e: io::Error, done: usize) -> io::Error {
         Some(reason) if done > 0 && is_cancelled(&e) => reason.error(done),
         _ => e,
     }
+}
+
+/// The slow path of `TcpStream::write`: waits for what was written behind, then sends.
+fn write_slow<B: IoBuf>(stream: &mut TcpStream, buf: B) -> Slow<'_, B, usize> {
+    Box::pin(async move {
+        if let Err(e) = behind::flush(&stream.socket).await {
+            return (Err(e), buf);
+        }
+        send_some(&stream.socket, buf, SendMode::FastStream).await
+    })
+}
+
+/// The slow path of `TcpStream::write_all`: waits for what was written behind, then sends
+/// every byte.
+fn write_all_slow<B: IoBuf>(stream: &mut TcpStream, buf: B) -> Slow<'_, B, ()> {
+    Box::pin(async move {
+        if let Err(e) = behind::flush(&stream.socket).await {
+            return (Err(e), buf);
+        }
+        stream.write_all_now(buf).await
+    })
 }
 
 /// A TCP connection with owned-buffer I/O.
@@ -193,22 +217,18 @@ impl TcpStream {
     /// They go out in order before anything written later. If sending them fails, the next
     /// write, [`flush`](TcpStream::flush) or [`shutdown`](TcpStream::shutdown) reports it;
     /// `flush` waits until the kernel has taken every byte.
-    pub async fn write<B: IoBuf>(&mut self, buf: B) -> (io::Result<usize>, B) {
-        let len = buf.bytes_init();
-        match self.write_behind(buf.as_slice()) {
-            Err(e) => return (Err(e), buf),
-            Ok(true) => return (Ok(len), buf),
-            Ok(false) => {}
+    pub fn write<B: IoBuf>(&mut self, buf: B) -> impl Future<Output = (io::Result<usize>, B)> {
+        Write::Start {
+            stream: self,
+            buf,
+            written: |buf: &B| buf.bytes_init(),
+            slow: write_slow::<B>,
         }
-        if let Err(e) = behind::flush(&self.socket).await {
-            return (Err(e), buf);
-        }
-        send_some(&self.socket, buf, SendMode::FastStream).await
     }
 
     /// Reports an earlier failure, or stages `bytes` behind the caller's back when they are
     /// few enough (`Ok(true)`; nothing to stage counts as staged).
-    fn write_behind(&self, bytes: &[u8]) -> io::Result<bool> {
+    pub(super) fn write_behind(&self, bytes: &[u8]) -> io::Result<bool> {
         if let Some(e) = behind::take_error(&self.socket) {
             return Err(e);
         }
@@ -235,16 +255,13 @@ impl TcpStream {
     /// As the sends report them. Bounded by [`CancelExt`](runtime::op::CancelExt) and stopped
     /// after part of the buffer went out, the scope's error says how many bytes did, in
     /// [`Cancelled::transferred`](runtime::op::Cancelled): resume from that offset.
-    pub async fn write_all<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
-        match self.write_behind(buf.as_slice()) {
-            Err(e) => return (Err(e), buf),
-            Ok(true) => return (Ok(()), buf),
-            Ok(false) => {}
+    pub fn write_all<B: IoBuf>(&mut self, buf: B) -> impl Future<Output = (io::Result<()>, B)> {
+        Write::Start {
+            stream: self,
+            buf,
+            written: |_: &B| (),
+            slow: write_all_slow::<B>,
         }
-        if let Err(e) = behind::flush(&self.socket).await {
-            return (Err(e), buf);
-        }
-        self.write_all_now(buf).await
     }
 
     /// `write_all` without writing behind: resolves once the kernel took every byte. The

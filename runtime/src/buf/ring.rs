@@ -104,8 +104,9 @@ pub(crate) struct RingInner {
     published: RefCell<Published>,
     free: RefCell<Vec<u16>>,
     inc: RefCell<Vec<Incremental>>,
-    /// Buffers taken since the last top-up, and the decaying peak of that count.
-    taken_this_turn: Cell<usize>,
+    /// Buffers wanted since the last top-up (taken, or asked for and refused with `ENOBUFS`),
+    /// and the decaying peak of that count.
+    wanted_this_turn: Cell<usize>,
     peak: Cell<usize>,
     waiters: WaitList,
     stats: Cell<BufRingStats>,
@@ -203,11 +204,13 @@ impl BufRing {
         self.inner.take_bundle(cqe, out)
     }
 
-    /// Records that a request found the ring empty (`ENOBUFS`): the refill target grows.
+    /// Records that a request found the ring empty (`ENOBUFS`): it counts as one more buffer
+    /// wanted this turn, so the next top-up publishes more. (Each refusal adds one, not a
+    /// doubling: when many receives are refused in one turn, the demand grows by their number,
+    /// never to the whole pool, whose every buffer the kernel would then touch in ring order.)
     pub fn note_exhausted(&self) {
         let inner = &self.inner;
-        let grown = inner.peak.get().saturating_mul(2).max(MIN_IN_RING);
-        inner.peak.set(grown.min(inner.entries as usize));
+        inner.wanted_this_turn.set(inner.wanted_this_turn.get() + 1);
         inner.update_stats(|s| s.exhausted += 1);
     }
 
@@ -318,7 +321,7 @@ impl BufRingBuilder {
             // Pop order 0, 1, 2...: the lowest ids (and pages) are used first.
             free: RefCell::new((0..entries as u16).rev().collect()),
             inc: RefCell::new(vec![Incremental::default(); entries as usize]),
-            taken_this_turn: Cell::new(0),
+            wanted_this_turn: Cell::new(0),
             peak: Cell::new(0),
             waiters: WaitList::default(),
             stats: Cell::new(BufRingStats::default()),
@@ -353,9 +356,9 @@ impl RingInner {
     /// Gives free buffers to the kernel until about twice the recent per-turn consumption is
     /// in the ring, then publishes the tail once.
     pub(crate) fn top_up(&self) {
-        let taken = self.taken_this_turn.replace(0);
+        let wanted = self.wanted_this_turn.replace(0);
         // The peak decays by 1/8 per turn, so a past burst is forgotten slowly.
-        let peak = taken.max(self.peak.get() - self.peak.get() / 8);
+        let peak = wanted.max(self.peak.get() - self.peak.get() / 8);
         self.peak.set(peak);
         let target = (2 * peak).max(MIN_IN_RING).min(self.entries as usize);
         let mut published = self.published.borrow_mut();
@@ -420,7 +423,7 @@ impl RingInner {
     }
 
     fn lend(self: &Rc<Self>, bid: u16, offset: usize, len: usize) -> RxBuf {
-        self.taken_this_turn.set(self.taken_this_turn.get() + 1);
+        self.wanted_this_turn.set(self.wanted_this_turn.get() + 1);
         self.update_stats(|s| {
             s.taken += 1;
             s.in_use += 1;
@@ -931,5 +934,37 @@ mod proptests {
     #[test]
     fn well_formed_incremental_completions_round_trip() {
         round_trip(true);
+    }
+}
+
+#[cfg(test)]
+mod refill_tests {
+    use super::*;
+
+    /// Many receives refused in one turn (`ENOBUFS`, e.g. 64 connections whose data arrived
+    /// together) raise the refill target by their number, not to the whole pool: publishing
+    /// every buffer would let the kernel, which takes entries in ring order, touch (and make
+    /// resident) the pages of all of them.
+    #[test]
+    fn a_turn_of_refusals_publishes_what_they_asked_for_not_the_pool() {
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            let ring = BufRing::builder()
+                .entries(4096)
+                .buf_len(64)
+                .build()
+                .unwrap();
+            assert_eq!(ring.stats().in_ring, MIN_IN_RING);
+            for _ in 0..64 {
+                ring.note_exhausted();
+            }
+            ring.inner().top_up();
+            let in_ring = ring.stats().in_ring;
+            assert!(
+                (64..=128).contains(&in_ring),
+                "64 refusals in one turn published {in_ring} of 4096 buffers"
+            );
+            assert_eq!(ring.stats().exhausted, 64);
+        });
     }
 }
