@@ -104,6 +104,11 @@ macro_rules! read_methods {
             self.stream.read(buf).await
         }
 
+        /// See [`TcpStream::peek`].
+        pub async fn peek<B: IoBufMut>(&mut self, buf: B) -> (io::Result<usize>, B) {
+            self.stream.peek(buf).await
+        }
+
         /// See [`TcpStream::read_exact`].
         pub async fn read_exact<B: IoBufMut>(&mut self, buf: B) -> (io::Result<()>, B) {
             self.stream.read_exact(buf).await
