@@ -122,9 +122,10 @@ impl RawAddr {
 /// Address forms accepted by `connect`, `bind` and `send_to`, like `std::net::ToSocketAddrs`
 /// but resolved without blocking the runtime thread.
 ///
-/// Implemented for `SocketAddr` (and V4/V6), `(IpAddr, u16)` (and V4/V6), `&[SocketAddr]`,
-/// `Vec<SocketAddr>`, and host strings: `&str`/`String` as `"host:port"`, `(&str, u16)`,
-/// `(String, u16)`.
+/// Implemented for the forms tokio's `ToSocketAddrs` takes: `SocketAddr` (and V4/V6),
+/// `(IpAddr, u16)` (and V4/V6), `&[SocketAddr]`, host strings (`str`/`String` as
+/// `"host:port"`, `(&str, u16)`, `(String, u16)`), and a reference to any of them
+/// (`&SocketAddr`, `&(IpAddr, u16)`, `&String`, `&str`, ...); also `Vec<SocketAddr>`.
 pub trait ToSocketAddrs: sealed::Sealed {}
 
 pub(crate) mod sealed {
@@ -169,12 +170,12 @@ ready_addr! {
     (Ipv6Addr, u16) => |a| SocketAddr::new(IpAddr::V6(a.0), a.1),
 }
 
-impl sealed::Sealed for &[SocketAddr] {
+impl sealed::Sealed for [SocketAddr] {
     fn resolution(&self) -> io::Result<Resolution> {
         Ok(Resolution::Ready(self.to_vec()))
     }
 }
-impl ToSocketAddrs for &[SocketAddr] {}
+impl ToSocketAddrs for [SocketAddr] {}
 
 impl sealed::Sealed for Vec<SocketAddr> {
     fn resolution(&self) -> io::Result<Resolution> {
@@ -202,13 +203,6 @@ impl sealed::Sealed for str {
     }
 }
 impl ToSocketAddrs for str {}
-
-impl sealed::Sealed for &str {
-    fn resolution(&self) -> io::Result<Resolution> {
-        (**self).resolution()
-    }
-}
-impl ToSocketAddrs for &str {}
 
 impl sealed::Sealed for String {
     fn resolution(&self) -> io::Result<Resolution> {
@@ -247,11 +241,13 @@ impl sealed::Sealed for (String, u16) {
 }
 impl ToSocketAddrs for (String, u16) {}
 
-impl<T: sealed::Sealed + ?Sized> sealed::Sealed for &&T {
+/// `&SocketAddr`, `&str`, `&String`, `&[SocketAddr]`, ...: what the referent resolves to.
+impl<T: sealed::Sealed + ?Sized> sealed::Sealed for &T {
     fn resolution(&self) -> io::Result<Resolution> {
         (**self).resolution()
     }
 }
+impl<T: ToSocketAddrs + ?Sized> ToSocketAddrs for &T {}
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)

@@ -58,6 +58,7 @@ mod addr;
 mod behind;
 mod bufs;
 mod op;
+mod options;
 mod recv_stream;
 mod rescue;
 mod socket;
@@ -68,6 +69,7 @@ mod zc;
 
 pub use addr::ToSocketAddrs;
 pub use recv_stream::{Datagram, RecvMsgStream, RecvStream, ZcrxStream, ZeroCopyRecv};
-pub use tcp::{ListenerOptions, TcpListener, TcpStream};
+pub use socket2::TcpKeepalive;
+pub use tcp::{ListenerOptions, TcpListener, TcpSocket, TcpStream};
 pub use udp::UdpSocket;
 pub use zc::{SwitchReason, ZcSent, ZeroCopy, ZeroCopyStats};

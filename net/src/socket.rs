@@ -191,6 +191,19 @@ impl Socket {
         Some(n)
     }
 
+    /// Serves a stream peek from rescued bytes, if any: copies the oldest chunk (as much as
+    /// fits) into the buffers and keeps it queued. Returns the bytes copied, or `None` with
+    /// nothing rescued.
+    pub(crate) fn peek_rescued<B: IoBufMut>(&self, bufs: &mut [B]) -> Option<usize> {
+        let queue = self.0.rescued.borrow();
+        Some(bufs::scatter(bufs, &queue.front()?.data))
+    }
+
+    /// Looks at the oldest rescued datagram without taking it.
+    pub(crate) fn peek_rescued_datagram<R>(&self, f: impl FnOnce(&Rescued) -> R) -> Option<R> {
+        self.0.rescued.borrow().front().map(f)
+    }
+
     /// A stream receive with CQE `sequence` completed with `n` bytes in `bufs`: if rescued
     /// bytes are older, they go in front. Returns the number of bytes now in `bufs`.
     pub(crate) fn merge_older<B: IoBufMut>(

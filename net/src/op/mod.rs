@@ -21,7 +21,7 @@ mod zc;
 pub(crate) use accept::{Accept, AcceptMulti};
 pub(crate) use cancel::CancelFd;
 pub(crate) use connect::Connect;
-pub(crate) use msg::{RecvMsg, RecvMsgOutput, SendMsg};
+pub(crate) use msg::{RecvMsg, RecvMsgOutput, RecvMsgVectored, SendMsg, SendMsgVectored};
 pub(crate) use recv_multi::{RecvEvent, RecvMsgMulti, RecvMulti, RecvZc};
 pub(crate) use stream::{Readv, Recv, Send, SendMode, Writev, send_some};
 pub(crate) use zc::{SendZc, ZcEvent};

@@ -8,7 +8,10 @@ use runtime::{
     op::{Completion, OpCode},
 };
 
-use super::{MAX_IO, stream::MsgHdr};
+use super::{
+    MAX_IO,
+    stream::{MsgHdr, superseded},
+};
 use crate::{addr::RawAddr, bufs, socket::Rescued, socket::Socket};
 
 /// The kernel structures of one message, boxed so their addresses survive moves.
@@ -16,10 +19,13 @@ use crate::{addr::RawAddr, bufs, socket::Rescued, socket::Socket};
 pub(crate) struct MsgState {
     hdr: MsgHdr,
     iov: IoVec,
+    /// The `iovec` array of a vectored message (empty otherwise).
+    iovs: Vec<IoVec>,
     addr: RawAddr,
 }
 
 /// A plain `iovec`.
+#[repr(transparent)]
 struct IoVec(libc::iovec);
 
 impl std::fmt::Debug for IoVec {
@@ -36,8 +42,50 @@ impl MsgState {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }),
+            iovs: Vec::new(),
             addr,
         })
+    }
+
+    /// Points the header at an `iovec` array held by the state (its heap array does not move
+    /// with the state, and is not touched again until the next `point_at_many`).
+    fn point_at_many(&mut self, iovs: impl Iterator<Item = libc::iovec>) {
+        self.iovs.clear();
+        self.iovs.extend(iovs.map(IoVec));
+        // `IoVec` is a transparent `iovec`.
+        self.hdr.0.msg_iov = self.iovs.as_mut_ptr().cast();
+        self.hdr.0.msg_iovlen = self.iovs.len();
+    }
+
+    /// Points the header at the address storage, for the kernel to read (`namelen` = the
+    /// address's length) or fill in.
+    fn point_at_addr(&mut self) {
+        self.hdr.0.msg_name = self.addr.as_mut_ptr().cast();
+        self.hdr.0.msg_namelen = self.addr.len;
+    }
+
+    /// Reads a receive's answer (`len` = the CQE's result, the datagram's length on the wire
+    /// under `MSG_TRUNC`) out of the header, for buffers of `capacity` bytes in all; sets
+    /// the control vector's length to what the kernel wrote.
+    fn output(
+        &mut self,
+        len: usize,
+        capacity: usize,
+        control: Option<&mut Vec<u8>>,
+    ) -> RecvMsgOutput {
+        self.addr.len = self.hdr.0.msg_namelen;
+        if let Some(control) = control {
+            let n = self.hdr.0.msg_controllen.min(control.capacity());
+            // SAFETY: the kernel wrote `msg_controllen` bytes of control data into the vector's
+            // buffer (at most its capacity, which we passed as `msg_controllen`).
+            unsafe { control.set_len(n) };
+        }
+        RecvMsgOutput {
+            len,
+            copied: len.min(capacity),
+            peer: self.addr.socket_addr().ok(),
+            flags: self.hdr.0.msg_flags,
+        }
     }
 }
 
@@ -168,6 +216,8 @@ pub(crate) struct RecvMsg<B> {
     buf: B,
     control: Option<Vec<u8>>,
     state: Box<MsgState>,
+    /// `MSG_PEEK`: the datagram stays queued for the next receive.
+    peek: bool,
 }
 
 impl<B: IoBufMut> RecvMsg<B> {
@@ -177,26 +227,24 @@ impl<B: IoBufMut> RecvMsg<B> {
             buf,
             control,
             state: MsgState::new(RawAddr::empty()),
+            peek: false,
+        }
+    }
+
+    /// A receive with `MSG_PEEK`. It completes with `ECANCELED` when the socket holds a
+    /// rescued datagram by then: that one is what the next receive returns, so the caller
+    /// serves the peek from it.
+    pub(crate) fn peek(socket: Socket, buf: B) -> RecvMsg<B> {
+        RecvMsg {
+            peek: true,
+            ..RecvMsg::new(socket, buf, None)
         }
     }
 
     /// Reads the kernel's answer out of the message state.
     fn output(&mut self, len: usize) -> RecvMsgOutput {
-        let copied = len.min(self.buf.bytes_total());
-        let state = &mut *self.state;
-        state.addr.len = state.hdr.0.msg_namelen;
-        if let Some(control) = &mut self.control {
-            let n = state.hdr.0.msg_controllen.min(control.capacity());
-            // SAFETY: the kernel wrote `msg_controllen` bytes of control data into the vector's
-            // buffer (at most its capacity, which we passed as `msg_controllen`).
-            unsafe { control.set_len(n) };
-        }
-        RecvMsgOutput {
-            len,
-            copied,
-            peer: state.addr.socket_addr().ok(),
-            flags: state.hdr.0.msg_flags,
-        }
+        let capacity = self.buf.bytes_total();
+        self.state.output(len, capacity, self.control.as_mut())
     }
 }
 
@@ -214,19 +262,22 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
         };
         state.hdr.0.msg_iov = &mut state.iov.0;
         state.hdr.0.msg_iovlen = 1;
-        state.hdr.0.msg_name = state.addr.as_mut_ptr().cast();
-        state.hdr.0.msg_namelen = state.addr.len;
+        state.point_at_addr();
         if let Some(control) = &mut self.control {
             control.clear();
             state.hdr.0.msg_control = control.as_mut_ptr().cast();
             state.hdr.0.msg_controllen = control.capacity();
         }
+        let peek = if self.peek { libc::MSG_PEEK } else { 0 };
         opcode::RecvMsg::new(self.socket.uring_fd(), &mut state.hdr.0)
-            .flags(libc::MSG_TRUNC as u32)
+            .flags((libc::MSG_TRUNC | peek) as u32)
             .build()
     }
 
     fn complete(mut self, cqe: Completion) -> Self::Output {
+        if self.peek && self.socket.has_rescued() {
+            return (Err(superseded()), self.buf, self.control);
+        }
         let res = cqe.into_result().map(|len| {
             let out = self.output(len as usize);
             bufs::set_init_across(std::slice::from_mut(&mut self.buf), out.copied);
@@ -236,11 +287,156 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
     }
 
     fn complete_detached(mut self, cqe: Completion) {
+        // A peek took nothing from the socket: there is nothing to keep.
+        if self.peek {
+            return;
+        }
         if let Ok(len) = cqe.into_result() {
             let out = self.output(len as usize);
             self.socket.rescue(Rescued {
                 sequence: cqe.sequence(),
                 data: bufs::gather(std::slice::from_ref(&self.buf), out.copied),
+                peer: out.peer,
+                full_len: out.len,
+            });
+        }
+    }
+}
+
+/// `IORING_OP_SENDMSG` of one datagram gathered from several buffers, to an optional address.
+#[derive(Debug)]
+pub(crate) struct SendMsgVectored<B> {
+    socket: Socket,
+    bufs: Vec<B>,
+    state: Box<MsgState>,
+    has_addr: bool,
+    fast: bool,
+}
+
+impl<B: IoBuf> SendMsgVectored<B> {
+    /// `fast` selects the skip-success `MSG_DONTWAIT` path (see `op`'s module docs); it is
+    /// ignored when the buffers hold more than one request can report.
+    pub(crate) fn new(
+        socket: Socket,
+        bufs: Vec<B>,
+        addr: Option<&SocketAddr>,
+        fast: bool,
+    ) -> SendMsgVectored<B> {
+        let state = MsgState::new(addr.map_or_else(RawAddr::empty, RawAddr::from_socket_addr));
+        let total: usize = bufs.iter().map(IoBuf::bytes_init).sum();
+        SendMsgVectored {
+            socket,
+            fast: fast && total <= MAX_IO,
+            bufs,
+            state,
+            has_addr: addr.is_some(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bufs.iter().map(IoBuf::bytes_init).sum()
+    }
+}
+
+// SAFETY: the SQE points at the boxed `msghdr`, which points at the boxed address and at the
+// state's `iovec` array (heap, not touched after `build`), whose entries cover the buffers'
+// initialized bytes in their stable memory; the fd is kept open by `socket`. All are owned by
+// `self`. With `fast` (only when the total fits the CQE's result), the SQE carries
+// `MSG_DONTWAIT` and `IOSQE_CQE_SKIP_SUCCESS`, so it completes or fails inside the submitting
+// enter, as `skip_success` requires; a datagram is sent whole, so success means `len` bytes.
+unsafe impl<B: IoBuf> OpCode for SendMsgVectored<B> {
+    type Output = (io::Result<usize>, Vec<B>);
+
+    fn build(&mut self) -> squeue::Entry {
+        let state = &mut *self.state;
+        state.point_at_many(self.bufs.iter().map(|b| libc::iovec {
+            iov_base: b.stable_ptr() as *mut libc::c_void,
+            iov_len: b.bytes_init(),
+        }));
+        if self.has_addr {
+            state.point_at_addr();
+        }
+        let mut flags = libc::MSG_NOSIGNAL;
+        if self.fast {
+            flags |= libc::MSG_DONTWAIT;
+        }
+        let sqe = opcode::SendMsg::new(self.socket.uring_fd(), &state.hdr.0)
+            .flags(flags as u32)
+            .build();
+        if self.fast {
+            sqe.flags(squeue::Flags::SKIP_SUCCESS)
+        } else {
+            sqe
+        }
+    }
+
+    fn skip_success(&self) -> Option<i32> {
+        self.fast.then(|| self.len() as i32)
+    }
+
+    fn complete(self, cqe: Completion) -> Self::Output {
+        (cqe.into_result().map(|n| n as usize), self.bufs)
+    }
+}
+
+/// `IORING_OP_RECVMSG` of one datagram scattered over several buffers (each filled from its
+/// start, in order), with its source address.
+#[derive(Debug)]
+pub(crate) struct RecvMsgVectored<B> {
+    socket: Socket,
+    bufs: Vec<B>,
+    state: Box<MsgState>,
+}
+
+impl<B: IoBufMut> RecvMsgVectored<B> {
+    pub(crate) fn new(socket: Socket, bufs: Vec<B>) -> RecvMsgVectored<B> {
+        RecvMsgVectored {
+            socket,
+            bufs,
+            state: MsgState::new(RawAddr::empty()),
+        }
+    }
+
+    fn output(&mut self, len: usize) -> RecvMsgOutput {
+        let capacity = bufs::capacity(&self.bufs);
+        self.state.output(len, capacity, None)
+    }
+}
+
+// SAFETY: the SQE points at the boxed `msghdr`, which points at the boxed address storage and
+// at the state's `iovec` array (heap, not touched after `build`), whose entries cover each
+// buffer's stable memory (`bytes_total` bytes); the fd is kept open by `socket`. All owned by
+// `self`.
+unsafe impl<B: IoBufMut> OpCode for RecvMsgVectored<B> {
+    type Output = (io::Result<RecvMsgOutput>, Vec<B>);
+
+    fn build(&mut self) -> squeue::Entry {
+        let state = &mut *self.state;
+        state.point_at_many(self.bufs.iter_mut().map(|b| libc::iovec {
+            iov_base: b.stable_mut_ptr().cast(),
+            iov_len: b.bytes_total(),
+        }));
+        state.point_at_addr();
+        opcode::RecvMsg::new(self.socket.uring_fd(), &mut state.hdr.0)
+            .flags(libc::MSG_TRUNC as u32)
+            .build()
+    }
+
+    fn complete(mut self, cqe: Completion) -> Self::Output {
+        let res = cqe.into_result().map(|len| {
+            let out = self.output(len as usize);
+            bufs::set_init_across(&mut self.bufs, out.copied);
+            out
+        });
+        (res, self.bufs)
+    }
+
+    fn complete_detached(mut self, cqe: Completion) {
+        if let Ok(len) = cqe.into_result() {
+            let out = self.output(len as usize);
+            self.socket.rescue(Rescued {
+                sequence: cqe.sequence(),
+                data: bufs::gather(&self.bufs, out.copied),
                 peer: out.peer,
                 full_len: out.len,
             });

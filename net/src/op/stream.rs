@@ -35,12 +35,35 @@ fn rescue_received<B: IoBufMut>(socket: &Socket, cqe: Completion, bufs: &[B]) {
 pub(crate) struct Recv<B> {
     socket: Socket,
     buf: B,
+    /// `MSG_PEEK`: the bytes stay in the socket for the next receive.
+    peek: bool,
 }
 
 impl<B: IoBufMut> Recv<B> {
     pub(crate) fn new(socket: Socket, buf: B) -> Recv<B> {
-        Recv { socket, buf }
+        Recv {
+            socket,
+            buf,
+            peek: false,
+        }
     }
+
+    /// A receive with `MSG_PEEK`. It completes with `ECANCELED`, leaving the buffer as it
+    /// was, when the socket holds rescued bytes by then: those are what the next read
+    /// returns (they are older than what the kernel holds, or the kernel's copy went to the
+    /// receive that rescued them), so the caller serves the peek from them.
+    pub(crate) fn peek(socket: Socket, buf: B) -> Recv<B> {
+        Recv {
+            socket,
+            buf,
+            peek: true,
+        }
+    }
+}
+
+/// The error of a request whose result is not used (`ECANCELED`).
+pub(crate) fn superseded() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECANCELED)
 }
 
 // SAFETY: the SQE points into `buf`'s stable memory (`IoBufMut` contract), at most
@@ -50,16 +73,33 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
 
     fn build(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_total().min(MAX_IO) as u32;
-        opcode::Recv::new(self.socket.uring_fd(), self.buf.stable_mut_ptr(), len).build()
+        let flags = if self.peek { libc::MSG_PEEK } else { 0 };
+        opcode::Recv::new(self.socket.uring_fd(), self.buf.stable_mut_ptr(), len)
+            .flags(flags)
+            .build()
     }
 
     fn complete(mut self, cqe: Completion) -> Self::Output {
+        if self.peek {
+            if self.socket.has_rescued() {
+                return (Err(superseded()), self.buf);
+            }
+            let res = cqe.into_result().map(|n| {
+                let n = (n as usize).min(self.buf.bytes_total());
+                bufs::set_init_across(std::slice::from_mut(&mut self.buf), n);
+                n
+            });
+            return (res, self.buf);
+        }
         let res = received(&self.socket, cqe, std::slice::from_mut(&mut self.buf));
         (res, self.buf)
     }
 
     fn complete_detached(self, cqe: Completion) {
-        rescue_received(&self.socket, cqe, std::slice::from_ref(&self.buf));
+        // A peek took nothing from the socket: there is nothing to keep.
+        if !self.peek {
+            rescue_received(&self.socket, cqe, std::slice::from_ref(&self.buf));
+        }
     }
 }
 

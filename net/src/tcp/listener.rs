@@ -186,7 +186,7 @@ impl TcpListener {
         Ok(TcpListener::from_socket(socket))
     }
 
-    fn from_socket(socket: Socket) -> TcpListener {
+    pub(super) fn from_socket(socket: Socket) -> TcpListener {
         TcpListener {
             socket,
             backoff: Cell::new(Backoff::default()),

@@ -2,12 +2,14 @@
 
 mod incoming;
 mod listener;
+mod socket;
 mod split;
 mod stream;
 mod write;
 
 pub use incoming::Incoming;
 pub use listener::{ListenerOptions, TcpListener};
+pub use socket::TcpSocket;
 pub use split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf};
 pub use stream::TcpStream;
 pub(crate) use stream::is_cancelled;

@@ -109,6 +109,11 @@ macro_rules! read_methods {
             self.stream.read(buf)
         }
 
+        /// See [`TcpStream::peek`].
+        pub async fn peek<B: IoBufMut>(&mut self, buf: B) -> (io::Result<usize>, B) {
+            self.stream.peek(buf).await
+        }
+
         /// See [`TcpStream::read_exact`].
         pub fn read_exact<B: IoBufMut>(
             &mut self,

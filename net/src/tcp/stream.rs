@@ -104,6 +104,19 @@ fn write_all_slow<B: IoBuf>(stream: &mut TcpStream, buf: B) -> Slow<'_, B, ()> {
 /// order. To bound a read or write in time and get its buffer back, use
 /// [`CancelExt`](runtime::op::CancelExt) (`stream.read(buf).timeout(d)`); the guide
 /// `docs/cancellation.md` shows the patterns.
+///
+/// Socket options by tokio's names ([`set_nodelay`](TcpStream::set_nodelay),
+/// [`set_linger`](TcpStream::set_linger), [`set_ttl`](TcpStream::set_ttl),
+/// [`set_tcp_keepalive`](TcpStream::set_tcp_keepalive), ...) are methods; any other is set
+/// through socket2 on the stream's fd:
+///
+/// ```no_run
+/// # fn f(stream: &net::TcpStream) -> std::io::Result<()> {
+/// let sock = socket2::SockRef::from(stream);
+/// sock.set_tcp_user_timeout(Some(std::time::Duration::from_secs(30)))?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct TcpStream {
     pub(super) socket: Socket,
@@ -142,6 +155,30 @@ impl TcpStream {
     /// arrived; `Ok(0)` means the peer closed its side (or `buf` has no capacity).
     pub async fn read<B: IoBufMut>(&mut self, buf: B) -> (io::Result<usize>, B) {
         self.receive(buf, std::slice::from_mut, Recv::new).await
+    }
+
+    /// Receives into `buf` like [`read`](TcpStream::read), but leaves the bytes in the
+    /// stream: the next read (or peek) returns them again. `Ok(0)` means the peer closed its
+    /// side (or `buf` has no capacity). An `IORING_OP_RECV` with `MSG_PEEK`.
+    ///
+    /// Bytes a dropped read had taken from the kernel (see the cancellation guide) come
+    /// first, as they do for `read`. Peeking writes nothing, so bytes written behind need no
+    /// [`flush`](TcpStream::flush) first; a peek that waits for the peer's answer to them
+    /// sends them with the loop's next enter, as a read does.
+    pub async fn peek<B: IoBufMut>(&mut self, mut buf: B) -> (io::Result<usize>, B) {
+        loop {
+            if let Some(n) = self.socket.peek_rescued(std::slice::from_mut(&mut buf)) {
+                return (Ok(n), buf);
+            }
+            let op = Recv::peek(self.socket.clone(), buf);
+            let ((res, b), _) = RescueAware::new(self.socket.clone(), op).await;
+            buf = b;
+            match res {
+                // Bytes were rescued meanwhile: they are what the next read returns.
+                Err(e) if is_cancelled(&e) && self.socket.has_rescued() => continue,
+                res => return (res, buf),
+            }
+        }
     }
 
     /// Runs receives built by `recv` until one yields data in kernel order: rescued bytes are

@@ -24,6 +24,9 @@ use crate::{
     zc::{self, Attempt},
 };
 
+mod peek;
+mod vectored;
+
 /// A UDP socket with owned-buffer I/O.
 ///
 /// ```no_run

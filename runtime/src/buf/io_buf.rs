@@ -250,6 +250,22 @@ unsafe impl IoBuf for &'static [u8] {
     }
 }
 
+// SAFETY: `'static` memory never moves or goes away; the kernel only reads it. This is the type
+// of a byte-string literal, so `stream.write_all(b"ping\n")` needs no conversion.
+unsafe impl<const N: usize> IoBuf for &'static [u8; N] {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        N
+    }
+
+    fn bytes_total(&self) -> usize {
+        N
+    }
+}
+
 // SAFETY: as for `&'static [u8]`.
 unsafe impl IoBuf for &'static str {
     fn stable_ptr(&self) -> *const u8 {
@@ -373,5 +389,9 @@ mod tests {
         assert_eq!(b.as_slice(), b"wxyz");
         let boxed: Box<[u8]> = vec![1, 2, 3].into_boxed_slice();
         assert_eq!(boxed.bytes_total(), 3);
+        let literal = b"ping\n";
+        assert_eq!(literal.as_slice(), b"ping\n");
+        assert_eq!((literal.bytes_init(), literal.bytes_total()), (5, 5));
+        assert_eq!(literal.slice(1..3).as_slice(), b"in");
     }
 }
