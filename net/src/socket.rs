@@ -196,12 +196,12 @@ impl Socket {
     /// nothing rescued.
     pub(crate) fn peek_rescued<B: IoBufMut>(&self, bufs: &mut [B]) -> Option<usize> {
         let queue = self.0.rescued.borrow();
-        Some(bufs::scatter(bufs, &queue.front()?.data))
+        Some(bufs::scatter(bufs, &queue.as_ref()?.front()?.data))
     }
 
     /// Looks at the oldest rescued datagram without taking it.
     pub(crate) fn peek_rescued_datagram<R>(&self, f: impl FnOnce(&Rescued) -> R) -> Option<R> {
-        self.0.rescued.borrow().front().map(f)
+        self.0.rescued.borrow().as_ref()?.front().map(f)
     }
 
     /// A stream receive with CQE `sequence` completed with `n` bytes in `bufs`: if rescued

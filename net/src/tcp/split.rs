@@ -110,8 +110,11 @@ macro_rules! read_methods {
         }
 
         /// See [`TcpStream::peek`].
-        pub async fn peek<B: IoBufMut>(&mut self, buf: B) -> (io::Result<usize>, B) {
-            self.stream.peek(buf).await
+        pub fn peek<B: IoBufMut>(
+            &mut self,
+            buf: B,
+        ) -> impl Future<Output = (io::Result<usize>, B)> {
+            self.stream.peek(buf)
         }
 
         /// See [`TcpStream::read_exact`].
