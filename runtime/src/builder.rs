@@ -215,6 +215,7 @@ impl Builder {
             buf_rings: RefCell::new(Vec::new()),
             worker,
             group,
+            coop: Default::default(),
             drain_waiters: Default::default(),
             zcrx: zcrx_inner,
         });

@@ -40,6 +40,8 @@ pub(crate) struct Handle {
     pub(crate) worker: usize,
     /// The workers of this runtime (just this one for a single-worker runtime).
     pub(crate) group: Arc<crate::workers::Group>,
+    /// Operations finished without the ring this loop turn (`coop.rs`).
+    pub(crate) coop: crate::coop::Coop,
     /// Tasks waiting in `shutdown_requested`.
     pub(crate) drain_waiters: crate::wait_list::WaitList,
     /// The zero-copy receive ifq, if registered. Declared after `driver`, so it is dropped

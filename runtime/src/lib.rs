@@ -42,6 +42,7 @@ mod builder;
 mod capabilities;
 pub mod channel;
 mod context;
+pub mod coop;
 mod driver;
 mod executor;
 mod mmap;

@@ -173,7 +173,10 @@ impl Handle {
         if let Some(zcrx) = &self.zcrx {
             zcrx.publish();
         }
-        let wait = if self.scheduler.is_idle() && !self.driver.borrow().has_skip_pending() {
+        let wait = if self.scheduler.is_idle()
+            && !self.coop.has_waiters()
+            && !self.driver.borrow().has_skip_pending()
+        {
             match self.timers.borrow().next_deadline() {
                 None => Wait::Forever,
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -198,6 +201,7 @@ impl Handle {
         }
         self.dispatch(cqes);
         self.fire_timers();
+        self.coop.new_turn();
     }
 
     /// Gives the kernel free provided buffers, once per turn (one tail store per ring).

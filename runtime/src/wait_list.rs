@@ -18,6 +18,11 @@ impl WaitList {
         self.0.borrow_mut().push(waker.clone());
     }
 
+    /// Whether no waker is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.borrow().is_empty()
+    }
+
     /// Wakes every registered waker and empties the list.
     pub(crate) fn wake_all(&self) {
         let waiters = std::mem::take(&mut *self.0.borrow_mut());

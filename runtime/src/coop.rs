@@ -1,0 +1,137 @@
+//! Cooperative budget: how many operations may finish without the ring in one loop turn.
+//!
+//! Most operations finish through the ring: their task waits, and the loop enters the kernel
+//! (submitting everything queued) before it runs them again. Some finish at once instead:
+//! served from a queue, or by a non-blocking system call that found data ready (for example
+//! `net::UdpSocket`'s receives on a busy socket). A task that keeps finding data ready would
+//! then keep its thread, and what it queued for the kernel meanwhile (its sends) would wait.
+//! Such operations first ask [`poll_proceed`]: each call takes one unit of the thread's
+//! budget for the current loop turn; once it is spent, the task waits for the next turn, so
+//! the ring is entered at least once every [`BUDGET`] such operations.
+//!
+//! # Invariants
+//!
+//! - The budget is reset to [`BUDGET`] at the end of every loop turn, after the enter, and
+//!   every task that found it spent is woken then (not before: a task re-polled in the same
+//!   turn would only find it spent again).
+//! - While a task waits for the next turn, the loop's enter does not block.
+//! - Outside a runtime there is no budget to spend: `poll_proceed` is always ready.
+
+use std::{
+    cell::Cell,
+    task::{Context, Poll},
+};
+
+use crate::{context, wait_list::WaitList};
+
+/// Operations per loop turn (per thread) that may finish without the ring.
+pub const BUDGET: u32 = 128;
+
+/// A thread's budget (part of its runtime's handle).
+#[derive(Debug)]
+pub(crate) struct Coop {
+    left: Cell<u32>,
+    next_turn: WaitList,
+}
+
+impl Default for Coop {
+    fn default() -> Self {
+        Coop {
+            left: Cell::new(BUDGET),
+            next_turn: WaitList::default(),
+        }
+    }
+}
+
+impl Coop {
+    /// Whether a task waits for the next turn (so the enter must not block).
+    pub(crate) fn has_waiters(&self) -> bool {
+        !self.next_turn.is_empty()
+    }
+
+    /// The loop turn ended: a new budget, and the tasks that waited for it run again.
+    pub(crate) fn new_turn(&self) {
+        self.left.set(BUDGET);
+        self.next_turn.wake_all();
+    }
+
+    fn poll_proceed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.left.get() {
+            0 => {
+                self.next_turn.register(cx.waker());
+                Poll::Pending
+            }
+            n => {
+                self.left.set(n - 1);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+/// Takes one unit of this thread's budget for the current loop turn, for an operation about
+/// to finish without the ring; `Pending` when it is spent (the task is woken after the next
+/// enter). Always ready outside a runtime.
+///
+/// # Examples
+///
+/// ```
+/// # runtime::Runtime::new().unwrap().block_on(async {
+/// // An operation that can finish without waiting asks first.
+/// std::future::poll_fn(|cx| runtime::coop::poll_proceed(cx)).await;
+/// # });
+/// ```
+pub fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
+    match context::try_current() {
+        Some(handle) => handle.coop.poll_proceed(cx),
+        None => Poll::Ready(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        future::poll_fn,
+        sync::atomic::{AtomicU32, Ordering},
+    };
+
+    use super::*;
+
+    /// A task that only ever finds its operations ready still gives the loop a turn once
+    /// every `BUDGET` of them, and another task runs in between.
+    #[test]
+    fn a_task_that_never_waits_gives_the_loop_its_turns() {
+        static OTHER_RAN: AtomicU32 = AtomicU32::new(0);
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            crate::spawn(async {
+                OTHER_RAN.fetch_add(1, Ordering::Relaxed);
+            });
+            let mut waits = 0;
+            for _ in 0..3 * BUDGET {
+                poll_fn(|cx| {
+                    let poll = poll_proceed(cx);
+                    waits += u32::from(poll.is_pending());
+                    poll
+                })
+                .await;
+            }
+            assert_eq!(
+                waits,
+                2,
+                "{} ready operations waited {waits} times",
+                3 * BUDGET
+            );
+            assert_eq!(OTHER_RAN.load(Ordering::Relaxed), 1);
+        });
+    }
+
+    #[test]
+    fn outside_a_runtime_there_is_no_budget() {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..2 * BUDGET {
+            assert!(poll_proceed(&mut cx).is_ready());
+        }
+    }
+}
