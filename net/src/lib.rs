@@ -1,4 +1,4 @@
-//! TCP and UDP sockets for the io_uring runtime, with owned-buffer I/O.
+//! TCP, UDP and Unix domain sockets for the io_uring runtime, with owned-buffer I/O.
 //!
 //! Every operation is an io_uring request driven by the runtime of the current thread; there is
 //! no readiness polling. Buffers move into an operation and come back with its result:
@@ -54,6 +54,7 @@
 #[doc = include_str!("../../docs/cancellation.md")]
 pub mod cancellation {}
 
+mod accept;
 mod addr;
 mod behind;
 mod bufs;
@@ -61,12 +62,15 @@ mod op;
 mod recv_stream;
 mod rescue;
 mod socket;
+mod stream;
 pub mod tcp;
 pub mod udp;
+pub mod unix;
 mod zc;
 
 pub use addr::ToSocketAddrs;
 pub use recv_stream::{Datagram, RecvMsgStream, RecvStream, ZcrxStream, ZeroCopyRecv};
 pub use tcp::{ListenerOptions, TcpListener, TcpStream};
 pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixListener, UnixStream};
 pub use zc::{SwitchReason, ZcSent, ZeroCopy, ZeroCopyStats};

@@ -5,8 +5,8 @@ mod listener;
 mod split;
 mod stream;
 
+pub(crate) use crate::stream::is_cancelled;
 pub use incoming::Incoming;
 pub use listener::{ListenerOptions, TcpListener};
 pub use split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf};
 pub use stream::TcpStream;
-pub(crate) use stream::is_cancelled;
