@@ -243,6 +243,56 @@ fn descriptors_of_a_completion_after_the_drop_are_closed() {
     });
 }
 
+/// The inode behind `fd`.
+fn inode(fd: BorrowedFd<'_>) -> u64 {
+    // SAFETY: fstat writes one `stat` into the zeroed local.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        assert_eq!(libc::fstat(fd.as_raw_fd(), &mut st), 0);
+        st.st_ino
+    }
+}
+
+/// A send dropped after it was polled still reaches the kernel (with its cancel, in the next
+/// enter). Meanwhile the caller closed its descriptor and the process reused the number for
+/// another file; the send must still pass the descriptor it was given, not whatever now has
+/// that number: it owns duplicates until its final completion.
+#[test]
+fn a_dropped_send_passes_the_descriptor_it_was_given() {
+    let _serial = exclusive();
+    run(async {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let (r, w) = pipe().unwrap();
+        let number = w.as_raw_fd();
+        {
+            let fds = [w.as_fd()];
+            let mut send = Box::pin(a.send_with_fds(b"x".to_vec(), &fds));
+            assert!(poll_once(&mut send).await.is_pending());
+        }
+        drop(w);
+        let (other, _other_w) = pipe().unwrap();
+        assert_eq!(
+            other.as_raw_fd(),
+            number,
+            "the number was not reused; the test proves nothing"
+        );
+        settle().await;
+        // A plain byte after it, so the receive below never waits for nothing.
+        let (res, _) = a.write_all(b"y".to_vec()).await;
+        res.unwrap();
+        let (res, buf) = b.recv_with_fds(Vec::with_capacity(8), 2).await;
+        let got = res.unwrap();
+        assert_eq!(&buf[..got.len], b"x", "the dropped send did not go out");
+        assert_eq!(got.fds.len(), 1);
+        assert_eq!(
+            inode(got.fds[0].as_fd()),
+            inode(r.as_fd()),
+            "a reused number was passed"
+        );
+        assert_ne!(inode(got.fds[0].as_fd()), inode(other.as_fd()));
+    });
+}
+
 #[test]
 fn descriptor_passing_rejects_bad_input() {
     let _serial = exclusive();

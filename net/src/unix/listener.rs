@@ -172,7 +172,9 @@ impl AsFd for UnixListener {
 }
 
 impl IntoRawFd for UnixListener {
-    /// The socket's fd, or a duplicate while operations still hold it.
+    /// The socket's fd, or a duplicate while operations still hold it; if even duplicating
+    /// fails (the descriptor table is full), the socket's own fd, which the runtime then
+    /// never closes.
     fn into_raw_fd(self) -> RawFd {
         self.socket.into_raw_fd()
     }

@@ -344,8 +344,9 @@ impl AsFd for UnixStream {
 
 impl IntoRawFd for UnixStream {
     /// The socket's fd, or a duplicate while operations still hold it (a send written behind,
-    /// a dropped receive awaiting its completion). [`flush`](UnixStream::flush) first so that
-    /// nothing written is left behind.
+    /// a dropped receive awaiting its completion); if even duplicating fails (the descriptor
+    /// table is full), the socket's own fd, which the runtime then never closes.
+    /// [`flush`](UnixStream::flush) first so that nothing written is left behind.
     fn into_raw_fd(self) -> RawFd {
         self.socket.into_raw_fd()
     }
