@@ -327,6 +327,53 @@ async fn datagrams_arrive_in_order_even_when_the_queue_fills() {
     timeout(GUARD, reader).await.unwrap().unwrap();
 }
 
+/// A datagram delivered to a dropped receive is returned by the next one, with its sender.
+#[runtime::test]
+async fn a_dropped_datagram_receive_keeps_the_datagram_and_its_sender() {
+    let dir = TempDir::new();
+    let server = UnixDatagram::bind(dir.path("s.sock")).unwrap();
+    let client = UnixDatagram::bind(dir.path("c.sock")).unwrap();
+    let (res, _) = client.send_to(b"kept".to_vec(), dir.path("s.sock")).await;
+    res.unwrap();
+    {
+        let mut recv = Box::pin(server.recv_from(Vec::with_capacity(64)));
+        // Submitted with its cancel in the same enter: the datagram is there, the receive wins.
+        assert!(poll_once(&mut recv).await.is_pending());
+    }
+    let (res, buf) = server.recv_from(Vec::with_capacity(64)).await;
+    let (n, peer) = res.unwrap();
+    assert_eq!(&buf[..n], b"kept");
+    assert_eq!(peer.as_pathname(), Some(dir.path("c.sock").as_path()));
+}
+
+/// tokio: uds_datagram.rs `split`: one socket shared by a sending and a receiving task.
+#[runtime::test]
+async fn one_datagram_socket_shared_by_two_tasks() {
+    let dir = TempDir::new();
+    let path = dir.path("shared.sock");
+    let socket = std::rc::Rc::new(UnixDatagram::bind(&path).unwrap());
+    let receiver = {
+        let socket = socket.clone();
+        spawn(async move {
+            let (res, buf) = socket.recv_from(Vec::with_capacity(64)).await;
+            let (n, _) = res.unwrap();
+            buf[..n].to_vec()
+        })
+    };
+    let sender = {
+        let socket = socket.clone();
+        spawn(async move {
+            let (res, _) = socket.send_to(b"to myself".to_vec(), &path).await;
+            res.unwrap();
+        })
+    };
+    sender.await.unwrap();
+    assert_eq!(
+        timeout(GUARD, receiver).await.unwrap().unwrap(),
+        b"to myself"
+    );
+}
+
 /// A datagram larger than the buffer is an error that says so, never a silent loss.
 #[runtime::test]
 async fn truncated_datagrams_are_reported() {

@@ -40,6 +40,8 @@
 //! - Sends never raise SIGPIPE: a reset peer gives `BrokenPipe` or `ConnectionReset`.
 //! - Malformed or unresolvable addresses are `InvalidInput` errors; host names are resolved on
 //!   a helper thread, never on the runtime thread (except by the synchronous `bind` calls).
+//! - Descriptors received over Unix sockets (`SCM_RIGHTS`) are `OwnedFd`s, close-on-exec,
+//!   and none leaks: surplus ones, and those that reach a dropped receive, are closed.
 //! - `TcpStream` reads and writes take `&mut self` (one read and one write in flight at a
 //!   time; [`TcpStream::split`] and [`TcpStream::into_split`] give halves for both at once).
 //!
