@@ -1,4 +1,4 @@
-//! TCP and UDP sockets for the io_uring runtime, with owned-buffer I/O.
+//! TCP, UDP and Unix domain sockets for the io_uring runtime, with owned-buffer I/O.
 //!
 //! Every operation is an io_uring request driven by the runtime of the current thread; there is
 //! no readiness polling. Buffers move into an operation and come back with its result:
@@ -40,6 +40,8 @@
 //! - Sends never raise SIGPIPE: a reset peer gives `BrokenPipe` or `ConnectionReset`.
 //! - Malformed or unresolvable addresses are `InvalidInput` errors; host names are resolved on
 //!   a helper thread, never on the runtime thread (except by the synchronous `bind` calls).
+//! - Descriptors received over Unix sockets (`SCM_RIGHTS`) are `OwnedFd`s, close-on-exec,
+//!   and none leaks: surplus ones, and those that reach a dropped receive, are closed.
 //! - `TcpStream` reads and writes take `&mut self` (one read and one write in flight at a
 //!   time; [`TcpStream::split`] and [`TcpStream::into_split`] give halves for both at once).
 //!
@@ -54,6 +56,7 @@
 #[doc = include_str!("../../docs/cancellation.md")]
 pub mod cancellation {}
 
+mod accept;
 mod addr;
 mod behind;
 mod bufs;
@@ -63,8 +66,11 @@ mod recv_stream;
 mod rescue;
 mod socket;
 mod spares;
+mod stream;
 pub mod tcp;
 pub mod udp;
+pub mod unix;
+mod write;
 mod zc;
 
 pub use addr::ToSocketAddrs;
@@ -72,4 +78,5 @@ pub use recv_stream::{Datagram, RecvMsgStream, RecvStream, ZcrxStream, ZeroCopyR
 pub use socket2::TcpKeepalive;
 pub use tcp::{ListenerOptions, TcpListener, TcpSocket, TcpStream};
 pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixListener, UnixStream};
 pub use zc::{SwitchReason, ZcSent, ZeroCopy, ZeroCopyStats};

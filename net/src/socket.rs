@@ -17,7 +17,7 @@ use std::{
     collections::VecDeque,
     io,
     net::SocketAddr,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
     rc::Rc,
     task::Waker,
 };
@@ -26,7 +26,7 @@ use io_uring::types;
 use runtime::buf::IoBufMut;
 use socket2::{Domain, Protocol, SockRef, Type};
 
-use crate::{bufs, zc::ZcState};
+use crate::{addr::RawAddr, bufs, zc::ZcState};
 
 /// Data from an abandoned receive.
 #[derive(Debug)]
@@ -38,6 +38,8 @@ pub(crate) struct Rescued {
     pub(crate) peer: Option<SocketAddr>,
     /// For datagrams: the length on the wire (more than `data.len()` if it was truncated).
     pub(crate) full_len: usize,
+    /// The sender as the kernel wrote it, for families `peer` cannot hold (Unix datagrams).
+    pub(crate) raw_peer: Option<RawAddr>,
 }
 
 impl Rescued {
@@ -48,6 +50,7 @@ impl Rescued {
             full_len: data.len(),
             data,
             peer: None,
+            raw_peer: None,
         }
     }
 }
@@ -130,6 +133,24 @@ impl Socket {
         match Rc::try_unwrap(self.0) {
             Ok(inner) => Ok(inner.fd),
             Err(shared) => shared.fd.try_clone(),
+        }
+    }
+
+    /// Takes the fd out as a raw number, duplicating it when operations still hold the
+    /// socket. If even that fails (the descriptor table is full), the socket's own fd is
+    /// released to the caller without closing it: the runtime never closes it, and the
+    /// little state that held it is leaked.
+    pub(crate) fn into_raw_fd(self) -> RawFd {
+        match Rc::try_unwrap(self.0) {
+            Ok(inner) => inner.fd.into_raw_fd(),
+            Err(shared) => match shared.fd.try_clone() {
+                Ok(fd) => fd.into_raw_fd(),
+                Err(_) => {
+                    let raw = shared.fd.as_raw_fd();
+                    std::mem::forget(shared);
+                    raw
+                }
+            },
         }
     }
 

@@ -2,7 +2,6 @@
 
 use std::{
     io,
-    net::SocketAddr,
     os::fd::{FromRawFd, OwnedFd},
 };
 
@@ -11,7 +10,8 @@ use runtime::op::{Completion, MultishotOp, OpCode};
 
 use crate::{addr::RawAddr, socket::Socket};
 
-/// `IORING_OP_ACCEPT` with `SOCK_CLOEXEC`, returning the peer address.
+/// `IORING_OP_ACCEPT` with `SOCK_CLOEXEC`, returning the peer address as the kernel wrote it
+/// (any family: the listener decodes it).
 #[derive(Debug)]
 pub(crate) struct Accept {
     socket: Socket,
@@ -31,7 +31,7 @@ impl Accept {
 // SAFETY: the SQE points at the boxed address storage and its length field, owned by `self`,
 // and at the listener fd kept open by `socket`.
 unsafe impl OpCode for Accept {
-    type Output = io::Result<(OwnedFd, SocketAddr)>;
+    type Output = io::Result<(OwnedFd, RawAddr)>;
 
     fn build(&mut self) -> squeue::Entry {
         let addr = &mut *self.addr;
@@ -42,11 +42,10 @@ unsafe impl OpCode for Accept {
 
     fn complete(self, cqe: Completion) -> Self::Output {
         let fd = cqe.into_result()?;
-        // SAFETY: a successful accept returns a new fd that nothing else owns. Wrapping it first
-        // means it is closed even if the address below cannot be decoded.
+        // SAFETY: a successful accept returns a new fd that nothing else owns. Owning it at once
+        // means it is closed even if the caller cannot decode the address.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let peer = self.addr.socket_addr()?;
-        Ok((fd, peer))
+        Ok((fd, *self.addr))
     }
 }
 

@@ -22,6 +22,14 @@ impl Connect {
             addr: Box::new(RawAddr::from_socket_addr(addr)),
         }
     }
+
+    /// A connect to an address already in the kernel's layout (a Unix socket path, say).
+    pub(crate) fn raw(socket: Socket, addr: RawAddr) -> Connect {
+        Connect {
+            socket,
+            addr: Box::new(addr),
+        }
+    }
 }
 
 // SAFETY: the SQE points at the boxed address owned by `self` and at the fd kept open by

@@ -72,6 +72,7 @@ impl MsgState {
         len: usize,
         capacity: usize,
         control: Option<&mut Vec<u8>>,
+        sequence: u64,
     ) -> RecvMsgOutput {
         self.addr.len = self.hdr.0.msg_namelen;
         if let Some(control) = control {
@@ -84,7 +85,9 @@ impl MsgState {
             len,
             copied: len.min(capacity),
             peer: self.addr.socket_addr().ok(),
+            addr: self.addr,
             flags: self.hdr.0.msg_flags,
+            sequence,
         }
     }
 }
@@ -137,12 +140,24 @@ impl<B: IoBuf> SendMsg<B> {
         control: Option<Vec<u8>>,
         fast: bool,
     ) -> SendMsg<B> {
-        let state = MsgState::new(addr.map_or_else(RawAddr::empty, RawAddr::from_socket_addr));
+        let addr = addr.map(RawAddr::from_socket_addr);
+        SendMsg::to_raw(socket, buf, addr, control, fast)
+    }
+
+    /// As [`new`](SendMsg::new), to an address already in the kernel's layout (a Unix socket
+    /// path, say).
+    pub(crate) fn to_raw(
+        socket: Socket,
+        buf: B,
+        addr: Option<RawAddr>,
+        control: Option<Vec<u8>>,
+        fast: bool,
+    ) -> SendMsg<B> {
         SendMsg {
             socket,
             buf,
             control,
-            state,
+            state: MsgState::new(addr.unwrap_or_else(RawAddr::empty)),
             has_addr: addr.is_some(),
             fast,
         }
@@ -204,12 +219,20 @@ pub(crate) struct RecvMsgOutput {
     /// Bytes placed in the buffer (less than `len` when truncated).
     pub(crate) copied: usize,
     pub(crate) peer: Option<SocketAddr>,
+    /// The sender as the kernel wrote it (any family; `peer` holds only IPv4 and IPv6).
+    pub(crate) addr: RawAddr,
     /// `msg_flags` as returned (`MSG_TRUNC`, `MSG_CTRUNC`, ...).
     pub(crate) flags: i32,
+    /// Sequence number of the CQE (for stream order, see `Socket::merge_older`).
+    pub(crate) sequence: u64,
 }
 
 /// `IORING_OP_RECVMSG` of one datagram into a buffer, with its source address and control
-/// messages.
+/// messages (or, on a stream socket, of some bytes with their control messages).
+///
+/// Descriptors passed with `SCM_RIGHTS` arrive close-on-exec (`MSG_CMSG_CLOEXEC`). If the
+/// future was dropped, they are closed when the completion arrives (the received bytes are
+/// rescued as usual): nobody could take them any more.
 #[derive(Debug)]
 pub(crate) struct RecvMsg<B> {
     socket: Socket,
@@ -218,6 +241,8 @@ pub(crate) struct RecvMsg<B> {
     state: Box<MsgState>,
     /// `MSG_PEEK`: the datagram stays queued for the next receive.
     peek: bool,
+    /// On a stream socket: no `MSG_TRUNC` (it means "discard" there).
+    stream: bool,
 }
 
 impl<B: IoBufMut> RecvMsg<B> {
@@ -228,6 +253,7 @@ impl<B: IoBufMut> RecvMsg<B> {
             control,
             state: MsgState::new(RawAddr::empty()),
             peek: false,
+            stream: false,
         }
     }
 
@@ -241,10 +267,19 @@ impl<B: IoBufMut> RecvMsg<B> {
         }
     }
 
+    /// A receive on a stream socket (the result is a byte count, not a datagram's length).
+    pub(crate) fn stream(socket: Socket, buf: B, control: Option<Vec<u8>>) -> RecvMsg<B> {
+        RecvMsg {
+            stream: true,
+            ..RecvMsg::new(socket, buf, control)
+        }
+    }
+
     /// Reads the kernel's answer out of the message state.
-    fn output(&mut self, len: usize) -> RecvMsgOutput {
+    fn output(&mut self, len: usize, sequence: u64) -> RecvMsgOutput {
         let capacity = self.buf.bytes_total();
-        self.state.output(len, capacity, self.control.as_mut())
+        self.state
+            .output(len, capacity, self.control.as_mut(), sequence)
     }
 }
 
@@ -268,9 +303,15 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
             state.hdr.0.msg_control = control.as_mut_ptr().cast();
             state.hdr.0.msg_controllen = control.capacity();
         }
-        let peek = if self.peek { libc::MSG_PEEK } else { 0 };
+        let mut flags = libc::MSG_CMSG_CLOEXEC;
+        if !self.stream {
+            flags |= libc::MSG_TRUNC;
+        }
+        if self.peek {
+            flags |= libc::MSG_PEEK;
+        }
         opcode::RecvMsg::new(self.socket.uring_fd(), &mut state.hdr.0)
-            .flags((libc::MSG_TRUNC | peek) as u32)
+            .flags(flags as u32)
             .build()
     }
 
@@ -279,7 +320,7 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
             return (Err(superseded()), self.buf, self.control);
         }
         let res = cqe.into_result().map(|len| {
-            let out = self.output(len as usize);
+            let out = self.output(len as usize, cqe.sequence());
             bufs::set_init_across(std::slice::from_mut(&mut self.buf), out.copied);
             out
         });
@@ -292,12 +333,19 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
             return;
         }
         if let Ok(len) = cqe.into_result() {
-            let out = self.output(len as usize);
+            let out = self.output(len as usize, cqe.sequence());
+            if let Some(control) = &self.control {
+                // Passed descriptors are ours now, and nobody can take them: close them.
+                // SAFETY: `output` just set the vector's length to the control data this
+                // successful receive wrote, and this consumed operation is its only reader.
+                drop(unsafe { crate::unix::take_rights(control) });
+            }
             self.socket.rescue(Rescued {
                 sequence: cqe.sequence(),
                 data: bufs::gather(std::slice::from_ref(&self.buf), out.copied),
                 peer: out.peer,
                 full_len: out.len,
+                raw_peer: Some(out.addr),
             });
         }
     }
@@ -397,9 +445,9 @@ impl<B: IoBufMut> RecvMsgVectored<B> {
         }
     }
 
-    fn output(&mut self, len: usize) -> RecvMsgOutput {
+    fn output(&mut self, len: usize, sequence: u64) -> RecvMsgOutput {
         let capacity = bufs::capacity(&self.bufs);
-        self.state.output(len, capacity, None)
+        self.state.output(len, capacity, None, sequence)
     }
 }
 
@@ -424,7 +472,7 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsgVectored<B> {
 
     fn complete(mut self, cqe: Completion) -> Self::Output {
         let res = cqe.into_result().map(|len| {
-            let out = self.output(len as usize);
+            let out = self.output(len as usize, cqe.sequence());
             bufs::set_init_across(&mut self.bufs, out.copied);
             out
         });
@@ -433,12 +481,13 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsgVectored<B> {
 
     fn complete_detached(mut self, cqe: Completion) {
         if let Ok(len) = cqe.into_result() {
-            let out = self.output(len as usize);
+            let out = self.output(len as usize, cqe.sequence());
             self.socket.rescue(Rescued {
                 sequence: cqe.sequence(),
                 data: bufs::gather(&self.bufs, out.copied),
                 peer: out.peer,
                 full_len: out.len,
+                raw_peer: Some(out.addr),
             });
         }
     }

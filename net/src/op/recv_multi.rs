@@ -224,6 +224,7 @@ unsafe impl MultishotOp for RecvMsgMulti {
                 data: d.payload.to_vec(),
                 peer: d.peer,
                 full_len: d.len,
+                raw_peer: None,
             });
         }
     }

@@ -5,7 +5,6 @@ use std::{
     io,
     net::SocketAddr,
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
-    time::{Duration, Instant},
 };
 
 use runtime::op::Op;
@@ -13,6 +12,7 @@ use socket2::{Domain, Protocol, Type};
 
 use super::{Incoming, TcpStream};
 use crate::{
+    accept::Backoff,
     addr::{self, ToSocketAddrs},
     op::{Accept, CancelFd},
     socket::Socket,
@@ -98,44 +98,6 @@ pub struct TcpListener {
     backoff: Cell<Backoff>,
 }
 
-/// Delay before retrying after `EMFILE`-class errors: 10 ms doubling to 1 s.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Backoff {
-    until: Option<Instant>,
-    delay: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(10);
-    const MAX: Duration = Duration::from_secs(1);
-
-    /// Whether an accept error means "out of descriptors or memory": retrying at once would
-    /// fail the same way and spin.
-    pub(super) fn is_exhaustion(e: &io::Error) -> bool {
-        matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-        )
-    }
-
-    pub(super) fn failed(&mut self) {
-        self.delay = if self.delay.is_zero() {
-            Self::FIRST
-        } else {
-            (self.delay * 2).min(Self::MAX)
-        };
-        self.until = Some(Instant::now() + self.delay);
-    }
-
-    pub(super) fn succeeded(&mut self) {
-        *self = Backoff::default();
-    }
-
-    pub(super) fn until(&self) -> Option<Instant> {
-        self.until
-    }
-}
-
 impl TcpListener {
     /// Binds to `addr` and listens, with `SO_REUSEADDR` set and a backlog of 1024.
     ///
@@ -205,6 +167,8 @@ impl TcpListener {
         match Op::new(Accept::new(self.socket.clone())).await {
             Ok((fd, peer)) => {
                 self.update_backoff(Backoff::succeeded);
+                // An undecodable address drops (closes) the fd.
+                let peer = peer.socket_addr()?;
                 Ok((TcpStream::from_socket(Socket::from_fd(fd)), peer))
             }
             Err(e) => {

@@ -5,11 +5,10 @@ mod listener;
 mod socket;
 mod split;
 mod stream;
-mod write;
 
+pub(crate) use crate::stream::is_cancelled;
 pub use incoming::Incoming;
 pub use listener::{ListenerOptions, TcpListener};
 pub use socket::TcpSocket;
 pub use split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf};
 pub use stream::TcpStream;
-pub(crate) use stream::is_cancelled;

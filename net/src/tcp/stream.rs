@@ -8,61 +8,24 @@ use std::{
 
 use runtime::{
     buf::{BufRing, IoBuf, IoBufMut},
-    op::{Op, OpCode},
+    op::Op,
     zcrx::Zcrx,
 };
 use socket2::{Domain, Protocol, Type};
 
-use super::{
-    split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf},
-    write::{Slow, Write},
-};
+use super::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::{
     RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
     behind,
-    op::{CancelFd, Connect, Readv, Recv, Send, SendMode, SendZc, Writev, send_some},
+    op::{CancelFd, Connect, Recv, SendMode, SendZc, send_some},
     rescue::RescueAware,
     socket::Socket,
+    stream::{self, is_cancelled, stopped},
     zc::{self, Attempt},
 };
 
 const SEND_ZC: u8 = io_uring::opcode::SendZc::CODE;
-
-pub(crate) fn is_cancelled(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ECANCELED)
-}
-
-/// The error that ends a multi-request transfer after `done` bytes: when a surrounding
-/// `CancelExt` scope cancelled it, the scope's error carrying the count, so the caller knows
-/// where to resume; otherwise `e` unchanged.
-fn stopped(e: io::Error, done: usize) -> io::Error {
-    match runtime::op::cancel::reason() {
-        Some(reason) if done > 0 && is_cancelled(&e) => reason.error(done),
-        _ => e,
-    }
-}
-
-/// The slow path of `TcpStream::write`: waits for what was written behind, then sends.
-fn write_slow<B: IoBuf>(stream: &mut TcpStream, buf: B) -> Slow<'_, B, usize> {
-    Box::pin(async move {
-        if let Err(e) = behind::flush(&stream.socket).await {
-            return (Err(e), buf);
-        }
-        send_some(&stream.socket, buf, SendMode::FastStream).await
-    })
-}
-
-/// The slow path of `TcpStream::write_all`: waits for what was written behind, then sends
-/// every byte.
-fn write_all_slow<B: IoBuf>(stream: &mut TcpStream, buf: B) -> Slow<'_, B, ()> {
-    Box::pin(async move {
-        if let Err(e) = behind::flush(&stream.socket).await {
-            return (Err(e), buf);
-        }
-        stream.write_all_now(buf).await
-    })
-}
 
 /// A TCP connection with owned-buffer I/O.
 ///
@@ -154,7 +117,7 @@ impl TcpStream {
     /// Reads into `buf` (from its start, up to its capacity) and returns how many bytes
     /// arrived; `Ok(0)` means the peer closed its side (or `buf` has no capacity).
     pub async fn read<B: IoBufMut>(&mut self, buf: B) -> (io::Result<usize>, B) {
-        self.receive(buf, std::slice::from_mut, Recv::new).await
+        stream::read(&self.socket, buf).await
     }
 
     /// Receives into `buf` like [`read`](TcpStream::read), but leaves the bytes in the
@@ -181,34 +144,6 @@ impl TcpStream {
         }
     }
 
-    /// Runs receives built by `recv` until one yields data in kernel order: rescued bytes are
-    /// served first, and a receive cancelled because data was rescued meanwhile is retried,
-    /// which serves them.
-    async fn receive<B, Bufs, T>(
-        &self,
-        mut bufs: Bufs,
-        as_slice: fn(&mut Bufs) -> &mut [B],
-        recv: fn(Socket, Bufs) -> T,
-    ) -> (io::Result<usize>, Bufs)
-    where
-        B: IoBufMut,
-        T: OpCode<Output = (io::Result<usize>, Bufs)>,
-    {
-        loop {
-            if let Some(n) = self.socket.read_rescued(as_slice(&mut bufs)) {
-                return (Ok(n), bufs);
-            }
-            let op = recv(self.socket.clone(), bufs);
-            let ((res, b), cancelled) = RescueAware::new(self.socket.clone(), op).await;
-            bufs = b;
-            match res {
-                // Cancelled because data was rescued: serve it.
-                Err(e) if cancelled && is_cancelled(&e) => continue,
-                res => return (res, bufs),
-            }
-        }
-    }
-
     /// Reads until `buf` is full (to its capacity).
     ///
     /// # Errors
@@ -218,33 +153,12 @@ impl TcpStream {
     /// arrived, the scope's error carries their count in
     /// [`Cancelled::transferred`](runtime::op::Cancelled) (they are in the buffer too).
     pub async fn read_exact<B: IoBufMut>(&mut self, buf: B) -> (io::Result<()>, B) {
-        let total = buf.bytes_total();
-        let mut filled = 0;
-        let mut buf = buf;
-        while filled < total {
-            let (res, slice) = self.read(buf.slice(filled..)).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => {
-                    return (
-                        Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("the peer closed after {filled} of {total} bytes"),
-                        )),
-                        buf,
-                    );
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(stopped(e, filled)), buf),
-            }
-        }
-        (Ok(()), buf)
+        stream::read_exact(&self.socket, buf).await
     }
 
     /// Reads into several buffers, filling each from its start in order.
     pub async fn readv<B: IoBufMut>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-        self.receive(bufs, Vec::as_mut_slice, Readv::new).await
+        stream::readv(&self.socket, bufs).await
     }
 
     /// Writes some of `buf`'s initialized bytes and returns how many.
@@ -255,21 +169,7 @@ impl TcpStream {
     /// write, [`flush`](TcpStream::flush) or [`shutdown`](TcpStream::shutdown) reports it;
     /// `flush` waits until the kernel has taken every byte.
     pub fn write<B: IoBuf>(&mut self, buf: B) -> impl Future<Output = (io::Result<usize>, B)> {
-        Write::Start {
-            stream: self,
-            buf,
-            written: |buf: &B| buf.bytes_init(),
-            slow: write_slow::<B>,
-        }
-    }
-
-    /// Reports an earlier failure, or stages `bytes` behind the caller's back when they are
-    /// few enough (`Ok(true)`; nothing to stage counts as staged).
-    pub(super) fn write_behind(&self, bytes: &[u8]) -> io::Result<bool> {
-        if let Some(e) = behind::take_error(&self.socket) {
-            return Err(e);
-        }
-        Ok(bytes.is_empty() || behind::try_stage(&self.socket, bytes))
+        stream::write(&self.socket, buf)
     }
 
     /// Waits until the kernel has taken every byte written so far (writes of up to 16 KiB
@@ -293,47 +193,19 @@ impl TcpStream {
     /// after part of the buffer went out, the scope's error says how many bytes did, in
     /// [`Cancelled::transferred`](runtime::op::Cancelled): resume from that offset.
     pub fn write_all<B: IoBuf>(&mut self, buf: B) -> impl Future<Output = (io::Result<()>, B)> {
-        Write::Start {
-            stream: self,
-            buf,
-            written: |_: &B| (),
-            slow: write_all_slow::<B>,
-        }
+        stream::write_all(&self.socket, buf)
     }
 
     /// `write_all` without writing behind: resolves once the kernel took every byte. The
     /// caller has flushed what was written behind.
     async fn write_all_now<B: IoBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
-        let len = buf.bytes_init();
-        let (res, buf) = Op::new(Send::new(self.socket.clone(), buf, SendMode::FastStream)).await;
-        let mut sent = match res {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return (Err(e), buf),
-        };
-        let mut buf = buf;
-        while sent < len {
-            let mode = SendMode::Wait { all: true };
-            let (res, slice) =
-                Op::new(Send::new(self.socket.clone(), buf.slice(sent..), mode)).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(stopped(e, sent)), buf),
-            }
-        }
-        (Ok(()), buf)
+        stream::write_all_now(&self.socket, buf).await
     }
 
     /// Writes the initialized bytes of several buffers, in order, with one request; returns how
     /// many bytes went out.
     pub async fn writev<B: IoBuf>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-        if let Err(e) = behind::flush(&self.socket).await {
-            return (Err(e), bufs);
-        }
-        Op::new(Writev::new(self.socket.clone(), bufs)).await
+        stream::writev(&self.socket, bufs).await
     }
 
     /// Sends with `IORING_OP_SEND_ZC`: the kernel transmits straight from `buf`'s pages, and
@@ -493,17 +365,7 @@ impl TcpStream {
     /// just before the call is a race the caller cannot avoid. tokio does the same
     /// (tokio-rs/tokio#4665). Other errors, such as `EBADF`, are returned.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        if matches!(how, Shutdown::Read | Shutdown::Both) {
-            match self.socket.sock_ref().shutdown(Shutdown::Read) {
-                Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
-                _ => {}
-            }
-        }
-        if matches!(how, Shutdown::Write | Shutdown::Both) {
-            // After the bytes written behind, if any still wait.
-            return behind::shutdown_write(&self.socket);
-        }
-        Ok(())
+        stream::shutdown(&self.socket, how)
     }
 
     /// Sets `SO_SNDBUF` (Linux doubles the value for its bookkeeping; the kernel stops

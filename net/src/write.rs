@@ -1,4 +1,4 @@
-//! `Write`: the future of `TcpStream::write` and `write_all`.
+//! `Write`: the future of a byte stream's `write` and `write_all` (`stream.rs`).
 //!
 //! # Invariants
 //!
@@ -19,17 +19,17 @@ use std::{
 
 use runtime::buf::IoBuf;
 
-use super::TcpStream;
+use crate::{socket::Socket, stream::write_behind};
 
 /// The boxed slow path of a write.
-pub(super) type Slow<'a, B, T> = Pin<Box<dyn Future<Output = (io::Result<T>, B)> + 'a>>;
+pub(crate) type Slow<'a, B, T> = Pin<Box<dyn Future<Output = (io::Result<T>, B)> + 'a>>;
 
 /// A write that is written behind when it can be (see the module docs). `W` (what the write
 /// returns when its bytes were written behind) and `S` (the slow path) are closures without
 /// captures, so they take no room.
-pub(super) enum Write<'a, B, T, W, S> {
+pub(crate) enum Write<'a, B, T, W, S> {
     Start {
-        stream: &'a mut TcpStream,
+        socket: &'a Socket,
         buf: B,
         written: W,
         slow: S,
@@ -53,7 +53,7 @@ where
     B: IoBuf,
     T: Unpin,
     W: FnOnce(&B) -> T + Unpin,
-    S: FnOnce(&'a mut TcpStream, B) -> Slow<'a, B, T> + Unpin,
+    S: FnOnce(&'a Socket, B) -> Slow<'a, B, T> + Unpin,
 {
     type Output = (io::Result<T>, B);
 
@@ -62,14 +62,14 @@ where
         loop {
             match std::mem::replace(this, Write::Done) {
                 Write::Start {
-                    stream,
+                    socket,
                     buf,
                     written,
                     slow,
-                } => match stream.write_behind(buf.as_slice()) {
+                } => match write_behind(socket, buf.as_slice()) {
                     Err(e) => return Poll::Ready((Err(e), buf)),
                     Ok(true) => return Poll::Ready((Ok(written(&buf)), buf)),
-                    Ok(false) => *this = Write::Slow(slow(stream, buf)),
+                    Ok(false) => *this = Write::Slow(slow(socket, buf)),
                 },
                 Write::Slow(mut fut) => {
                     let poll = fut.as_mut().poll(cx);
@@ -78,7 +78,7 @@ where
                     }
                     return poll;
                 }
-                Write::Done => panic!("a TcpStream write future polled after it completed"),
+                Write::Done => panic!("a stream's write future polled after it completed"),
             }
         }
     }

@@ -1,0 +1,223 @@
+//! Byte-stream I/O shared by `TcpStream` and `UnixStream`: reads that serve rescued bytes first
+//! and keep kernel order, and writes that go behind the caller's back.
+//!
+//! # Invariants
+//!
+//! - A receive serves bytes rescued from abandoned receives before asking the kernel, and one
+//!   cancelled because bytes were rescued meanwhile is retried, which serves them
+//!   (`rescue.rs`): the caller sees the stream in kernel order.
+//! - Writes of up to `behind::COPY_MAX` bytes are staged (`behind.rs`); every other write
+//!   first waits until nothing is staged or in flight, so the byte stream keeps call order.
+//! - A failure of a staged send is reported by the next write, flush or write shutdown.
+
+use std::{io, net::Shutdown};
+
+use runtime::{
+    buf::{IoBuf, IoBufMut},
+    op::{Op, OpCode},
+};
+
+use crate::{
+    behind,
+    op::{Readv, Recv, Send, SendMode, Writev, send_some},
+    rescue::RescueAware,
+    socket::Socket,
+    write::{Slow, Write},
+};
+
+/// Whether `e` is `ECANCELED`.
+pub(crate) fn is_cancelled(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECANCELED)
+}
+
+/// The error that ends a multi-request transfer after `done` bytes: when a surrounding
+/// `CancelExt` scope cancelled it, the scope's error carrying the count, so the caller knows
+/// where to resume; otherwise `e` unchanged.
+pub(crate) fn stopped(e: io::Error, done: usize) -> io::Error {
+    match runtime::op::cancel::reason() {
+        Some(reason) if done > 0 && is_cancelled(&e) => reason.error(done),
+        _ => e,
+    }
+}
+
+/// Reads into `buf` (from its start, up to its capacity).
+pub(crate) async fn read<B: IoBufMut>(socket: &Socket, buf: B) -> (io::Result<usize>, B) {
+    receive(socket, buf, std::slice::from_mut, Recv::new).await
+}
+
+/// Reads into several buffers, filling each from its start in order.
+pub(crate) async fn readv<B: IoBufMut>(
+    socket: &Socket,
+    bufs: Vec<B>,
+) -> (io::Result<usize>, Vec<B>) {
+    receive(socket, bufs, Vec::as_mut_slice, Readv::new).await
+}
+
+/// Runs receives built by `recv` until one yields data in kernel order: rescued bytes are
+/// served first, and a receive cancelled because data was rescued meanwhile is retried,
+/// which serves them.
+async fn receive<B, Bufs, T>(
+    socket: &Socket,
+    mut bufs: Bufs,
+    as_slice: fn(&mut Bufs) -> &mut [B],
+    recv: fn(Socket, Bufs) -> T,
+) -> (io::Result<usize>, Bufs)
+where
+    B: IoBufMut,
+    T: OpCode<Output = (io::Result<usize>, Bufs)>,
+{
+    loop {
+        if let Some(n) = socket.read_rescued(as_slice(&mut bufs)) {
+            return (Ok(n), bufs);
+        }
+        let op = recv(socket.clone(), bufs);
+        let ((res, b), cancelled) = RescueAware::new(socket.clone(), op).await;
+        bufs = b;
+        match res {
+            // Cancelled because data was rescued: serve it.
+            Err(e) if cancelled && is_cancelled(&e) => continue,
+            res => return (res, bufs),
+        }
+    }
+}
+
+/// Reads until `buf` is full (to its capacity); `UnexpectedEof` if the peer closes first.
+pub(crate) async fn read_exact<B: IoBufMut>(socket: &Socket, buf: B) -> (io::Result<()>, B) {
+    let total = buf.bytes_total();
+    let mut filled = 0;
+    let mut buf = buf;
+    while filled < total {
+        let (res, slice) = read(socket, buf.slice(filled..)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                return (
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the peer closed after {filled} of {total} bytes"),
+                    )),
+                    buf,
+                );
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(stopped(e, filled)), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// Reports an earlier failure, or stages `bytes` behind the caller's back when they are few
+/// enough (`Ok(true)`; nothing to stage counts as staged).
+pub(crate) fn write_behind(socket: &Socket, bytes: &[u8]) -> io::Result<bool> {
+    if let Some(e) = behind::take_error(socket) {
+        return Err(e);
+    }
+    Ok(bytes.is_empty() || behind::try_stage(socket, bytes))
+}
+
+/// Writes some of `buf`'s initialized bytes (all of them when they are written behind). The
+/// future is small: its rare slow path is boxed (see `write.rs`).
+pub(crate) fn write<B: IoBuf>(
+    socket: &Socket,
+    buf: B,
+) -> impl Future<Output = (io::Result<usize>, B)> + use<'_, B> {
+    Write::Start {
+        socket,
+        buf,
+        written: |buf: &B| buf.bytes_init(),
+        slow: write_slow::<B>,
+    }
+}
+
+/// The slow path of [`write`]: waits for what was written behind, then sends.
+fn write_slow<B: IoBuf>(socket: &Socket, buf: B) -> Slow<'_, B, usize> {
+    Box::pin(async move {
+        if let Err(e) = behind::flush(socket).await {
+            return (Err(e), buf);
+        }
+        send_some(socket, buf, SendMode::FastStream).await
+    })
+}
+
+/// Writes all of `buf`'s initialized bytes, behind the caller's back when they are few.
+pub(crate) fn write_all<B: IoBuf>(
+    socket: &Socket,
+    buf: B,
+) -> impl Future<Output = (io::Result<()>, B)> + use<'_, B> {
+    Write::Start {
+        socket,
+        buf,
+        written: |_: &B| (),
+        slow: write_all_slow::<B>,
+    }
+}
+
+/// The slow path of [`write_all`]: waits for what was written behind, then sends every byte.
+fn write_all_slow<B: IoBuf>(socket: &Socket, buf: B) -> Slow<'_, B, ()> {
+    Box::pin(async move {
+        if let Err(e) = behind::flush(socket).await {
+            return (Err(e), buf);
+        }
+        write_all_now(socket, buf).await
+    })
+}
+
+/// `write_all` without writing behind: resolves once the kernel took every byte. The caller
+/// has flushed what was written behind.
+pub(crate) async fn write_all_now<B: IoBuf>(socket: &Socket, buf: B) -> (io::Result<()>, B) {
+    let len = buf.bytes_init();
+    let (res, buf) = Op::new(Send::new(socket.clone(), buf, SendMode::FastStream)).await;
+    let sent = match res {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return (Err(e), buf),
+    };
+    write_rest(socket, buf, sent, len).await
+}
+
+/// Sends `buf[sent..len]` with requests that wait for room, until every byte went out.
+pub(crate) async fn write_rest<B: IoBuf>(
+    socket: &Socket,
+    buf: B,
+    mut sent: usize,
+    len: usize,
+) -> (io::Result<()>, B) {
+    let mut buf = buf;
+    while sent < len {
+        let mode = SendMode::Wait { all: true };
+        let (res, slice) = Op::new(Send::new(socket.clone(), buf.slice(sent..), mode)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(stopped(e, sent)), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// Writes the initialized bytes of several buffers, in order, with one request.
+pub(crate) async fn writev<B: IoBuf>(socket: &Socket, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+    if let Err(e) = behind::flush(socket).await {
+        return (Err(e), bufs);
+    }
+    Op::new(Writev::new(socket.clone(), bufs)).await
+}
+
+/// Shuts down the read half, the write half (after the bytes written behind) or both. A
+/// connection the kernel already tore down gives `Ok(())` (see `TcpStream::shutdown`).
+pub(crate) fn shutdown(socket: &Socket, how: Shutdown) -> io::Result<()> {
+    if matches!(how, Shutdown::Read | Shutdown::Both) {
+        match socket.sock_ref().shutdown(Shutdown::Read) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
+            _ => {}
+        }
+    }
+    if matches!(how, Shutdown::Write | Shutdown::Both) {
+        // After the bytes written behind, if any still wait.
+        return behind::shutdown_write(socket);
+    }
+    Ok(())
+}
