@@ -209,3 +209,43 @@ async fn std_conversions() {
     let back = s.into_std().unwrap();
     assert_eq!(back.local_addr().unwrap(), addr);
 }
+
+/// Datagrams already queued on a busy socket are received without a loop turn each (a
+/// non-blocking `recvmsg` first, see `net/src/udp/direct.rs`): 200 queued datagrams, received
+/// in order and whole, cost a handful of `io_uring_enter`s, not 200. The loop still gets a
+/// turn every `runtime::coop::BUDGET` of them.
+#[runtime::test]
+async fn queued_datagrams_are_received_without_a_turn_each() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&server)
+        .set_recv_buffer_size(1 << 20)
+        .unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client_addr = client.local_addr().unwrap();
+    // A first receive through the ring: the socket is quiet, then busy.
+    client
+        .send_to(b"first", server.local_addr().unwrap())
+        .unwrap();
+    let (res, _) = server.recv_from(vec![0u8; 64]).await;
+    assert_eq!(res.unwrap(), (5, client_addr));
+    const N: usize = 200;
+    for i in 0..N {
+        client
+            .send_to(&pattern(32, i as u64), server.local_addr().unwrap())
+            .unwrap();
+    }
+    let enters = runtime::metrics().enters;
+    let mut buf = vec![0u8; 64];
+    for i in 0..N {
+        let (res, b) = server.recv_from(buf).await;
+        let (n, peer) = res.unwrap();
+        assert_eq!((n, peer), (32, client_addr));
+        assert_eq!(&b[..n], &pattern(32, i as u64)[..], "datagram {i}");
+        buf = b;
+    }
+    let enters = runtime::metrics().enters - enters;
+    assert!(
+        enters <= 8,
+        "{N} queued datagrams took {enters} io_uring_enter calls"
+    );
+}

@@ -1,6 +1,6 @@
 //! `SendMsg` and `RecvMsg`: datagrams with an address and control messages.
 
-use std::{io, net::SocketAddr};
+use std::{io, net::SocketAddr, os::fd::AsRawFd};
 
 use io_uring::{opcode, squeue};
 use runtime::{
@@ -281,15 +281,10 @@ impl<B: IoBufMut> RecvMsg<B> {
         self.state
             .output(len, capacity, self.control.as_mut(), sequence)
     }
-}
 
-// SAFETY: the SQE points at the boxed `msghdr`, which points at the boxed `iovec`, the boxed
-// address storage and the control vector's spare capacity; the `iovec` covers `buf`'s stable
-// memory (`bytes_total` bytes); the fd is kept open by `socket`. All owned by `self`.
-unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
-    type Output = (io::Result<RecvMsgOutput>, B, Option<Vec<u8>>);
-
-    fn build(&mut self) -> squeue::Entry {
+    /// Points the boxed header at the buffer (`bytes_total` bytes of its stable memory), the
+    /// boxed address storage and the control vector's spare capacity.
+    fn prepare(&mut self) -> *mut libc::msghdr {
         let state = &mut *self.state;
         state.iov.0 = libc::iovec {
             iov_base: self.buf.stable_mut_ptr().cast(),
@@ -303,6 +298,10 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
             state.hdr.0.msg_control = control.as_mut_ptr().cast();
             state.hdr.0.msg_controllen = control.capacity();
         }
+        &mut state.hdr.0
+    }
+
+    fn flags(&self) -> i32 {
         let mut flags = libc::MSG_CMSG_CLOEXEC;
         if !self.stream {
             flags |= libc::MSG_TRUNC;
@@ -310,8 +309,50 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
         if self.peek {
             flags |= libc::MSG_PEEK;
         }
-        opcode::RecvMsg::new(self.socket.uring_fd(), &mut state.hdr.0)
-            .flags(flags as u32)
+        flags
+    }
+
+    /// Tries a datagram receive at once with a non-blocking `recvmsg(2)`, without the ring.
+    /// When a datagram (or an error) was waiting, returns what `complete` would have; when
+    /// none was (`EAGAIN`), gives the request back, to be submitted as usual. Not for peeks
+    /// or stream sockets (their completions have more to check).
+    pub(crate) fn try_now(mut self) -> Result<<Self as OpCode>::Output, RecvMsg<B>> {
+        debug_assert!(!self.peek && !self.stream);
+        let hdr = self.prepare();
+        let flags = self.flags() | libc::MSG_DONTWAIT;
+        // SAFETY: `hdr` points at the boxed header, which points at memory `self` owns (the
+        // buffer's stable memory, the boxed address storage, the control vector's capacity);
+        // all of it outlives this synchronous call, and the fd is kept open by `socket`.
+        let n = unsafe { libc::recvmsg(self.socket.as_raw_fd(), hdr, flags) };
+        let res = match usize::try_from(n) {
+            Ok(len) => {
+                // A datagram has no place in the stream order that sequences keep.
+                let out = self.output(len, 0);
+                bufs::set_init_across(std::slice::from_mut(&mut self.buf), out.copied);
+                Ok(out)
+            }
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    return Err(self);
+                }
+                Err(e)
+            }
+        };
+        Ok((res, self.buf, self.control))
+    }
+}
+
+// SAFETY: the SQE points at the boxed `msghdr`, which points at the boxed `iovec`, the boxed
+// address storage and the control vector's spare capacity; the `iovec` covers `buf`'s stable
+// memory (`bytes_total` bytes); the fd is kept open by `socket`. All owned by `self`.
+unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
+    type Output = (io::Result<RecvMsgOutput>, B, Option<Vec<u8>>);
+
+    fn build(&mut self) -> squeue::Entry {
+        let hdr = self.prepare();
+        opcode::RecvMsg::new(self.socket.uring_fd(), hdr)
+            .flags(self.flags() as u32)
             .build()
     }
 
