@@ -36,11 +36,14 @@
 //! - [`time`]: sleep, timeout, interval.
 //! - [`op`]: the operation layer sockets and other I/O types are built on.
 //! - [`capabilities`], [`metrics`]: what the kernel offered, and counters.
+//! - `compat` (feature `hyper`): hyper 1.x's executor and timer on this runtime.
 
 pub mod buf;
 mod builder;
 mod capabilities;
 pub mod channel;
+#[cfg(feature = "hyper")]
+pub mod compat;
 mod context;
 pub mod coop;
 mod driver;
