@@ -286,3 +286,64 @@ fn http2_carries_100_concurrent_streams_on_one_connection() {
         assert_eq!(&body[..], examples::http::HELLO);
     });
 }
+
+/// `HyperTimer` drives hyper's own timeouts: a client that sends half a request head is
+/// disconnected once the server's header read timeout passes.
+#[test]
+fn hypers_header_read_timeout_runs_on_the_runtime_timer() {
+    serial(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut builder = examples::http::builder();
+            builder
+                .http1()
+                .header_read_timeout(Duration::from_millis(100));
+            let service = hyper::service::service_fn(examples::http::handle);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream.compat()), service)
+                .await;
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (res, _) = client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await;
+        res.unwrap();
+        let start = runtime::time::Instant::now();
+        let read = timeout(
+            Duration::from_secs(5),
+            client.read(Vec::with_capacity(1024)),
+        );
+        let (res, buf) = read.await.expect("the header read timeout never fired");
+        let n = res.unwrap_or(0);
+        // hyper answers 408 or just closes; either way the connection ends.
+        assert!(
+            n == 0 || buf[..n].starts_with(b"HTTP/1.1 408"),
+            "unexpected answer: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(80),
+            "closed after {waited:?}"
+        );
+    });
+}
+
+/// `HyperTimer`'s sleeps are `Send + Sync` (hyper requires it), sleep as long as asked, and
+/// are reset in place.
+#[test]
+fn hyper_timer_sleeps_and_resets() {
+    use hyper::rt::Timer;
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    serial(async {
+        let timer = runtime::compat::HyperTimer;
+        let start = runtime::time::Instant::now();
+        let mut sleep = timer.sleep(Duration::from_secs(30));
+        send_sync(&sleep);
+        timer.reset(&mut sleep, start + Duration::from_millis(20));
+        timeout(Duration::from_secs(5), sleep)
+            .await
+            .expect("a reset sleep kept its old deadline");
+        assert!(start.elapsed() >= Duration::from_millis(20));
+    });
+}

@@ -5,13 +5,15 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "tokio-io")]
-//! # async fn f(stream: net::TcpStream) -> std::io::Result<()> {
-//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! // (`AsyncReadExt` needs tokio's `io-util` feature in the calling crate.)
-//! let mut stream = stream.compat();
-//! stream.write_all(b"ping\n").await?;
-//! let mut answer = [0; 5];
-//! stream.read_exact(&mut answer).await?;
+//! fn serve(io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) {
+//!     // A codec, a TLS acceptor, hyper-util's `TokioIo`, ...
+//! #   drop(io);
+//! }
+//!
+//! # #[cfg(feature = "tokio-io")]
+//! # async fn f() -> std::io::Result<()> {
+//! let stream = net::TcpStream::connect("127.0.0.1:8080").await?;
+//! serve(stream.compat());
 //! # Ok(())
 //! # }
 //! ```
