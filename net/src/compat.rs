@@ -28,8 +28,8 @@
 //!   asks for; or, with [`compat_with_ring`](crate::TcpStream::compat_with_ring), into a
 //!   buffer that the kernel takes from a shared [`BufRing`] only when data arrives) and copies
 //!   into the caller's. Bytes the caller has no room for wait for its next read.
-//! - A write of up to 16 KiB is copied and written behind, as
-//!   [`TcpStream::write`](crate::TcpStream::write) does: it returns at once.
+//! - A small write (as small as those [`TcpStream::write`](crate::TcpStream::write) writes
+//!   behind) is copied and written behind, as that method does: it returns at once.
 //! - A larger write, when nothing written earlier is still on its way, is handed to the kernel
 //!   straight from the caller's buffer (a non-blocking `send(2)`: no copy); only when the
 //!   socket's buffer is full is a copy of up to 64 KiB sent behind.
