@@ -24,7 +24,7 @@ use tokio_util::codec::{Framed, LinesCodec};
 const DEFAULT_ADDR: &str = "127.0.0.1:8082";
 
 /// The longest line accepted.
-const MAX_LINE: usize = 8 * 1024;
+pub(crate) const MAX_LINE: usize = 8 * 1024;
 
 /// Every connected client's queue of lines to send it.
 type Room = Rc<RefCell<HashMap<SocketAddr, Sender<String>>>>;
@@ -36,6 +36,12 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
     let listener = TcpListener::bind(addr.as_str())?;
     eprintln!("lines listening on {}", listener.local_addr()?);
+    serve(listener).await;
+    Ok(())
+}
+
+/// Serves every connection `listener` accepts, each in its own task, in one room.
+pub(crate) async fn serve(listener: TcpListener) {
     let room = Room::default();
     let mut incoming = listener.incoming();
     while let Some(conn) = incoming.next().await {
@@ -46,7 +52,6 @@ async fn main() -> std::io::Result<()> {
             Err(e) => eprintln!("accept failed: {e}"),
         }
     }
-    Ok(())
 }
 
 async fn client(stream: TcpStream, room: Room) {

@@ -1,6 +1,7 @@
 //! `net::compat::Compat`: sockets as tokio and futures-io streams. Lines and codecs work over
-//! it, large writes go out whole and `flush` waits for the kernel, and dropping an adapter in
-//! the middle of a read or a write loses no byte, frees no buffer early and leaks no fd.
+//! it (the `lines` example runs here), large writes go out whole and `flush` waits for the
+//! kernel, and dropping an adapter in the middle of a read or a write loses no byte, frees no
+//! buffer early and leaks no fd.
 
 use std::{
     future::Future,
@@ -18,6 +19,10 @@ use runtime::{
     time::{sleep, timeout},
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+#[allow(dead_code)] // its `main` is not called here
+#[path = "../examples/lines.rs"]
+mod lines;
 
 /// Runs `test` on a fresh runtime while no other test of this binary runs: some count the
 /// process's fds, which the others (and their runtimes) open and close.
@@ -334,5 +339,93 @@ fn a_reset_peer_is_an_error() {
         // `AsyncWrite` is implemented for the write half's adapter.
         fn is_async_write<W: AsyncWrite>(_: &W) {}
         is_async_write(&write);
+    });
+}
+
+type Lines =
+    tokio_util::codec::Framed<net::compat::Compat<TcpStream>, tokio_util::codec::LinesCodec>;
+
+/// The next line from `framed`, or `None` after 5 s.
+async fn next_line(
+    framed: &mut Lines,
+) -> Option<Option<Result<String, tokio_util::codec::LinesCodecError>>> {
+    use futures_util::StreamExt;
+    timeout(Duration::from_secs(5), framed.next()).await.ok()
+}
+
+/// The `lines` example (tokio-util's `LinesCodec` over compat streams): each client is
+/// greeted, a line goes to every other client and not back to its sender, and a line longer
+/// than the limit ends only its own connection.
+#[test]
+fn the_lines_example_relays_lines_and_drops_overlong_ones() {
+    serial(async {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_util::codec::{Framed, LinesCodec};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime::spawn(lines::serve(listener));
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let me = stream.local_addr().unwrap();
+            let mut framed = Framed::new(stream.compat(), LinesCodec::new());
+            let hello = framed.next().await.unwrap().unwrap();
+            assert_eq!(hello, format!("welcome, {me}"));
+            clients.push((me, framed));
+        }
+        let sender = clients[0].0;
+        clients[0].1.send("hi all").await.unwrap();
+        for (_, framed) in &mut clients[1..] {
+            let line = next_line(framed).await.expect("a line was not relayed");
+            assert_eq!(line.unwrap().unwrap(), format!("{sender}: hi all"));
+        }
+        // Too long a line: that client is cut off, the others carry on.
+        let long = "x".repeat(lines::MAX_LINE + 1);
+        clients[1].1.send(long).await.unwrap();
+        let end = next_line(&mut clients[1].1)
+            .await
+            .expect("not disconnected");
+        assert!(end.is_none(), "the overlong line's sender got {end:?}");
+        clients[2].1.send("still here").await.unwrap();
+        let line = next_line(&mut clients[0].1)
+            .await
+            .expect("the room stopped relaying");
+        assert_eq!(
+            line.unwrap().unwrap(),
+            format!("{}: still here", clients[2].0)
+        );
+        // The sender never hears its own line.
+        assert!(poll_once(clients[2].1.next()).is_pending());
+    });
+}
+
+/// Ring-backed adapters one after another on one stream: the bytes each left behind (those it
+/// had not handed out, and those that reached its receive after the last read) all reach the
+/// next reader, in order, even when an adapter goes away after taking only part of them.
+#[test]
+fn ring_backed_adapters_in_turn_lose_no_byte() {
+    serial(async {
+        let ring = BufRing::builder()
+            .entries(16)
+            .buf_len(4096)
+            .build()
+            .unwrap();
+        let (stream, mut peer) = stream_with_std_peer().await;
+        peer.write_all(b"0123456789").unwrap();
+        let mut first = stream.compat_with_ring(&ring);
+        let mut got = [0; 3];
+        first.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"012");
+        // These reach the first adapter's receive, which nobody polls any more.
+        peer.write_all(b"abc").unwrap();
+        sleep(Duration::from_millis(20)).await;
+        let mut second = first.into_inner().compat_with_ring(&ring);
+        let mut got = [0; 7];
+        second.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"3456789");
+        let mut stream = second.into_inner();
+        let read = timeout(Duration::from_secs(5), stream.read(Vec::with_capacity(64)));
+        let (res, buf) = read.await.expect("the last bytes were lost");
+        assert_eq!(&buf[..res.unwrap()], b"abc");
     });
 }

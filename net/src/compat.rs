@@ -298,6 +298,13 @@ impl Reader {
                     }
                     return Poll::Ready(Ok(n));
                 }
+                // Bytes rescued from earlier readers are older than anything the receive
+                // gets: served first, one chunk at a time, so that none waits in the
+                // receive's own queue (which dropping the adapter would lose).
+                if let Some(chunk) = socket.take_rescued_chunk() {
+                    *current = Some(RxBuf::from_vec(chunk));
+                    continue;
+                }
                 let stream =
                     stream.get_or_insert_with(|| RecvStream::new(socket.clone(), ring, false));
                 match ready!(Pin::new(stream).poll_next(cx)) {
