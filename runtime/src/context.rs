@@ -9,33 +9,29 @@
 //! - Each `RefCell` in the handle is borrowed only for short, non-reentrant sections: no user
 //!   code (task polls, wakers, drops of user values) runs while one is borrowed.
 
-use std::{
-    cell::RefCell,
-    rc::{Rc, Weak},
-    sync::Arc,
-    time::Duration,
-};
+use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
 use crate::{
-    capabilities::Capabilities, driver::Driver, executor::Scheduler, time::Timers, wake::Remote,
+    capabilities::Capabilities,
+    driver::{Driver, KickTarget},
+    executor::Scheduler,
+    time::Timers,
+    wake::Remote,
 };
 
 /// Everything one runtime owns, shared by the runtime, its tasks and its operations.
 pub(crate) struct Handle {
-    pub(crate) driver: RefCell<Driver>,
+    /// Shared with every operation and buffer pool of this runtime, which need nothing else.
+    pub(crate) driver: Rc<RefCell<Driver>>,
     pub(crate) scheduler: Scheduler,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) remote: Arc<Remote>,
     /// What the ring offers; subsystems add notes when a feature is unavailable.
     pub(crate) capabilities: RefCell<Capabilities>,
-    /// `capabilities().cq_entries()`, read on every loop turn.
-    pub(crate) cq_entries: usize,
     /// Tasks run per loop turn before the ring is entered again.
     pub(crate) task_budget: usize,
     /// How long shutdown waits for the kernel to finish cancelled operations.
     pub(crate) shutdown_timeout: Duration,
-    /// Provided-buffer rings, topped up once per loop turn before the enter.
-    pub(crate) buf_rings: RefCell<Vec<Weak<crate::buf::ring::RingInner>>>,
     /// This worker's index in `group`.
     pub(crate) worker: usize,
     /// The workers of this runtime (just this one for a single-worker runtime).
@@ -44,8 +40,9 @@ pub(crate) struct Handle {
     pub(crate) coop: crate::coop::Coop,
     /// Tasks waiting in `shutdown_requested`.
     pub(crate) drain_waiters: crate::wait_list::WaitList,
-    /// The zero-copy receive ifq, if registered. Declared after `driver`, so it is dropped
-    /// after the ring closes: the kernel may use its memory until then.
+    /// The zero-copy receive ifq, if registered. The driver keeps a reference too
+    /// (`Driver::keep_until_closed`), so it is dropped after the ring closes: the kernel may
+    /// use its memory until then.
     pub(crate) zcrx: Option<Rc<crate::zcrx::ZcrxInner>>,
 }
 
@@ -75,6 +72,40 @@ pub(crate) fn current() -> Rc<Handle> {
     })
 }
 
+/// The driver of the runtime running on this thread: all an operation needs.
+///
+/// # Panics
+///
+/// Panics when no runtime is running on this thread.
+pub(crate) fn current_driver() -> Rc<RefCell<Driver>> {
+    try_current_driver().unwrap_or_else(|| {
+        panic!(
+            "this function must be called from inside a runtime: use `#[runtime::main]`, \
+             `#[runtime::test]` or `Runtime::block_on`"
+        )
+    })
+}
+
+/// The driver of the runtime running on this thread, if any.
+pub(crate) fn try_current_driver() -> Option<Rc<RefCell<Driver>>> {
+    CURRENT
+        .try_with(|c| {
+            c.try_borrow()
+                .ok()
+                .and_then(|h| h.as_ref().map(|h| h.driver.clone()))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Records on the current runtime's capabilities why a feature is not in use; does nothing
+/// outside a runtime.
+pub(crate) fn note_capability(note: String) {
+    if let Some(handle) = try_current() {
+        handle.capabilities.borrow_mut().note(note);
+    }
+}
+
 /// The runtime running on this thread, if any.
 pub(crate) fn try_current() -> Option<Rc<Handle>> {
     CURRENT
@@ -97,11 +128,11 @@ pub(crate) fn with_runtime<R>(remote_id: u64, f: impl FnOnce(&Handle) -> R) -> O
         .flatten()
 }
 
-/// Kicks the runtime `target`, whose ring `target_ring` refers to (a duplicate that the kick
-/// keeps open until it completes), with an `IORING_OP_MSG_RING` from the current thread's ring.
-/// Returns false (the caller writes the eventfd instead) when this thread runs no other runtime
-/// or its driver is busy.
-pub(crate) fn send_msg_ring(target_ring: Arc<std::os::fd::OwnedFd>, target: &Arc<Remote>) -> bool {
+/// Kicks the runtime `target_id` through `target` (fds that the kick keeps open until it
+/// completes) with an `IORING_OP_MSG_RING` from the current thread's ring. Returns false (the
+/// caller writes the eventfd instead) when this thread runs no other runtime or its driver is
+/// busy.
+pub(crate) fn send_msg_ring(target: KickTarget, target_id: u64) -> bool {
     CURRENT
         .try_with(|c| {
             let Ok(current) = c.try_borrow() else {
@@ -110,11 +141,11 @@ pub(crate) fn send_msg_ring(target_ring: Arc<std::os::fd::OwnedFd>, target: &Arc
             let Some(handle) = current.as_ref() else {
                 return false;
             };
-            if handle.remote.id == target.id {
+            if handle.remote.id == target_id {
                 return false;
             }
             match handle.driver.try_borrow_mut() {
-                Ok(mut driver) => driver.send_msg_ring(target_ring, target.clone()),
+                Ok(mut driver) => driver.send_msg_ring(target),
                 Err(_) => false,
             }
         })

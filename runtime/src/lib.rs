@@ -55,8 +55,9 @@ mod wake;
 mod workers;
 pub mod zcrx;
 
-pub use builder::{Builder, RingMode};
+pub use builder::Builder;
 pub use capabilities::Capabilities;
+pub use driver::RingMode;
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
 /// Runs an `async fn main` on a new runtime: `#[runtime::main]` or
 /// `#[runtime::main(entries = 1024)]`.

@@ -41,7 +41,8 @@ use std::{
 
 use super::{published::Published, rx::RxBuf};
 use crate::{
-    context::{self, Handle},
+    context,
+    driver::{Driver, Refill},
     mmap::Mapping,
     op::Completion,
     wait_list::WaitList,
@@ -92,7 +93,8 @@ struct Incremental {
 }
 
 pub(crate) struct RingInner {
-    handle: Rc<Handle>,
+    /// The driver the group is registered with: all the pool needs of the runtime.
+    driver: Rc<RefCell<Driver>>,
     bgid: u16,
     entries: u16,
     buf_len: usize,
@@ -280,7 +282,7 @@ impl BufRingBuilder {
                 format!("BufRing buf_len must be 1..=16 MiB, got {}", self.buf_len),
             ));
         }
-        let handle = context::current();
+        let driver = context::current_driver();
         let ring = Mapping::new(entries as usize * std::mem::size_of::<RingEntry>())?;
         let bufs = Mapping::new(entries as usize * self.buf_len)?;
         let mut incremental = self.incremental;
@@ -289,18 +291,16 @@ impl BufRingBuilder {
             // buffer in `bufs`, lives in the `RingInner` built below, which unregisters the
             // group before unmapping (or leaks the mappings if that fails).
             unsafe {
-                handle.driver.borrow_mut().register_buf_ring(
-                    ring.as_ptr() as u64,
-                    entries as u16,
-                    flags,
-                )
+                driver
+                    .borrow_mut()
+                    .register_buf_ring(ring.as_ptr() as u64, entries as u16, flags)
             }
         };
         let bgid = match register(if incremental { IOU_PBUF_RING_INC } else { 0 }) {
             Ok(bgid) => bgid,
             Err(e) if incremental && e.raw_os_error() == Some(libc::EINVAL) => {
                 incremental = false;
-                handle.capabilities.borrow_mut().note(format!(
+                context::note_capability(format!(
                     "incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12) rejected \
                      ({e}); buffer rings consume whole buffers"
                 ));
@@ -309,7 +309,7 @@ impl BufRingBuilder {
             Err(e) => return Err(e),
         };
         let inner = Rc::new(RingInner {
-            handle: handle.clone(),
+            driver: driver.clone(),
             bgid,
             entries: entries as u16,
             buf_len: self.buf_len,
@@ -327,7 +327,8 @@ impl BufRingBuilder {
             stats: Cell::new(BufRingStats::default()),
         });
         inner.top_up();
-        handle.buf_rings.borrow_mut().push(Rc::downgrade(&inner));
+        let refill: Rc<dyn Refill> = inner.clone();
+        driver.borrow_mut().add_refill(Rc::downgrade(&refill));
         Ok(BufRing { inner })
     }
 }
@@ -562,9 +563,15 @@ impl RingInner {
     }
 }
 
+impl Refill for RingInner {
+    fn refill(&self) {
+        self.top_up();
+    }
+}
+
 impl Drop for RingInner {
     fn drop(&mut self) {
-        let unregistered = match self.handle.driver.try_borrow_mut() {
+        let unregistered = match self.driver.try_borrow_mut() {
             Ok(mut driver) => driver.unregister_buf_ring(self.bgid),
             Err(_) => false,
         };

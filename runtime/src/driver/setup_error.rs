@@ -6,7 +6,7 @@
 
 use std::{fs, io};
 
-use super::ring::RingConfig;
+use super::setup::RingConfig;
 
 /// Explains why the ring could not be created.
 pub(crate) fn explain(

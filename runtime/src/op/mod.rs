@@ -25,14 +25,13 @@
 //!   run without [`OpCode::build`] having run.
 
 pub mod cancel;
-mod completion;
 mod future;
 mod multishot;
 mod nop;
 mod timeout;
 
+pub use crate::driver::{Completion, cqe_flags};
 pub use cancel::{CancelExt, CancelOutput, CancelReason, Cancelled, WithCancel, is_cancelled};
-pub use completion::{Completion, cqe_flags};
 pub use future::{Detached, Op};
 pub use multishot::{Multishot, MultishotOp};
 pub use nop::{Nop, nop};

@@ -38,6 +38,9 @@ use std::{
 };
 
 use async_task::Runnable;
+
+use crate::driver::KickTarget;
+pub(crate) use crate::driver::signal_eventfd;
 pub(crate) use queue::Round;
 use queue::{Pushed, WakeQueue};
 
@@ -46,7 +49,8 @@ pub(crate) struct Remote {
     /// Unique per runtime, to tell whether a wake happens on this runtime's own thread.
     pub(crate) id: u64,
     queue: WakeQueue<Runnable>,
-    eventfd: OwnedFd,
+    /// Shared with the driver's wake read and with kicks in flight, which keep it open.
+    eventfd: Arc<OwnedFd>,
     /// A duplicate of this runtime's ring fd while it can receive `MSG_RING` kicks (see the
     /// module docs); `None` before the ring exists and after shutdown.
     kick_ring: Mutex<Option<Arc<OwnedFd>>>,
@@ -80,7 +84,7 @@ impl Remote {
             id: NEXT_ID.fetch_add(1, SeqCst),
             queue: WakeQueue::new(),
             // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            eventfd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
             kick_ring: Mutex::new(None),
             alive: AtomicUsize::new(0),
         }))
@@ -168,18 +172,22 @@ impl Remote {
         self.queue.finish_sleep();
     }
 
-    /// The eventfd the driver keeps a read armed on.
-    pub(crate) fn eventfd(&self) -> RawFd {
-        self.eventfd.as_raw_fd()
+    /// The eventfd the driver keeps a read armed on (shared: the driver holds it open).
+    pub(crate) fn eventfd(&self) -> Arc<OwnedFd> {
+        self.eventfd.clone()
     }
 
     /// Wakes the runtime thread, which may be asleep in `io_uring_enter`.
     fn kick(self: &Arc<Self>) {
         let ring = self.lock_kick_ring().clone();
-        if let Some(ring) = ring
-            && crate::context::send_msg_ring(ring, self)
-        {
-            return;
+        if let Some(ring) = ring {
+            let target = KickTarget {
+                ring,
+                eventfd: self.eventfd.clone(),
+            };
+            if crate::context::send_msg_ring(target, self.id) {
+                return;
+            }
         }
         self.write_eventfd();
     }
@@ -187,17 +195,6 @@ impl Remote {
     /// The kick of last resort: a write to the eventfd the driver keeps a read armed on.
     pub(crate) fn write_eventfd(&self) {
         signal_eventfd(self.eventfd.as_raw_fd());
-    }
-}
-
-/// Adds 1 to the counter of eventfd `fd`, completing a read armed on it. Async-signal-safe (a
-/// single `write(2)`), so signal handlers use it too.
-pub(crate) fn signal_eventfd(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live local to `fd`. A failure is harmless: EAGAIN on
-    // counter overflow still leaves the eventfd readable, and a closed fd has no reader.
-    unsafe {
-        libc::write(fd, (&one as *const u64).cast(), std::mem::size_of::<u64>());
     }
 }
 
