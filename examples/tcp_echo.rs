@@ -9,16 +9,34 @@
 //! listener on the address and serve the connections the kernel hands them, entirely on that
 //! worker: nothing is shared between cores. Accepted connections have `TCP_NODELAY` on, so an
 //! echo never waits for Nagle's algorithm.
+//!
+//! `SIGTERM` or Ctrl-C (`SIGINT`) shuts it down gracefully: every worker stops accepting,
+//! open connections get [`GRACE`] to end on their own and are closed after that, and the
+//! process exits with status 0.
+
+use std::time::Duration;
 
 use net::{ListenerOptions, TcpListener, TcpStream};
-use runtime::buf::IoBuf;
+use runtime::{
+    buf::IoBuf,
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+    task::JoinSet,
+};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 
+/// How long open connections may go on after a shutdown signal before they are closed.
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
+
 fn main() -> std::io::Result<()> {
+    run(std::env::args().skip(1))
+}
+
+/// The whole program, with its arguments (`tests/examples.rs` runs it in a child process).
+pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()> {
     let mut addr = DEFAULT_ADDR.to_owned();
     let mut threads = 1;
-    let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--threads" {
             threads = args
@@ -35,10 +53,28 @@ fn main() -> std::io::Result<()> {
     let rt = runtime::Builder::new().worker_threads(threads).build()?;
     rt.block_on(async move {
         examples::export_metrics();
+        // Installed before the listeners exist, so a signal sent as soon as the address is
+        // printed is not lost.
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let (stop_tx, stop_rx) = watch::channel(false);
         let servers = runtime::on_each_worker(move |worker| {
             let addr = addr.clone();
-            async move { serve(&addr, worker).await }
+            let stop = stop_rx.clone();
+            async move { serve(&addr, worker, stop).await }
         });
+        let mut servers = servers.into_iter();
+        let Some(mut first) = servers.next() else {
+            return Ok(()); // no worker: nothing to serve
+        };
+        runtime::select! {
+            _ = terminate.recv() => eprintln!("tcp_echo: SIGTERM, shutting down"),
+            _ = interrupt.recv() => eprintln!("tcp_echo: SIGINT, shutting down"),
+            // A worker that could not bind ends the program with its error.
+            res = &mut first => return res?,
+        }
+        stop_tx.send_replace(true);
+        first.await??;
         for server in servers {
             server.await??;
         }
@@ -51,8 +87,8 @@ fn usage(problem: &str) -> ! {
     std::process::exit(2)
 }
 
-/// One worker's accept loop on its own reuse-port listener.
-async fn serve(addr: &str, worker: usize) -> std::io::Result<()> {
+/// One worker's accept loop on its own reuse-port listener, until `stop` turns true.
+async fn serve(addr: &str, worker: usize, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
     let listener =
         TcpListener::bind_with(addr, ListenerOptions::new().reuse_port(true).nodelay(true))?;
     if worker == 0 {
@@ -63,14 +99,32 @@ async fn serve(addr: &str, worker: usize) -> std::io::Result<()> {
         );
     }
     let mut incoming = listener.incoming();
-    while let Some(conn) = incoming.next().await {
-        match conn {
-            Ok(stream) => {
-                runtime::spawn(echo(stream));
-            }
-            // Out of descriptors and the like: `incoming` already waits before retrying.
-            Err(e) => eprintln!("accept failed: {e}"),
+    let mut connections = JoinSet::new();
+    loop {
+        runtime::select! {
+            conn = incoming.next() => match conn {
+                Some(Ok(stream)) => {
+                    connections.spawn(echo(stream));
+                }
+                // Out of descriptors and the like: `incoming` already waits before retrying.
+                Some(Err(e)) => eprintln!("accept failed: {e}"),
+                None => break,
+            },
+            // Reap connections that ended, so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
         }
+    }
+    // Stop accepting: the kernel refuses new connections from now on.
+    drop(incoming);
+    drop(listener);
+    let finished = runtime::time::timeout(GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        // Closes the connections still open (dropping a stream closes it).
+        connections.shutdown().await;
     }
     Ok(())
 }

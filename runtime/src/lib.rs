@@ -32,7 +32,11 @@
 //! # Crate layout
 //!
 //! - [`Builder`], [`Runtime`], [`RingMode`]: creating and running a runtime.
-//! - [`spawn`], [`JoinHandle`], [`yield_now`]: tasks.
+//! - [`spawn`], [`JoinHandle`], [`yield_now`]: tasks; [`task`]: the same under tokio's module
+//!   names, and [`task::JoinSet`].
+//! - [`select!`]: wait on several futures, take the first (tokio's macro).
+//! - [`sync`]: channels, locks, semaphores (tokio's `sync` module); [`channel`]: MPMC channels.
+//! - [`signal`]: `ctrl_c` and Unix signals as streams.
 //! - [`time`]: sleep, timeout, interval.
 //! - [`op`]: the operation layer sockets and other I/O types are built on.
 //! - [`capabilities`], [`metrics`]: what the kernel offered, and counters.
@@ -49,6 +53,8 @@ mod mmap;
 pub mod op;
 mod runtime;
 pub mod signal;
+pub mod sync;
+pub mod task;
 pub mod time;
 mod wait_list;
 mod wake;
@@ -84,3 +90,46 @@ pub use runtime::{Metrics, Runtime, capabilities, metrics};
 pub use workers::{
     on_each_worker, shutdown_requested, spawn_on, spawn_on_with, worker_count, worker_id,
 };
+
+/// Waits on several futures at once and runs the branch of the first to complete, dropping the
+/// others: tokio's `select!`, re-exported unchanged (it needs no tokio runtime).
+///
+/// The syntax is tokio's: `pattern = future, if guard => handler,` per branch, an optional
+/// `else => handler` taken when every branch is disabled (by its guard, or because its
+/// pattern did not match), and `biased;` as the first line to poll the branches in order
+/// instead of from a random start (tokio's thread-local generator; the default, for fairness).
+///
+/// ```
+/// # runtime::Runtime::new().unwrap().block_on(async {
+/// use std::time::Duration;
+///
+/// let (tx, mut rx) = runtime::sync::mpsc::channel::<u32>(4);
+/// runtime::spawn(async move { tx.send(7).await.unwrap() });
+/// let got = runtime::select! {
+///     Some(v) = rx.recv() => v,
+///     _ = runtime::time::sleep(Duration::from_secs(5)) => 0,
+/// };
+/// assert_eq!(got, 7);
+/// # });
+/// ```
+///
+/// # What happens to an operation in a losing branch
+///
+/// It is dropped, and dropping a runtime operation cancels it (see
+/// "Dropping an operation" in `docs/cancellation.md` of this repository):
+///
+/// - If it was already submitted, an `IORING_OP_ASYNC_CANCEL` is queued for it and its
+///   buffer is parked in the driver until the kernel's final completion, then freed: **the
+///   buffer does not come back**, so the next operation needs a new one.
+/// - A receive (`read`, `recv_from`, ...) that the kernel completed before the cancel took
+///   effect does not lose its bytes: they are rescued into the socket and served, in order,
+///   by the next read on it (UDP: the datagram is returned whole by the next receive).
+/// - A TCP write or UDP send of up to 16 KiB had already finished when it was created
+///   (written behind), so dropping it cancels nothing. A larger write may have sent part of its
+///   bytes, and you do not learn how many.
+///
+/// To keep the buffer (and learn how much a write moved), bound a single operation with
+/// [`op::CancelExt`] (`.timeout(d)`, `.cancel_on(fut)`) instead of racing it in `select!`.
+/// A branch future created outside a loop and selected on by reference (`&mut fut`) is not
+/// dropped when it loses; it goes on in the next iteration.
+pub use tokio::select;

@@ -67,10 +67,14 @@ impl<T> JoinHandle<T> {
     }
 }
 
-impl<T> Future for JoinHandle<T> {
-    type Output = Result<T, JoinError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl<T> JoinHandle<T> {
+    /// Polls for the output through a shared reference (the state is behind a lock), for
+    /// owners that share the handle with an `AbortHandle` (`JoinSet`).
+    ///
+    /// # Panics
+    ///
+    /// Panics when polled again after it returned `Ready`.
+    pub(crate) fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
         let mut state = self.lock();
         let task = match &mut *state {
             State::Running(task) => task,
@@ -87,6 +91,14 @@ impl<T> Future for JoinHandle<T> {
             Some(Err(panic)) => Err(JoinError::Panic(panic)),
             None => Err(JoinError::Cancelled),
         })
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_join(cx)
     }
 }
 
