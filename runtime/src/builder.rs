@@ -190,7 +190,7 @@ impl Builder {
         let handle = Rc::new(Handle {
             driver: Rc::new(RefCell::new(driver)),
             scheduler: Scheduler::default(),
-            timers: RefCell::new(Timers::default()),
+            timers: Rc::new(RefCell::new(Timers::default())),
             remote,
             capabilities: RefCell::new(capabilities),
             task_budget: self.task_budget,

@@ -24,7 +24,8 @@ pub(crate) struct Handle {
     /// Shared with every operation and buffer pool of this runtime, which need nothing else.
     pub(crate) driver: Rc<RefCell<Driver>>,
     pub(crate) scheduler: Scheduler,
-    pub(crate) timers: RefCell<Timers>,
+    /// Shared with every `Sleep`, which needs nothing else.
+    pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) remote: Arc<Remote>,
     /// What the ring offers; subsystems add notes when a feature is unavailable.
     pub(crate) capabilities: RefCell<Capabilities>,
@@ -64,12 +65,7 @@ thread_local! {
 ///
 /// Panics when no runtime is running on this thread.
 pub(crate) fn current() -> Rc<Handle> {
-    try_current().unwrap_or_else(|| {
-        panic!(
-            "this function must be called from inside a runtime: use `#[runtime::main]`, \
-             `#[runtime::test]` or `Runtime::block_on`"
-        )
-    })
+    try_current().unwrap_or_else(|| not_in_runtime())
 }
 
 /// The driver of the runtime running on this thread: all an operation needs.
@@ -78,24 +74,36 @@ pub(crate) fn current() -> Rc<Handle> {
 ///
 /// Panics when no runtime is running on this thread.
 pub(crate) fn current_driver() -> Rc<RefCell<Driver>> {
-    try_current_driver().unwrap_or_else(|| {
-        panic!(
-            "this function must be called from inside a runtime: use `#[runtime::main]`, \
-             `#[runtime::test]` or `Runtime::block_on`"
-        )
-    })
+    try_current_driver().unwrap_or_else(|| not_in_runtime())
+}
+
+/// The timers of the runtime running on this thread: all a `Sleep` needs.
+///
+/// # Panics
+///
+/// Panics when no runtime is running on this thread.
+pub(crate) fn current_timers() -> Rc<RefCell<Timers>> {
+    with_current(|h| h.timers.clone()).unwrap_or_else(|| not_in_runtime())
 }
 
 /// The driver of the runtime running on this thread, if any.
 pub(crate) fn try_current_driver() -> Option<Rc<RefCell<Driver>>> {
+    with_current(|h| h.driver.clone())
+}
+
+/// Runs `f` with the runtime running on this thread, if any, without cloning its handle.
+fn with_current<R>(f: impl FnOnce(&Handle) -> R) -> Option<R> {
     CURRENT
-        .try_with(|c| {
-            c.try_borrow()
-                .ok()
-                .and_then(|h| h.as_ref().map(|h| h.driver.clone()))
-        })
+        .try_with(|c| c.try_borrow().ok().and_then(|h| h.as_deref().map(f)))
         .ok()
         .flatten()
+}
+
+fn not_in_runtime() -> ! {
+    panic!(
+        "this function must be called from inside a runtime: use `#[runtime::main]`, \
+         `#[runtime::test]` or `Runtime::block_on`"
+    )
 }
 
 /// Records on the current runtime's capabilities why a feature is not in use; does nothing
@@ -128,11 +136,11 @@ pub(crate) fn with_runtime<R>(remote_id: u64, f: impl FnOnce(&Handle) -> R) -> O
         .flatten()
 }
 
-/// Kicks the runtime `target_id` through `target` (fds that the kick keeps open until it
-/// completes) with an `IORING_OP_MSG_RING` from the current thread's ring. Returns false (the
-/// caller writes the eventfd instead) when this thread runs no other runtime or its driver is
-/// busy.
-pub(crate) fn send_msg_ring(target: KickTarget, target_id: u64) -> bool {
+/// Kicks the runtime `target_id` with an `IORING_OP_MSG_RING` from the current thread's ring,
+/// through the fds `target` makes (only when a kick is sent; the kick keeps them open until it
+/// completes). Returns false (the caller writes the eventfd instead) when this thread runs no
+/// other runtime or its driver is busy.
+pub(crate) fn send_msg_ring(target_id: u64, target: impl FnOnce() -> KickTarget) -> bool {
     CURRENT
         .try_with(|c| {
             let Ok(current) = c.try_borrow() else {
@@ -145,7 +153,7 @@ pub(crate) fn send_msg_ring(target: KickTarget, target_id: u64) -> bool {
                 return false;
             }
             match handle.driver.try_borrow_mut() {
-                Ok(mut driver) => driver.send_msg_ring(target),
+                Ok(mut driver) => driver.send_msg_ring(target()),
                 Err(_) => false,
             }
         })

@@ -41,9 +41,9 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use io_uring::opcode;
+use io_uring::{opcode, squeue};
 
-use super::{Action, CANCEL, Driver, completion::Completion};
+use super::{Action, CANCEL, Driver, RESERVED_GENERATION, completion::Completion};
 
 /// Resources of an operation whose owner let go of them while the kernel still used them.
 ///
@@ -158,6 +158,35 @@ pub(crate) fn encode(index: usize, generation: u32) -> u64 {
 }
 
 impl Driver {
+    /// Queues an operation's SQE and returns its `user_data` key, or `None` after shutdown.
+    /// `skip_success` is the result to report if the (skip-success) SQE posts no CQE.
+    pub(crate) fn submit(&mut self, sqe: squeue::Entry, skip_success: Option<i32>) -> Option<u64> {
+        if self.closed {
+            return None;
+        }
+        let generation = self.next_generation;
+        self.next_generation = match generation.wrapping_add(1) {
+            RESERVED_GENERATION => 0,
+            g => g,
+        };
+        let entry = self.slots.vacant_entry();
+        let key = encode(entry.key(), generation);
+        entry.insert(Slot {
+            generation,
+            state: Lifecycle::Waiting(None),
+            skip_success,
+            lazy_skip: false,
+        });
+        if skip_success.is_some() {
+            self.skip_pending.push(key);
+            self.urgent_skips += 1;
+        }
+        self.in_flight += 1;
+        self.stats.submitted += 1;
+        self.queue_sqe(sqe.user_data(key));
+        Some(key)
+    }
+
     /// Hands the owner its next CQE, or registers its waker. The final CQE removes the slot.
     pub(crate) fn poll_cqe(&mut self, key: u64, cx: &mut Context<'_>) -> Poll<Completion> {
         let (index, generation) = decode(key);

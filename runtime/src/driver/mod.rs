@@ -31,8 +31,8 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `mod.rs` | the `Driver` struct, `submit`, the SQ backlog, the wake read |
-//! | `lifecycle.rs` | the `Lifecycle` enum: poll, detach, cancel, complete one slot |
+//! | `mod.rs` | the `Driver` struct, the SQ backlog, the wake read |
+//! | `lifecycle.rs` | the `Lifecycle` enum: submit, poll, detach, cancel, complete one slot |
 //! | `dispatch.rs` | enter, reap, CQ-overflow flush, routing, skip-success resolution |
 //! | `shutdown.rs` | the shutdown drain and the leak of what the kernel kept |
 //! | `kick.rs` | `KickTarget`: waking another ring (`MSG_RING`, eventfd fallback) |
@@ -41,16 +41,25 @@
 //! | `ring.rs` | the only user of `io_uring::IoUring`: push, enter, reap |
 //! | `completion.rs` | `Completion`, one CQE copied out of the ring |
 //!
-//! # One operation, from the call to its CQE
+//! # One read, from the call to its CQE and back
 //!
-//! 1. The op layer (`runtime::op::Op`, `op/future.rs`) builds the op's SQE on first poll and
-//!    calls [`Driver::submit`] (`mod.rs`), which gives it a slot (`Lifecycle::Waiting`) and
-//!    queues the SQE.
-//! 2. The event loop's enter (`dispatch.rs`, through `ring.rs`) hands the SQ to the kernel
-//!    and reaps the CQ; [`dispatch::dispatch`] routes each CQE to its slot
-//!    (`lifecycle.rs`), which becomes `Finished` and yields the waker to run.
-//! 3. The woken future calls [`Driver::poll_cqe`] (`lifecycle.rs`), takes the CQE (the slot is
-//!    removed) and turns it into its output with `OpCode::complete`.
+//! `TcpStream::read` runs through these files, in order:
+//!
+//! 1. `net/src/tcp/stream.rs`: `TcpStream::read`, the public call, hands the socket and the
+//!    buffer to the byte-stream code shared with Unix streams.
+//! 2. `net/src/stream.rs`: `read` serves bytes rescued from an abandoned receive first;
+//!    otherwise it awaits a `Recv` inside `RescueAware` (`net/src/rescue.rs`), which cancels
+//!    it if bytes are rescued meanwhile.
+//! 3. `net/src/op/stream.rs`: `Recv`, the op: its SQE (`OpCode::build`) and what its CQE
+//!    means (`OpCode::complete`: bytes marked initialized, the buffer handed back).
+//! 4. `runtime/src/op/future.rs`: `Op::poll`. The first poll builds the SQE and calls
+//!    [`Driver::submit`]; every poll then asks [`Driver::poll_cqe`] for the CQE.
+//! 5. `driver/lifecycle.rs`: the op's slot, from `submit` (`Waiting`, the waker stored by
+//!    `poll_cqe`) to `complete_slot` (`Finished`, the waker returned to be run) to the
+//!    `poll_cqe` that takes the CQE and removes the slot.
+//!
+//! Underneath, once per loop turn (`runtime/src/runtime.rs`), `dispatch.rs` enters the ring
+//! (`ring.rs`: the SQ goes to the kernel, the CQ comes back) and routes each CQE to its slot.
 //!
 //! # Driving it without a runtime
 //!
@@ -87,7 +96,7 @@ pub use completion::{Completion, cqe_flags};
 pub(crate) use dispatch::{DISPATCH_BATCH, dispatch};
 pub(crate) use kick::{KickTarget, signal_eventfd};
 pub(crate) use lifecycle::Parked;
-use lifecycle::{Lifecycle, Slot};
+use lifecycle::Slot;
 pub(crate) use register::{Refill, refill};
 pub(crate) use ring::Wait;
 pub use setup::RingMode;
@@ -225,35 +234,6 @@ impl Driver {
         };
         driver.arm_wake();
         Ok((driver, info))
-    }
-
-    /// Queues an operation's SQE and returns its `user_data` key, or `None` after shutdown.
-    /// `skip_success` is the result to report if the (skip-success) SQE posts no CQE.
-    pub(crate) fn submit(&mut self, sqe: squeue::Entry, skip_success: Option<i32>) -> Option<u64> {
-        if self.closed {
-            return None;
-        }
-        let generation = self.next_generation;
-        self.next_generation = match generation.wrapping_add(1) {
-            RESERVED_GENERATION => 0,
-            g => g,
-        };
-        let entry = self.slots.vacant_entry();
-        let key = lifecycle::encode(entry.key(), generation);
-        entry.insert(Slot {
-            generation,
-            state: Lifecycle::Waiting(None),
-            skip_success,
-            lazy_skip: false,
-        });
-        if skip_success.is_some() {
-            self.skip_pending.push(key);
-            self.urgent_skips += 1;
-        }
-        self.in_flight += 1;
-        self.stats.submitted += 1;
-        self.queue_sqe(sqe.user_data(key));
-        Some(key)
     }
 
     pub(crate) fn stats(&self) -> (DriverStats, usize, usize) {

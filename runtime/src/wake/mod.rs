@@ -181,11 +181,11 @@ impl Remote {
     fn kick(self: &Arc<Self>) {
         let ring = self.lock_kick_ring().clone();
         if let Some(ring) = ring {
-            let target = KickTarget {
+            let target = || KickTarget {
                 ring,
                 eventfd: self.eventfd.clone(),
             };
-            if crate::context::send_msg_ring(target, self.id) {
+            if crate::context::send_msg_ring(self.id, target) {
                 return;
             }
         }
