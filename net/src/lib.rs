@@ -63,7 +63,6 @@ mod bufs;
 mod op;
 mod options;
 mod recv_stream;
-mod rescue;
 mod socket;
 mod spares;
 mod stream;

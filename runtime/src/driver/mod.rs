@@ -43,13 +43,13 @@
 //!
 //! # One read, from the call to its CQE and back
 //!
-//! `TcpStream::read` runs through these files, in order:
+//! `TcpStream::read` runs through five files, in order:
 //!
 //! 1. `net/src/tcp/stream.rs`: `TcpStream::read`, the public call, hands the socket and the
 //!    buffer to the byte-stream code shared with Unix streams.
 //! 2. `net/src/stream.rs`: `read` serves bytes rescued from an abandoned receive first;
-//!    otherwise it awaits a `Recv` inside `RescueAware` (`net/src/rescue.rs`), which cancels
-//!    it if bytes are rescued meanwhile.
+//!    otherwise it awaits a `Recv` inside `RescueAware`, which cancels it if bytes are
+//!    rescued meanwhile.
 //! 3. `net/src/op/stream.rs`: `Recv`, the op: its SQE (`OpCode::build`) and what its CQE
 //!    means (`OpCode::complete`: bytes marked initialized, the buffer handed back).
 //! 4. `runtime/src/op/future.rs`: `Op::poll`. The first poll builds the SQE and calls
@@ -58,8 +58,9 @@
 //!    `poll_cqe`) to `complete_slot` (`Finished`, the waker returned to be run) to the
 //!    `poll_cqe` that takes the CQE and removes the slot.
 //!
-//! Underneath, once per loop turn (`runtime/src/runtime.rs`), `dispatch.rs` enters the ring
-//! (`ring.rs`: the SQ goes to the kernel, the CQ comes back) and routes each CQE to its slot.
+//! Underneath, once per loop turn for every op at once (`runtime/src/runtime.rs`),
+//! `dispatch.rs` enters the ring (`ring.rs`: the SQ goes to the kernel, the CQ comes back)
+//! and routes each CQE to its slot with `complete_slot`.
 //!
 //! # Driving it without a runtime
 //!
