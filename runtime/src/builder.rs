@@ -197,7 +197,7 @@ impl Builder {
             shutdown_timeout: self.shutdown_timeout,
             worker,
             group,
-            coop: Default::default(),
+            coop: Rc::default(),
             drain_waiters: Default::default(),
             zcrx: zcrx_inner,
         });

@@ -13,10 +13,12 @@ use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
 use crate::{
     capabilities::Capabilities,
-    driver::{Driver, KickTarget},
+    coop, current,
+    driver::{self, Driver, KickTarget},
     executor::Scheduler,
-    time::Timers,
+    time::{self, Timers},
     wake::Remote,
+    zcrx,
 };
 
 /// Everything one runtime owns, shared by the runtime, its tasks and its operations.
@@ -37,8 +39,9 @@ pub(crate) struct Handle {
     pub(crate) worker: usize,
     /// The workers of this runtime (just this one for a single-worker runtime).
     pub(crate) group: Arc<crate::workers::Group>,
-    /// Operations finished without the ring this loop turn (`coop.rs`).
-    pub(crate) coop: crate::coop::Coop,
+    /// Operations finished without the ring this loop turn (`coop.rs`); shared with that
+    /// module's thread-local slot.
+    pub(crate) coop: Rc<crate::coop::Coop>,
     /// Tasks waiting in `shutdown_requested`.
     pub(crate) drain_waiters: crate::wait_list::WaitList,
     /// The zero-copy receive ifq, if registered. The driver keeps a reference too
@@ -65,53 +68,12 @@ thread_local! {
 ///
 /// Panics when no runtime is running on this thread.
 pub(crate) fn current() -> Rc<Handle> {
-    try_current().unwrap_or_else(|| not_in_runtime())
-}
-
-/// The driver of the runtime running on this thread: all an operation needs.
-///
-/// # Panics
-///
-/// Panics when no runtime is running on this thread.
-pub(crate) fn current_driver() -> Rc<RefCell<Driver>> {
-    try_current_driver().unwrap_or_else(|| not_in_runtime())
-}
-
-/// The timers of the runtime running on this thread: all a `Sleep` needs.
-///
-/// # Panics
-///
-/// Panics when no runtime is running on this thread.
-pub(crate) fn current_timers() -> Rc<RefCell<Timers>> {
-    with_current(|h| h.timers.clone()).unwrap_or_else(|| not_in_runtime())
-}
-
-/// The driver of the runtime running on this thread, if any.
-pub(crate) fn try_current_driver() -> Option<Rc<RefCell<Driver>>> {
-    with_current(|h| h.driver.clone())
-}
-
-/// Runs `f` with the runtime running on this thread, if any, without cloning its handle.
-fn with_current<R>(f: impl FnOnce(&Handle) -> R) -> Option<R> {
-    CURRENT
-        .try_with(|c| c.try_borrow().ok().and_then(|h| h.as_deref().map(f)))
-        .ok()
-        .flatten()
-}
-
-fn not_in_runtime() -> ! {
-    panic!(
-        "this function must be called from inside a runtime: use `#[runtime::main]`, \
-         `#[runtime::test]` or `Runtime::block_on`"
-    )
-}
-
-/// Records on the current runtime's capabilities why a feature is not in use; does nothing
-/// outside a runtime.
-pub(crate) fn note_capability(note: String) {
-    if let Some(handle) = try_current() {
-        handle.capabilities.borrow_mut().note(note);
-    }
+    try_current().unwrap_or_else(|| {
+        panic!(
+            "this function must be called from inside a runtime: use `#[runtime::main]`, \
+             `#[runtime::test]` or `Runtime::block_on`"
+        )
+    })
 }
 
 /// The runtime running on this thread, if any.
@@ -160,10 +122,29 @@ pub(crate) fn send_msg_ring(target_id: u64, target: impl FnOnce() -> KickTarget)
         .unwrap_or(false)
 }
 
-/// Makes `handle` the current runtime until the guard is dropped.
+/// Makes `handle` the current runtime until the guard is dropped, and its pieces the current
+/// ones of their layers (`crate::current`): the driver, the timers, the budget, the ifq.
 pub(crate) fn enter(handle: Rc<Handle>) -> EnterGuard {
+    let layers = Layers {
+        _driver: current::set(&driver::CURRENT, Some(handle.driver.clone())),
+        _timers: current::set(&time::CURRENT, Some(handle.timers.clone())),
+        _coop: current::set(&coop::CURRENT, Some(handle.coop.clone())),
+        _zcrx: current::set(&zcrx::CURRENT, handle.zcrx.clone()),
+    };
     let previous = CURRENT.with(|c| c.replace(Some(handle)));
-    EnterGuard { previous }
+    EnterGuard {
+        previous,
+        layers: Some(layers),
+    }
+}
+
+/// The layers' slots, restored when the runtime leaves the thread.
+#[derive(Debug)]
+struct Layers {
+    _driver: current::Restore<Rc<RefCell<Driver>>>,
+    _timers: current::Restore<Rc<RefCell<Timers>>>,
+    _coop: current::Restore<Rc<coop::Coop>>,
+    _zcrx: current::Restore<Rc<zcrx::ZcrxInner>>,
 }
 
 /// Whether any runtime is running on this thread.
@@ -177,10 +158,14 @@ pub(crate) fn is_entered() -> bool {
 #[derive(Debug)]
 pub(crate) struct EnterGuard {
     previous: Option<Rc<Handle>>,
+    layers: Option<Layers>,
 }
 
 impl Drop for EnterGuard {
     fn drop(&mut self) {
+        // The layers first, so the handle below is not the last owner of its pieces while
+        // their slots still hold them.
+        drop(self.layers.take());
         let previous = self.previous.take();
         // The replaced handle is dropped after the thread-local is released, since dropping
         // the last reference runs the driver's and the tasks' destructors. Failure means the

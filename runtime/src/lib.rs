@@ -47,6 +47,7 @@ mod capabilities;
 pub mod channel;
 mod context;
 pub mod coop;
+mod current;
 mod driver;
 mod executor;
 mod mmap;

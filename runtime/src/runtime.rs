@@ -152,7 +152,7 @@ impl Runtime {
 
     /// What the kernel offered this runtime's ring.
     pub fn capabilities(&self) -> Capabilities {
-        self.handle.capabilities.borrow().clone()
+        self.handle.capabilities()
     }
 
     /// A snapshot of this runtime's counters.
@@ -220,6 +220,16 @@ impl Handle {
         }
     }
 
+    /// What the ring offers, with the notes the driver recorded since (refused
+    /// registrations).
+    fn capabilities(&self) -> Capabilities {
+        let mut capabilities = self.capabilities.borrow().clone();
+        for note in self.driver.borrow().notes() {
+            capabilities.note(note.clone());
+        }
+        capabilities
+    }
+
     fn metrics(&self) -> Metrics {
         let (stats, in_flight, parked) = self.driver.borrow().stats();
         Metrics {
@@ -267,7 +277,7 @@ impl Drop for Runtime {
 ///
 /// Panics when called outside a runtime.
 pub fn capabilities() -> Capabilities {
-    context::current().capabilities.borrow().clone()
+    context::current().capabilities()
 }
 
 /// A snapshot of the current thread's runtime counters.

@@ -15,7 +15,10 @@
 use std::{cell::RefCell, fmt, io, rc::Rc, task::Poll};
 
 use super::{IoBuf, IoBufMut};
-use crate::{context, driver::Driver, driver::FIXED_BUFFER_SLOTS, wait_list::WaitList};
+use crate::{
+    driver::{self, Driver, FIXED_BUFFER_SLOTS},
+    wait_list::WaitList,
+};
 
 /// Where a registered buffer lives: the runtime (ring) and the slot in its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +34,7 @@ pub struct FixedSlot {
 /// another runtime) gets `None` and goes through the ordinary path.
 pub fn fixed_index<B: IoBuf>(buf: &B) -> Option<u16> {
     let slot = buf.fixed_slot()?;
-    let current = context::try_current_driver()?;
+    let current = driver::try_current()?;
     (Driver::id(&current) == slot.runtime).then_some(slot.index)
 }
 
@@ -88,7 +91,7 @@ impl FixedBufPool {
                 ),
             ));
         }
-        let driver = context::current_driver();
+        let driver = driver::current();
         let mut free: Vec<(u16, Box<[u8]>)> = (0..count)
             .map(|i| (i as u16, vec![0u8; buf_len].into_boxed_slice()))
             .collect();
@@ -105,7 +108,7 @@ impl FixedBufPool {
         let base = match registered {
             Ok(base) => Some(base),
             Err(e) => {
-                context::note_capability(format!(
+                driver.borrow_mut().note(format!(
                     "fixed buffers not registered ({count} x {buf_len} bytes): {e}; they work \
                      as ordinary buffers. Registered memory counts against RLIMIT_MEMLOCK: \
                      raise it (`ulimit -l`) to use them"

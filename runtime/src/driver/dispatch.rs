@@ -35,6 +35,7 @@ impl Action {
 /// flagged, then resolves skip-success operations. `cqes` is scratch space, reused between
 /// calls so that reaping allocates nothing.
 pub(crate) fn dispatch(driver: &RefCell<Driver>, cqes: &mut Vec<(u64, Completion)>) {
+    // Bounded, so that a ring kept full by fast peers still lets the loop run its tasks.
     let cq_entries = driver.borrow().cq_entries;
     let mut budget = cq_entries.saturating_mul(4).max(DISPATCH_BATCH);
     while budget > 0 {
@@ -52,6 +53,7 @@ pub(crate) fn dispatch(driver: &RefCell<Driver>, cqes: &mut Vec<(u64, Completion
             continue;
         }
         budget = budget.saturating_sub(cqes.len());
+        // The batch was copied out: the CQ head has moved on, the kernel can post more.
         route_all(driver, cqes);
     }
     // Skip-success operations that posted nothing by now have succeeded.
@@ -72,10 +74,13 @@ impl Driver {
     /// Submits queued SQEs and reaps completions, blocking as `wait` allows (never while CQEs
     /// wait in the CQ). Skipped when there is nothing to submit, reap or flush.
     pub(crate) fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
+        // SQEs that found the SQ full go first, in order, so none overtakes another.
         self.flush_backlog()?;
+        // CQEs already waiting are work to route: blocking would only delay them.
         if !self.ring.cq_is_empty() {
             wait = Wait::No;
         }
+        // Nothing to submit, no task work, no overflow: the enter would do nothing.
         if matches!(wait, Wait::No)
             && self.ring.sq_len() == 0
             && !self.ring.has_pending_kernel_work()
@@ -122,6 +127,8 @@ impl Driver {
         {
             return;
         }
+        // Every pending one is resolved now: those still in the kernel's hands succeeded,
+        // those that posted a (failure) CQE were finished by it already.
         self.urgent_skips = 0;
         for key in self.skip_pending.drain(..) {
             let (index, generation) = super::lifecycle::decode(key);
@@ -138,6 +145,7 @@ impl Driver {
     /// Delivers one CQE: internal ones (cancels, the wake read, kicks) are handled here,
     /// operations' ones go to their slot. Says what the caller must do next.
     pub(crate) fn route(&mut self, user_data: u64, cqe: Completion) -> Action {
+        // Counted and stamped first, whoever it is for: the sequence orders every CQE.
         self.stats.completions += 1;
         let cqe = cqe.with_sequence(self.next_sequence);
         self.next_sequence += 1;

@@ -82,6 +82,7 @@ mod tests;
 
 use std::{
     any::Any,
+    cell::RefCell,
     collections::VecDeque,
     io,
     os::fd::{AsRawFd, OwnedFd},
@@ -91,6 +92,8 @@ use std::{
 };
 
 use io_uring::{opcode, squeue, types};
+
+use crate::current;
 use slab::Slab;
 
 pub use completion::{Completion, cqe_flags};
@@ -146,6 +149,31 @@ struct WakeRead {
     armed: bool,
 }
 
+thread_local! {
+    /// The driver of the runtime running on this thread (filled by `context::enter`).
+    pub(crate) static CURRENT: current::Slot<Rc<RefCell<Driver>>> =
+        const { current::Slot::new() };
+}
+
+/// The driver of the runtime running on this thread: all an operation needs of it.
+///
+/// # Panics
+///
+/// Panics when no runtime is running on this thread.
+pub(crate) fn current() -> Rc<RefCell<Driver>> {
+    try_current().unwrap_or_else(|| {
+        panic!(
+            "this function must be called from inside a runtime: use `#[runtime::main]`, \
+             `#[runtime::test]` or `Runtime::block_on`"
+        )
+    })
+}
+
+/// The driver of the runtime running on this thread, if any.
+pub(crate) fn try_current() -> Option<Rc<RefCell<Driver>>> {
+    current::get(&CURRENT)
+}
+
 /// Slots in the ring's fixed-buffer table (the kernel's limit is 16384).
 pub(crate) const FIXED_BUFFER_SLOTS: usize = 4096;
 
@@ -163,6 +191,11 @@ pub(crate) struct Driver {
     buf_groups: Vec<u16>,
     /// Whether the kernel has `IORING_OP_MSG_RING`.
     msg_ring: bool,
+    /// The opcodes the probe reported supported (`RingInfo::opcodes`).
+    opcodes: [u64; 4],
+    /// Why a registration asked of the driver was refused, one sentence each (reported in
+    /// the runtime's capabilities).
+    notes: Vec<String>,
     /// Our `MSG_RING` kicks in flight. Declared after `ring`, so that on drop the ring (and
     /// any kick SQE still in its SQ) is gone before the target fds the kicks name are closed.
     msg_targets: Slab<KickTarget>,
@@ -214,6 +247,8 @@ impl Driver {
             fixed_slots: Vec::new(),
             buf_groups: Vec::new(),
             msg_ring: info.supports_opcode(opcode::MsgRingData::CODE),
+            opcodes: info.opcodes,
+            notes: Vec::new(),
             msg_targets: Slab::new(),
             slots: Slab::with_capacity(config.entries as usize),
             next_generation: 0,

@@ -148,6 +148,24 @@ impl Driver {
         self.ring.raw_fd()
     }
 
+    /// Whether the probe reported opcode `code` supported.
+    pub(crate) fn supports_opcode(&self, code: u8) -> bool {
+        self.opcodes[usize::from(code / 64)] & (1 << (code % 64)) != 0
+    }
+
+    /// Records why something asked of the driver is not in use (a registration the kernel
+    /// refused), for the runtime's capabilities.
+    pub(crate) fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+
+    /// What [`note`](Driver::note) recorded.
+    pub(crate) fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
     /// Runs `pool.refill()` before every enter, for as long as `pool` lives.
     pub(crate) fn add_refill(&mut self, pool: Weak<dyn Refill>) {
         self.refills.push(pool);

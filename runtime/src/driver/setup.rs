@@ -45,9 +45,14 @@ pub enum RingMode {
 /// What the builder asks of the ring.
 #[derive(Debug, Clone)]
 pub(crate) struct RingConfig {
+    /// SQ entries asked for; the kernel rounds up to a power of two.
     pub(crate) entries: u32,
+    /// CQ entries (`IORING_SETUP_CQSIZE`), at least `entries`.
     pub(crate) cq_entries: u32,
+    /// Which setup flags to try (see [`RingMode`]).
     pub(crate) mode: RingMode,
+    /// Register the ring fd (`IORING_REGISTER_RING_FDS`, Linux 5.18), so enters skip the fd
+    /// table lookup; a refusal is noted, not an error.
     pub(crate) register_ring_fd: bool,
     /// 32-byte CQEs (`IORING_SETUP_CQE32`), needed by zero-copy receive; only with
     /// `DEFER_TASKRUN`.
@@ -66,6 +71,7 @@ enum Attempt {
 }
 
 impl Attempt {
+    /// The flags, as error messages and notes name them.
     fn describe(self) -> &'static str {
         match self {
             Attempt::DeferTaskrun => "SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG|SUBMIT_ALL",
@@ -74,6 +80,7 @@ impl Attempt {
         }
     }
 
+    /// The first kernel that accepts these flags.
     fn min_kernel(self) -> &'static str {
         match self {
             Attempt::DeferTaskrun => "6.1",
@@ -82,12 +89,16 @@ impl Attempt {
         }
     }
 
+    /// Creates a ring with these flags, `entries` SQ and `cq_entries` CQ entries, with
+    /// 16-byte (`cqueue::Entry`) or 32-byte (`cqueue::Entry32`) CQEs as `C` says.
+    /// `IORING_SETUP_*` flags are documented in liburing's `io_uring_setup(2)`.
     fn build<C: cqueue::EntryMarker>(
         self,
         entries: u32,
         cq_entries: u32,
     ) -> io::Result<IoUring<squeue::Entry, C>> {
         let mut b = IoUring::<squeue::Entry, C>::builder();
+        // A forked child must not inherit the ring's mappings (`MADV_DONTFORK`).
         b.dontfork().setup_cqsize(cq_entries);
         match self {
             Attempt::DeferTaskrun => {
@@ -110,17 +121,24 @@ impl Attempt {
 /// How the ring was set up, reported in `Capabilities`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RingSetup {
+    /// 32-byte CQEs (`IORING_SETUP_CQE32`).
     pub(crate) cqe32: bool,
+    /// `SINGLE_ISSUER | DEFER_TASKRUN` were accepted.
     pub(crate) defer_taskrun: bool,
+    /// `COOP_TASKRUN` was accepted (the fallback).
     pub(crate) coop_taskrun: bool,
+    /// The kernel flags pending task work in the SQ ring (`IORING_SQ_TASKRUN`).
     pub(crate) taskrun_flag: bool,
+    /// Enters use the registered ring index.
     pub(crate) registered_ring_fd: bool,
 }
 
 /// What the kernel granted a new ring: computed once by [`Ring::new`], never changed.
 #[derive(Debug, Clone)]
 pub(crate) struct RingInfo {
+    /// SQ entries granted (a power of two).
     pub(crate) sq_entries: u32,
+    /// CQ entries granted; they bound one dispatch.
     pub(crate) cq_entries: u32,
     /// Raw `IORING_FEAT_*` bits.
     pub(crate) features: u32,
@@ -132,6 +150,7 @@ pub(crate) struct RingInfo {
 }
 
 impl RingInfo {
+    /// Reads the sizes and features out of `params` and the opcodes out of `probe`.
     fn new(
         params: &Parameters,
         setup: RingSetup,

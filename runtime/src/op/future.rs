@@ -21,10 +21,7 @@ use std::{
 };
 
 use super::{Completion, OpCode, cancel};
-use crate::{
-    context,
-    driver::{Driver, Parked},
-};
+use crate::driver::{self, Driver, Parked};
 
 /// A future driving one io_uring operation to its final completion.
 ///
@@ -58,7 +55,7 @@ impl<T: OpCode> Op<T> {
     /// this thread).
     pub fn new(data: T) -> Op<T> {
         Op {
-            driver: context::current_driver(),
+            driver: driver::current(),
             state: State::Unsubmitted(data),
         }
     }

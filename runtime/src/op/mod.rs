@@ -67,10 +67,7 @@ use io_uring::squeue;
 ///
 /// Panics outside a runtime.
 pub fn is_supported(code: u8) -> bool {
-    crate::context::current()
-        .capabilities
-        .borrow()
-        .supports_opcode(code)
+    crate::driver::current().borrow().supports_opcode(code)
 }
 
 /// An io_uring request: builds its SQE and turns its final CQE into a result.

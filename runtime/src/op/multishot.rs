@@ -21,10 +21,7 @@ use futures_core::Stream;
 use io_uring::squeue;
 
 use super::Completion;
-use crate::{
-    context,
-    driver::{Driver, Parked},
-};
+use crate::driver::{self, Driver, Parked};
 
 /// A multishot io_uring request: one SQE, many CQEs.
 ///
@@ -78,7 +75,7 @@ impl<T: MultishotOp> Multishot<T> {
     /// Panics when called outside a runtime.
     pub fn new(data: T) -> Multishot<T> {
         Multishot {
-            driver: context::current_driver(),
+            driver: driver::current(),
             state: State::Unsubmitted(data),
         }
     }

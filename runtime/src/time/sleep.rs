@@ -10,9 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::Timers;
-use super::timers::TimerKey;
-use crate::context;
+use super::{Timers, current_timers, timers::TimerKey};
 
 /// Waits until `duration` has elapsed.
 ///
@@ -37,7 +35,7 @@ pub fn sleep(duration: Duration) -> Sleep {
 /// Panics when called outside a runtime.
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
-        timers: context::current_timers(),
+        timers: current_timers(),
         deadline,
         key: None,
     }

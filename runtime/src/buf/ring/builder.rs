@@ -16,7 +16,11 @@ use super::{
     super::published::Published, BufRing, BufRingStats, IOU_PBUF_RING_INC, Incremental, RingEntry,
     RingInner,
 };
-use crate::{context, driver::Refill, mmap::Mapping, wait_list::WaitList};
+use crate::{
+    driver::{self, Refill},
+    mmap::Mapping,
+    wait_list::WaitList,
+};
 
 /// Configures a [`BufRing`].
 #[derive(Debug, Clone)]
@@ -81,7 +85,7 @@ impl BufRingBuilder {
                 format!("BufRing buf_len must be 1..=16 MiB, got {}", self.buf_len),
             ));
         }
-        let driver = context::current_driver();
+        let driver = driver::current();
         let ring = Mapping::new(entries as usize * std::mem::size_of::<RingEntry>())?;
         let bufs = Mapping::new(entries as usize * self.buf_len)?;
         let mut incremental = self.incremental;
@@ -99,7 +103,7 @@ impl BufRingBuilder {
             Ok(bgid) => bgid,
             Err(e) if incremental && e.raw_os_error() == Some(libc::EINVAL) => {
                 incremental = false;
-                context::note_capability(format!(
+                driver.borrow_mut().note(format!(
                     "incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12) rejected \
                      ({e}); buffer rings consume whole buffers"
                 ));
