@@ -5,11 +5,11 @@ use std::{cell::RefCell, io, rc::Rc, sync::Arc, time::Duration};
 use crate::{
     Runtime,
     capabilities::Capabilities,
-    context::Handle,
     driver::{Driver, RingConfig, RingMode},
     executor::Scheduler,
+    executor::context::Handle,
+    executor::workers::Group,
     time::Timers,
-    workers::Group,
     zcrx::{ZcrxConfig, ZcrxMode},
 };
 
@@ -140,7 +140,7 @@ impl Builder {
         let workers = self.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        crate::workers::build(self, workers, self.pin_cores)
+        crate::executor::workers::build(self, workers, self.pin_cores)
     }
 
     /// Builds the runtime of worker `worker` of `group` on the calling thread (its zero-copy
@@ -186,9 +186,11 @@ impl Builder {
         if let Some(note) = zcrx_note {
             capabilities.note(note);
         }
-        remote.set_kick_ring(driver.ring_fd());
+        let driver = Rc::new(RefCell::new(driver));
+        let ring_fd = driver.borrow().ring_fd();
+        remote.set_kick_ring(ring_fd, Driver::id(&driver));
         let handle = Rc::new(Handle {
-            driver: Rc::new(RefCell::new(driver)),
+            driver,
             scheduler: Scheduler::default(),
             timers: Rc::new(RefCell::new(Timers::default())),
             remote,

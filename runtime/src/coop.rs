@@ -87,7 +87,7 @@ pub fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
 }
 
 thread_local! {
-    /// The budget of the runtime running on this thread (filled by `context::enter`).
+    /// The budget of the runtime running on this thread (filled by `executor::context::enter`).
     pub(crate) static CURRENT: current::Slot<Rc<Coop>> = const { current::Slot::new() };
 }
 

@@ -4,7 +4,7 @@
 //! Each layer keeps its own slot next to its code (`driver::current`, `time`'s timers,
 //! `coop`'s budget, `zcrx`'s queue), so that code needing one piece of the running runtime
 //! imports that piece's module only, never a context object that imports every layer. The
-//! runtime fills every slot when it enters a thread (`context::enter`) and restores them when
+//! runtime fills every slot when it enters a thread (`executor::context::enter`) and restores them when
 //! it leaves.
 //!
 //! # Invariants

@@ -45,7 +45,6 @@ pub mod buf;
 mod builder;
 mod capabilities;
 pub mod channel;
-mod context;
 pub mod coop;
 mod current;
 mod driver;
@@ -59,12 +58,14 @@ pub mod task;
 pub mod time;
 mod wait_list;
 mod wake;
-mod workers;
 pub mod zcrx;
 
 pub use builder::Builder;
 pub use capabilities::Capabilities;
 pub use driver::RingMode;
+pub use executor::workers::{
+    on_each_worker, shutdown_requested, spawn_on, spawn_on_with, worker_count, worker_id,
+};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
 /// Runs an `async fn main` on a new runtime: `#[runtime::main]` or
 /// `#[runtime::main(entries = 1024)]`.
@@ -88,9 +89,6 @@ pub use macros::main;
 /// [`main`]. A runtime that cannot be built fails the test with its error.
 pub use macros::test;
 pub use runtime::{Metrics, Runtime, capabilities, metrics};
-pub use workers::{
-    on_each_worker, shutdown_requested, spawn_on, spawn_on_with, worker_count, worker_id,
-};
 
 /// Waits on several futures at once and runs the branch of the first to complete, dropping the
 /// others: tokio's `select!`, re-exported unchanged (it needs no tokio runtime).

@@ -32,11 +32,11 @@ use std::{
 
 use crate::{
     Capabilities,
-    context::{self, Handle},
     driver::{self, Wait},
+    executor::context::{self, Handle},
+    executor::workers::Workers,
     op::Completion,
     wake::MainWaker,
-    workers::Workers,
 };
 
 /// A single-threaded io_uring runtime: one ring, one task queue, one thread.

@@ -150,7 +150,7 @@ struct WakeRead {
 }
 
 thread_local! {
-    /// The driver of the runtime running on this thread (filled by `context::enter`).
+    /// The driver of the runtime running on this thread (filled by `executor::context::enter`).
     pub(crate) static CURRENT: current::Slot<Rc<RefCell<Driver>>> =
         const { current::Slot::new() };
 }

@@ -18,7 +18,7 @@ pub use timeout::{Elapsed, Timeout, timeout, timeout_at};
 pub(crate) use timers::Timers;
 
 thread_local! {
-    /// The timers of the runtime running on this thread (filled by `context::enter`).
+    /// The timers of the runtime running on this thread (filled by `executor::context::enter`).
     pub(crate) static CURRENT: crate::current::Slot<std::rc::Rc<std::cell::RefCell<Timers>>> =
         const { crate::current::Slot::new() };
 }

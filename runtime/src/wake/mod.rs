@@ -39,8 +39,11 @@ use std::{
 
 use async_task::Runnable;
 
-use crate::driver::KickTarget;
 pub(crate) use crate::driver::signal_eventfd;
+use crate::{
+    current,
+    driver::{self, Driver, KickTarget},
+};
 pub(crate) use queue::Round;
 use queue::{Pushed, WakeQueue};
 
@@ -54,6 +57,9 @@ pub(crate) struct Remote {
     /// A duplicate of this runtime's ring fd while it can receive `MSG_RING` kicks (see the
     /// module docs); `None` before the ring exists and after shutdown.
     kick_ring: Mutex<Option<Arc<OwnedFd>>>,
+    /// `Driver::id` of this runtime's driver (0 before it exists): a kick from the thread
+    /// that runs this very driver is no kick at all.
+    driver_id: AtomicU64,
     /// Tasks alive on this runtime (for graceful shutdown, read from other workers).
     alive: AtomicUsize,
 }
@@ -86,6 +92,7 @@ impl Remote {
             // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
             eventfd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
             kick_ring: Mutex::new(None),
+            driver_id: AtomicU64::new(0),
             alive: AtomicUsize::new(0),
         }))
     }
@@ -115,7 +122,8 @@ impl Remote {
 
     /// Makes this runtime's ring (`ring_fd`) the target of `MSG_RING` kicks, through a
     /// duplicate of its fd. Without the duplicate (fd limit reached), kicks use the eventfd.
-    pub(crate) fn set_kick_ring(&self, ring_fd: RawFd) {
+    pub(crate) fn set_kick_ring(&self, ring_fd: RawFd, driver_id: u64) {
+        self.driver_id.store(driver_id, SeqCst);
         // SAFETY: F_DUPFD_CLOEXEC takes no pointers; `ring_fd` is the live ring fd.
         let dup = unsafe { libc::fcntl(ring_fd, libc::F_DUPFD_CLOEXEC, 0) };
         if dup >= 0 {
@@ -185,7 +193,7 @@ impl Remote {
                 ring,
                 eventfd: self.eventfd.clone(),
             };
-            if crate::context::send_msg_ring(self.id, target) {
+            if send_msg_ring(self.driver_id.load(SeqCst), target) {
                 return;
             }
         }
@@ -196,6 +204,23 @@ impl Remote {
     pub(crate) fn write_eventfd(&self) {
         signal_eventfd(self.eventfd.as_raw_fd());
     }
+}
+
+/// Kicks the runtime whose driver is `target_id` with an `IORING_OP_MSG_RING` from the ring of
+/// the runtime running on this thread, through the fds `target` makes (only when a kick is
+/// sent; the kick keeps them open until it completes). Returns false (the caller writes the
+/// eventfd instead) when this thread runs no other runtime or its driver is busy.
+fn send_msg_ring(target_id: u64, target: impl FnOnce() -> KickTarget) -> bool {
+    current::with(&driver::CURRENT, |driver| {
+        if Driver::id(driver) == target_id {
+            return false;
+        }
+        match driver.try_borrow_mut() {
+            Ok(mut driver) => driver.send_msg_ring(target()),
+            Err(_) => false,
+        }
+    })
+    .unwrap_or(false)
 }
 
 /// The waker of a `block_on` future.

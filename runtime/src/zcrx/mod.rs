@@ -45,7 +45,7 @@ use crate::{
 
 thread_local! {
     /// The ifq of the runtime running on this thread, if it has one (filled by
-    /// `context::enter`).
+    /// `executor::context::enter`).
     pub(crate) static CURRENT: current::Slot<Rc<ZcrxInner>> = const { current::Slot::new() };
 }
 

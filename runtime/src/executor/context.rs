@@ -14,7 +14,7 @@ use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 use crate::{
     capabilities::Capabilities,
     coop, current,
-    driver::{self, Driver, KickTarget},
+    driver::{self, Driver},
     executor::Scheduler,
     time::{self, Timers},
     wake::Remote,
@@ -38,7 +38,7 @@ pub(crate) struct Handle {
     /// This worker's index in `group`.
     pub(crate) worker: usize,
     /// The workers of this runtime (just this one for a single-worker runtime).
-    pub(crate) group: Arc<crate::workers::Group>,
+    pub(crate) group: Arc<crate::executor::workers::Group>,
     /// Operations finished without the ring this loop turn (`coop.rs`); shared with that
     /// module's thread-local slot.
     pub(crate) coop: Rc<crate::coop::Coop>,
@@ -96,30 +96,6 @@ pub(crate) fn with_runtime<R>(remote_id: u64, f: impl FnOnce(&Handle) -> R) -> O
         })
         .ok()
         .flatten()
-}
-
-/// Kicks the runtime `target_id` with an `IORING_OP_MSG_RING` from the current thread's ring,
-/// through the fds `target` makes (only when a kick is sent; the kick keeps them open until it
-/// completes). Returns false (the caller writes the eventfd instead) when this thread runs no
-/// other runtime or its driver is busy.
-pub(crate) fn send_msg_ring(target_id: u64, target: impl FnOnce() -> KickTarget) -> bool {
-    CURRENT
-        .try_with(|c| {
-            let Ok(current) = c.try_borrow() else {
-                return false;
-            };
-            let Some(handle) = current.as_ref() else {
-                return false;
-            };
-            if handle.remote.id == target_id {
-                return false;
-            }
-            match handle.driver.try_borrow_mut() {
-                Ok(mut driver) => driver.send_msg_ring(target()),
-                Err(_) => false,
-            }
-        })
-        .unwrap_or(false)
 }
 
 /// Makes `handle` the current runtime until the guard is dropped, and its pieces the current
