@@ -1,4 +1,4 @@
-//! Writes of up to 16 KiB return before the kernel took their bytes (`net/src/behind.rs`):
+//! Writes of up to 4 KiB return before the kernel took their bytes (`net/src/behind.rs`):
 //! the byte stream keeps the order of the calls whatever mix of writes makes it, nothing is
 //! lost when the stream is dropped or shut down right after, a failure surfaces on the next
 //! operation, and a peer that reads nothing holds writers back instead of growing memory.
@@ -35,7 +35,8 @@ async fn mixed_writes_keep_their_order() {
     let mut step = 0usize;
     while at < data.len() {
         // Small (written behind), large (sent directly) and vectored writes, interleaved.
-        let len = [1, 100, 16 * 1024, 16 * 1024 + 1, 70_000, 3][step % 6].min(data.len() - at);
+        let len =
+            [1, 100, 4 * 1024, 4 * 1024 + 1, 70_000, 16 * 1024][step % 6].min(data.len() - at);
         let chunk = data[at..at + len].to_vec();
         match step % 4 {
             0 | 1 => stream.write_all(chunk).await.0.unwrap(),

@@ -5,7 +5,7 @@
 //! - Nothing happens before the first poll (like an `async fn`): that poll either writes the
 //!   bytes behind (`behind.rs`) and is ready, or reports an earlier failure, or moves to the
 //!   slow path, which waits for what was written behind and then sends the buffer itself.
-//! - The slow path is boxed. It is rare (writes of more than 16 KiB, or more than 256 KiB
+//! - The slow path is boxed. It is rare (writes of more than 4 KiB, or more than 256 KiB
 //!   staged), and keeping its state out of line keeps every caller's future small: that
 //!   state would otherwise sit in the memory of every idle connection's task.
 

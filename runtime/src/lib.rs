@@ -123,7 +123,7 @@ pub use runtime::{Metrics, Runtime, capabilities, metrics};
 /// - A receive (`read`, `recv_from`, ...) that the kernel completed before the cancel took
 ///   effect does not lose its bytes: they are rescued into the socket and served, in order,
 ///   by the next read on it (UDP: the datagram is returned whole by the next receive).
-/// - A TCP write or UDP send of up to 16 KiB had already finished when it was created
+/// - A TCP write or UDP send of up to 4 KiB had already finished when it was created
 ///   (written behind), so dropping it cancels nothing. A larger write may have sent part of its
 ///   bytes, and you do not learn how many.
 ///

@@ -163,7 +163,7 @@ impl TcpStream {
 
     /// Writes some of `buf`'s initialized bytes and returns how many.
     ///
-    /// Up to 16 KiB are written behind: copied, queued for the kernel and reported written at
+    /// Up to 4 KiB are written behind: copied, queued for the kernel and reported written at
     /// once, so the task goes on to its next operation and both reach the kernel in one enter.
     /// They go out in order before anything written later. If sending them fails, the next
     /// write, [`flush`](TcpStream::flush) or [`shutdown`](TcpStream::shutdown) reports it;
@@ -172,7 +172,7 @@ impl TcpStream {
         stream::write(&self.socket, buf)
     }
 
-    /// Waits until the kernel has taken every byte written so far (writes of up to 16 KiB
+    /// Waits until the kernel has taken every byte written so far (writes of up to 4 KiB
     /// return before that: see [`write`](TcpStream::write)), and reports a failure of those.
     pub async fn flush(&mut self) -> io::Result<()> {
         behind::flush(&self.socket).await
@@ -180,7 +180,7 @@ impl TcpStream {
 
     /// Writes all of `buf`'s initialized bytes.
     ///
-    /// Up to 16 KiB are written behind, as [`write`](TcpStream::write) describes: they reach
+    /// Up to 4 KiB are written behind, as [`write`](TcpStream::write) describes: they reach
     /// the kernel with the loop's next enter. Code that then blocks the thread (a `std` read
     /// of the peer, `thread::sleep`) must [`flush`](TcpStream::flush) first.
     ///

@@ -168,7 +168,7 @@ impl UdpSocket {
     /// Sends `buf`'s initialized bytes as one datagram to `addr` (the first address it resolves
     /// to).
     ///
-    /// A datagram of up to 16 KiB is sent behind: copied, queued for the kernel and reported
+    /// A datagram of up to 4 KiB is sent behind: copied, queued for the kernel and reported
     /// sent at once, so the task goes on to its next receive and both reach the kernel in one
     /// enter. If the kernel then refuses it, the socket's next send reports the error.
     pub async fn send_to<B: IoBuf, A: ToSocketAddrs>(

@@ -4,7 +4,7 @@
 //! # Invariants
 //!
 //! - The byte-stream I/O of `UnixStream` is `TcpStream`'s own (`stream.rs`, `behind.rs`):
-//!   reads keep kernel order across dropped receives, and up to 16 KiB per write are written
+//!   reads keep kernel order across dropped receives, and up to 4 KiB per write are written
 //!   behind, reported by the next write, `flush` or `shutdown`.
 //! - Every address handed to the kernel was checked first: a path of 1 to 107 bytes without
 //!   NUL, or an abstract name (`"\0name"`) of up to 107 bytes; anything else is

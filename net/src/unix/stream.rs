@@ -34,7 +34,7 @@ use crate::{
 
 /// A Unix stream socket connection with owned-buffer I/O, like
 /// [`TcpStream`](crate::TcpStream): the same reads (rescued bytes kept in order), the same
-/// writes (up to 16 KiB written behind; [`flush`](UnixStream::flush) waits for them), `split`
+/// writes (up to 4 KiB written behind; [`flush`](UnixStream::flush) waits for them), `split`
 /// and `into_split`, receive streams over a [`BufRing`], plus descriptor passing
 /// ([`send_with_fds`](UnixStream::send_with_fds), [`recv_with_fds`](UnixStream::recv_with_fds))
 /// and the peer's credentials ([`peer_cred`](UnixStream::peer_cred)).
@@ -120,7 +120,7 @@ impl UnixStream {
         stream::readv(&self.socket, bufs).await
     }
 
-    /// Writes some of `buf`'s initialized bytes and returns how many; up to 16 KiB are
+    /// Writes some of `buf`'s initialized bytes and returns how many; up to 4 KiB are
     /// written behind, as [`TcpStream::write`](crate::TcpStream::write) describes.
     pub fn write<B: IoBuf>(&mut self, buf: B) -> impl Future<Output = (io::Result<usize>, B)> {
         stream::write(&self.socket, buf)
