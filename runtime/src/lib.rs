@@ -40,6 +40,22 @@
 //! - [`time`]: sleep, timeout, interval.
 //! - [`op`]: the operation layer sockets and other I/O types are built on.
 //! - [`capabilities`], [`metrics`]: what the kernel offered, and counters.
+//!
+//! # Layers
+//!
+//! No layer imports from a layer above it, and no module imports one that imports it back
+//! (`tests/layers.rs` checks the cycles and the driver's imports):
+//!
+//! 1. The driver (`driver/`): the ring, the op table with one `Lifecycle` per operation,
+//!    submit, reap, CQ-overflow flush, cancellation, the shutdown drain, cross-ring kicks,
+//!    ring setup and the probe. It runs without a `Runtime` (its tests do).
+//! 2. Operations ([`op`]), buffers ([`buf`]), zero-copy receive ([`zcrx`]), timers
+//!    ([`time`]) and the cooperative budget ([`coop`]): each holds the one piece of the
+//!    running runtime it needs (an operation or a pool its driver, a sleep its timers), found
+//!    through that layer's own thread-local slot.
+//! 3. The executor (`executor/`: tasks, the per-thread context, the worker group) and the
+//!    cross-thread wake-ups (`wake/`).
+//! 4. [`Runtime`] (the event loop) and [`Builder`], which assemble the layers.
 
 pub mod buf;
 mod builder;

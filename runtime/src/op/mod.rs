@@ -9,7 +9,7 @@
 //! # Invariants
 //!
 //! - Resources are never freed while the kernel may still use them. If an [`Op`] is dropped
-//!   before its final CQE, its value moves into the driver (the slot's `Parked` owner), an
+//!   before its final CQE, its value moves into the driver (its slot's `Lifecycle::Parked` state), an
 //!   `IORING_OP_ASYNC_CANCEL` is queued, and the value is dropped only when the final CQE
 //!   arrives. Whatever that CQE produced (an accepted fd, a selected buffer) is released by
 //!   dropping the output of [`OpCode::complete`].
