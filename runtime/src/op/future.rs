@@ -4,7 +4,11 @@
 //!
 //! `Unsubmitted(T)` → first poll builds the SQE and queues it → `Submitted { key, data }` →
 //! non-final CQEs go to `OpCode::on_more` → the final CQE goes to `OpCode::complete` → `Done`.
-//! Dropping in `Submitted` parks `data` in the driver until the final CQE (see `driver::slot`).
+//! Dropping in `Submitted` parks `data` in the driver until the final CQE.
+//!
+//! These states say only where the op's value is (here, or lent to the kernel under `key`);
+//! what the kernel side has reached is the slot's one `Lifecycle` (`driver/lifecycle.rs`),
+//! which `poll_cqe` and `detach` read and move on.
 //!
 //! Polled inside a cancel scope that fired (a `CancelExt` wrapper whose deadline or signal
 //! came, see `cancel.rs`): an `Unsubmitted` op completes at once with `ECANCELED` without

@@ -48,6 +48,8 @@ pub mod cancel;
 mod future;
 mod multishot;
 mod nop;
+#[cfg(test)]
+mod tests;
 mod timeout;
 
 pub use crate::driver::{Completion, cqe_flags};
