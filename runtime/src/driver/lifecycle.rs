@@ -34,7 +34,7 @@
 //!   and the owner registers a new one when a poll finds nothing queued (`Waiting`).
 //! - `Parked` holds everything the kernel may still touch (buffers, fds, addresses). It is
 //!   released only after the final CQE, and never while the driver is borrowed (see
-//!   [`Action`](super::Action)); `Leaked` resources were forgotten, never freed.
+//!   [`Action`]); `Leaked` resources were forgotten, never freed.
 
 use std::{
     collections::VecDeque,

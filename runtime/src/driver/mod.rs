@@ -66,7 +66,8 @@
 //!
 //! Nothing here needs a `Runtime`: `Driver::new` takes ring options and the eventfd to keep a
 //! wake read on, and `submit` / `enter` / [`dispatch::dispatch`] / `poll_cqe` /
-//! [`shutdown::drain`] are all a test needs (see `driver/tests.rs`).
+//! [`shutdown::drain`] are all a test needs (see `driver/tests.rs`). Put in this thread's
+//! [`CURRENT`] slot, it also runs `Op` futures polled by hand (see `op/tests.rs`).
 
 mod completion;
 mod dispatch;
@@ -92,9 +93,9 @@ use std::{
 };
 
 use io_uring::{opcode, squeue, types};
+use slab::Slab;
 
 use crate::current;
-use slab::Slab;
 
 pub use completion::{Completion, cqe_flags};
 pub(crate) use dispatch::{DISPATCH_BATCH, dispatch};

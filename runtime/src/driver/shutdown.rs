@@ -9,7 +9,7 @@
 //!   arrive by the deadline has its parked resources forgotten (`Lifecycle::Leaked`), and one
 //!   still owned by a future leaks them when that future is dropped (`gave_up`).
 //! - The drain runs no user code while the driver is borrowed: finishing parked operations
-//!   goes through [`dispatch`](super::dispatch), like any other turn.
+//!   goes through [`dispatch()`](super::dispatch()), like any other turn.
 
 use std::{
     cell::RefCell,
