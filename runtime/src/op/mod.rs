@@ -37,7 +37,9 @@
 //!   system call's return value or `-errno`), and [`OpCode::readiness`] names the fd and
 //!   [`Interest`] to wait for when it would block. The backend would call `try_nonblocking`,
 //!   hand a `Some` to `complete`, and otherwise wait for readiness and try again; since
-//!   nothing is in the kernel between tries, dropping such an op frees it at once.
+//!   nothing is in the kernel between tries, dropping such an op frees it at once. Like the
+//!   driver, it would stamp each completion with the next [`Completion::sequence`], which
+//!   receives use to keep rescued bytes in stream order.
 //!
 //! Either way the socket code only builds op values and awaits [`Op`]: which backend runs
 //! them is the runtime's choice, made in `Op` and the driver, not in the caller. Ops without
@@ -169,6 +171,7 @@ pub enum Interest {
 impl Completion {
     /// The completion a system call's return value `ret` (with `errno` on failure) stands
     /// for, as [`OpCode::try_nonblocking`] reports it; `None` for `EAGAIN`/`EWOULDBLOCK`.
+    /// Call it right after the system call, before anything else can change `errno`.
     pub fn from_syscall(ret: isize) -> Option<Completion> {
         if ret >= 0 {
             return Some(Completion::new(
