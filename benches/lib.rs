@@ -5,6 +5,8 @@
 //! contenders alike.
 
 pub mod epoll_client;
+#[path = "http/client.rs"]
+pub mod http_client;
 
 use std::{
     net::SocketAddr,

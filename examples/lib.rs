@@ -1,4 +1,8 @@
-//! Example support: what the examples share that is not part of their lesson.
+//! Example support: what the examples share that is not part of their lesson, and the HTTP
+//! service ([`http`]) and TLS setup ([`tls`]) that the examples, tests and benchmarks share.
+
+pub mod http;
+pub mod tls;
 
 use std::{
     path::PathBuf,

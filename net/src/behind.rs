@@ -39,7 +39,7 @@ use std::{
     cell::RefCell,
     io,
     net::Shutdown,
-    task::{Poll, Waker},
+    task::{Context, Poll, Waker},
 };
 
 use io_uring::squeue;
@@ -142,27 +142,39 @@ fn launch(socket: &Socket, op: StagedSend, urgent: bool) {
     }
 }
 
+/// Sends `data` behind the caller's back as the socket's send in flight, at once (expedited).
+/// For the compat adapter's large writes (`compat.rs`), whose bytes it has already reported
+/// written. The caller has seen [`poll_flush`] ready, so nothing is staged or in flight.
+#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
+pub(crate) fn send_owned(socket: &Socket, data: Vec<u8>) {
+    debug_assert!(state(socket).borrow().in_flight.is_none());
+    if !data.is_empty() {
+        start(socket, data, true);
+    }
+}
+
 /// Resolves when every staged byte was handed to the kernel, with the failure of a staged
 /// send if one failed.
 pub(crate) async fn flush(socket: &Socket) -> io::Result<()> {
-    std::future::poll_fn(|cx| {
-        let mut behind = state(socket).borrow_mut();
-        match &behind.in_flight {
-            None => Poll::Ready(()),
-            Some(in_flight) => {
-                in_flight.expedite();
-                if !behind.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    behind.waiters.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
+    std::future::poll_fn(|cx| poll_flush(socket, cx)).await
+}
+
+/// [`flush`] as a poll: ready once nothing is staged or in flight, with the failure of a
+/// staged send if one failed.
+pub(crate) fn poll_flush(socket: &Socket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let mut behind = state(socket).borrow_mut();
+    if let Some(in_flight) = &behind.in_flight {
+        in_flight.expedite();
+        if !behind.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            behind.waiters.push(cx.waker().clone());
         }
-    })
-    .await;
-    match take_error(socket) {
+        return Poll::Pending;
+    }
+    drop(behind);
+    Poll::Ready(match take_error(socket) {
         Some(e) => Err(e),
         None => Ok(()),
-    }
+    })
 }
 
 /// Shuts down the write direction once every staged byte went out (now, if none waits).

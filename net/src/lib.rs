@@ -60,6 +60,8 @@ mod accept;
 mod addr;
 mod behind;
 mod bufs;
+#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
+pub mod compat;
 mod op;
 mod options;
 mod recv_stream;

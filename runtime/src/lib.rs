@@ -40,6 +40,7 @@
 //! - [`time`]: sleep, timeout, interval.
 //! - [`op`]: the operation layer sockets and other I/O types are built on.
 //! - [`capabilities`], [`metrics`]: what the kernel offered, and counters.
+//! - `compat` (feature `hyper`): hyper 1.x's executor and timer on this runtime.
 //!
 //! # Layers
 //!
@@ -61,6 +62,8 @@ pub mod buf;
 mod builder;
 mod capabilities;
 pub mod channel;
+#[cfg(feature = "hyper")]
+pub mod compat;
 pub mod coop;
 mod current;
 mod driver;

@@ -478,3 +478,22 @@ impl FromRawFd for TcpStream {
         TcpStream::from_socket(unsafe { crate::socket::socket_from_raw(fd) })
     }
 }
+
+#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
+mod compat {
+    use super::TcpStream;
+    use crate::{
+        compat::{HasSocket, compat_methods},
+        socket::Socket,
+    };
+
+    impl TcpStream {
+        compat_methods!(read);
+    }
+
+    impl HasSocket for TcpStream {
+        fn socket(&self) -> &Socket {
+            &self.socket
+        }
+    }
+}

@@ -245,3 +245,52 @@ impl fmt::Display for ReuniteError {
 }
 
 impl std::error::Error for ReuniteError {}
+
+#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
+mod compat {
+    use super::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
+    use crate::{
+        compat::{HasSocket, compat_methods},
+        socket::Socket,
+    };
+
+    impl OwnedReadHalf {
+        compat_methods!(read);
+    }
+
+    impl ReadHalf<'_> {
+        compat_methods!(read);
+    }
+
+    impl OwnedWriteHalf {
+        compat_methods!(write);
+    }
+
+    impl WriteHalf<'_> {
+        compat_methods!(write);
+    }
+
+    impl HasSocket for OwnedReadHalf {
+        fn socket(&self) -> &Socket {
+            &self.stream.socket
+        }
+    }
+
+    impl HasSocket for ReadHalf<'_> {
+        fn socket(&self) -> &Socket {
+            &self.stream.socket
+        }
+    }
+
+    impl HasSocket for OwnedWriteHalf {
+        fn socket(&self) -> &Socket {
+            &self.stream.socket
+        }
+    }
+
+    impl HasSocket for WriteHalf<'_> {
+        fn socket(&self) -> &Socket {
+            &self.stream.socket
+        }
+    }
+}

@@ -361,3 +361,22 @@ impl FromRawFd for UnixStream {
         UnixStream::from_socket(unsafe { crate::socket::socket_from_raw(fd) })
     }
 }
+
+#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
+mod compat {
+    use super::UnixStream;
+    use crate::{
+        compat::{HasSocket, compat_methods},
+        socket::Socket,
+    };
+
+    impl UnixStream {
+        compat_methods!(read);
+    }
+
+    impl HasSocket for UnixStream {
+        fn socket(&self) -> &Socket {
+            &self.socket
+        }
+    }
+}
