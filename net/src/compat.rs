@@ -64,10 +64,9 @@ use runtime::buf::{BufRing, RxBuf};
 use crate::{
     RecvStream, behind,
     op::Recv,
-    rescue::RescueAware,
     socket::{Rescued, Socket},
     spares,
-    stream::{self, is_cancelled, write_behind},
+    stream::{self, RescueAware, is_cancelled, write_behind},
 };
 
 /// The smallest receive buffer the adapter uses.

@@ -65,7 +65,6 @@ pub mod compat;
 mod op;
 mod options;
 mod recv_stream;
-mod rescue;
 mod socket;
 mod spares;
 mod stream;

@@ -63,7 +63,7 @@ struct Inner {
         reason = "8 bytes per socket instead of 32 while empty"
     )]
     rescued: RefCell<Option<Box<VecDeque<Rescued>>>>,
-    /// The task of a receive in flight, woken when data is rescued (see `rescue.rs`).
+    /// The task of a receive in flight, woken when data is rescued (see `stream::RescueAware`).
     reader: Cell<Option<Waker>>,
     /// Zero-copy send policy and counters.
     zc: ZcState,

@@ -5,12 +5,28 @@
 //!
 //! - A receive serves bytes rescued from abandoned receives before asking the kernel, and one
 //!   cancelled because bytes were rescued meanwhile is retried, which serves them
-//!   (`rescue.rs`): the caller sees the stream in kernel order.
+//!   (`RescueAware`, below): the caller sees the stream in kernel order.
 //! - Writes of up to `behind::COPY_MAX` bytes are staged (`behind.rs`); every other write
 //!   first waits until nothing is staged or in flight, so the byte stream keeps call order.
 //! - A failure of a staged send is reported by the next write, flush or write shutdown.
+//!
+//! # Receives that notice rescued data
+//!
+//! When a receive is abandoned after the kernel delivered data to it, that data is rescued
+//! into the socket (see `socket.rs`). A receive already in flight on the same socket would then
+//! wait for *new* data while the answer it needs sits in the rescue queue, possibly forever
+//! (a peer that waits for our reply sends nothing more). So a receive registers its task with
+//! the socket; when data is rescued it cancels its own request, and on `ECANCELED` the caller
+//! serves the rescued data from the buffer the request hands back. If the request won the race
+//! and delivered data, its completion already placed older rescued bytes in front.
 
-use std::{io, net::Shutdown};
+use std::{
+    future::Future,
+    io,
+    net::Shutdown,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use runtime::{
     buf::{IoBuf, IoBufMut},
@@ -20,7 +36,6 @@ use runtime::{
 use crate::{
     behind,
     op::{Readv, Recv, Send, SendMode, Writev, send_some},
-    rescue::RescueAware,
     socket::Socket,
     write::{Slow, Write},
 };
@@ -220,4 +235,50 @@ pub(crate) fn shutdown(socket: &Socket, how: Shutdown) -> io::Result<()> {
         return behind::shutdown_write(socket);
     }
     Ok(())
+}
+
+/// Drives `op`, cancelling it if data is rescued meanwhile. Yields the operation's output and
+/// whether a cancellation was requested for that reason.
+pub(crate) struct RescueAware<T: OpCode> {
+    op: Op<T>,
+    socket: Socket,
+    cancelled: bool,
+}
+
+impl<T: OpCode> RescueAware<T> {
+    pub(crate) fn new(socket: Socket, op: T) -> RescueAware<T> {
+        RescueAware {
+            op: Op::new(op),
+            socket,
+            cancelled: false,
+        }
+    }
+}
+
+impl<T: OpCode> Unpin for RescueAware<T> {}
+
+impl<T: OpCode> Future for RescueAware<T> {
+    type Output = (T::Output, bool);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(out) = Pin::new(&mut this.op).poll(cx) {
+            return Poll::Ready((out, this.cancelled));
+        }
+        if !this.cancelled && this.socket.has_rescued() {
+            this.op.cancel();
+            this.cancelled = true;
+        }
+        this.socket.set_reader(cx.waker());
+        Poll::Pending
+    }
+}
+
+impl<T: OpCode> std::fmt::Debug for RescueAware<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RescueAware")
+            .field("op", &self.op)
+            .field("cancelled", &self.cancelled)
+            .finish()
+    }
 }

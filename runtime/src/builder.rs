@@ -4,35 +4,14 @@ use std::{cell::RefCell, io, rc::Rc, sync::Arc, time::Duration};
 
 use crate::{
     Runtime,
-    context::Handle,
-    driver::{Driver, RingConfig},
+    capabilities::Capabilities,
+    driver::{Driver, RingConfig, RingMode},
     executor::Scheduler,
+    executor::context::Handle,
+    executor::workers::Group,
     time::Timers,
-    workers::Group,
     zcrx::{ZcrxConfig, ZcrxMode},
 };
-
-/// Which io_uring setup flags the ring is created with.
-///
-/// Each mode documents the kernel it needs. With [`RingMode::Auto`] the runtime tries the modes
-/// from fastest to most compatible and records in [`Capabilities::notes`](crate::Capabilities)
-/// why a faster one was not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum RingMode {
-    /// Try `DeferTaskrun`, then `CoopTaskrun`, then `Plain` (default).
-    #[default]
-    Auto,
-    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 6.1): completions are
-    /// produced only when the event loop asks for them, once per turn. Fails `build()` on older
-    /// kernels.
-    DeferTaskrun,
-    /// `COOP_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 5.19): no inter-processor interrupts for
-    /// completions, but they run at any kernel entry.
-    CoopTaskrun,
-    /// No task-run flags (Linux 5.11): completions interrupt the thread as they happen.
-    Plain,
-}
 
 /// Configures and builds a [`Runtime`].
 ///
@@ -161,7 +140,7 @@ impl Builder {
         let workers = self.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        crate::workers::build(self, workers, self.pin_cores)
+        crate::executor::workers::build(self, workers, self.pin_cores)
     }
 
     /// Builds the runtime of worker `worker` of `group` on the calling thread (its zero-copy
@@ -172,7 +151,7 @@ impl Builder {
         let zcrx = self.zcrx.as_ref().filter(|z| z.mode != ZcrxMode::Off);
         config.cqe32 = zcrx.is_some();
         let mut zcrx_note = None;
-        let (driver, mut capabilities) = match Driver::new(&config, remote.clone()) {
+        let (driver, info) = match Driver::new(&config, remote.eventfd()) {
             Ok(built) => built,
             Err(e) if zcrx.is_some_and(|z| z.mode == ZcrxMode::Auto) => {
                 zcrx_note = Some(format!(
@@ -180,16 +159,21 @@ impl Builder {
                      DEFER_TASKRUN and 32-byte CQEs ({e})"
                 ));
                 config.cqe32 = false;
-                Driver::new(&config, remote.clone())?
+                Driver::new(&config, remote.eventfd())?
             }
             Err(e) => return Err(e),
         };
+        let mut capabilities = Capabilities::new(info);
+        let mut driver = driver;
         let mut zcrx_inner = None;
         if let Some(zcrx_config) = zcrx.filter(|_| config.cqe32) {
             match crate::zcrx::register(driver.ring_fd(), zcrx_config, worker as u32) {
                 Ok(inner) => {
                     capabilities.set_zcrx(inner.description().to_owned());
-                    zcrx_inner = Some(Rc::new(inner));
+                    let inner = Rc::new(inner);
+                    // The kernel may use the area for as long as the ring exists.
+                    driver.keep_until_closed(inner.clone());
+                    zcrx_inner = Some(inner);
                 }
                 // A queue another worker registered already (EEXIST) degrades this worker to
                 // provided buffers even under `On`: the queue itself is in zero-copy use.
@@ -202,20 +186,20 @@ impl Builder {
         if let Some(note) = zcrx_note {
             capabilities.note(note);
         }
-        remote.set_kick_ring(driver.ring_fd());
+        let driver = Rc::new(RefCell::new(driver));
+        let ring_fd = driver.borrow().ring_fd();
+        remote.set_kick_ring(ring_fd, Driver::id(&driver));
         let handle = Rc::new(Handle {
-            driver: RefCell::new(driver),
+            driver,
             scheduler: Scheduler::default(),
-            timers: RefCell::new(Timers::default()),
+            timers: Rc::new(RefCell::new(Timers::default())),
             remote,
-            cq_entries: capabilities.cq_entries() as usize,
             capabilities: RefCell::new(capabilities),
             task_budget: self.task_budget,
             shutdown_timeout: self.shutdown_timeout,
-            buf_rings: RefCell::new(Vec::new()),
             worker,
             group,
-            coop: Default::default(),
+            coop: Rc::default(),
             drain_waiters: Default::default(),
             zcrx: zcrx_inner,
         });

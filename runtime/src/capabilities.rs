@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use io_uring::{Parameters, Probe};
+use crate::driver::{RingInfo, RingSetup};
 
 /// The io_uring features in use by a runtime, read with [`crate::capabilities()`] or
 /// [`Runtime::capabilities`](crate::Runtime::capabilities).
@@ -26,16 +26,6 @@ pub struct Capabilities {
     zcrx: Option<String>,
     opcodes: [u64; 4],
     notes: Vec<String>,
-}
-
-/// How the ring was set up, for [`Capabilities::new`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RingSetup {
-    pub(crate) cqe32: bool,
-    pub(crate) defer_taskrun: bool,
-    pub(crate) coop_taskrun: bool,
-    pub(crate) taskrun_flag: bool,
-    pub(crate) registered_ring_fd: bool,
 }
 
 /// io_uring opcodes the runtime reports by name, with the kernel that introduced them.
@@ -73,12 +63,16 @@ const NAMED_FEATURES: &[(u32, &str)] = &[
 ];
 
 impl Capabilities {
-    pub(crate) fn new(
-        params: &Parameters,
-        setup: RingSetup,
-        probe: Option<&Probe>,
-        notes: Vec<String>,
-    ) -> Capabilities {
+    /// The public view of what the driver's ring setup learnt.
+    pub(crate) fn new(info: RingInfo) -> Capabilities {
+        let RingInfo {
+            sq_entries,
+            cq_entries,
+            features,
+            setup,
+            opcodes,
+            notes,
+        } = info;
         let RingSetup {
             cqe32,
             defer_taskrun,
@@ -86,19 +80,11 @@ impl Capabilities {
             taskrun_flag,
             registered_ring_fd,
         } = setup;
-        let mut opcodes = [0u64; 4];
-        if let Some(probe) = probe {
-            for op in 0..=255u8 {
-                if probe.is_supported(op) {
-                    opcodes[usize::from(op / 64)] |= 1 << (op % 64);
-                }
-            }
-        }
         Capabilities {
             kernel: crate::driver::kernel_release(),
-            sq_entries: params.sq_entries(),
-            cq_entries: params.cq_entries(),
-            features: features_of(params),
+            sq_entries,
+            cq_entries,
+            features,
             cqe32,
             defer_taskrun,
             coop_taskrun,
@@ -189,32 +175,6 @@ impl Capabilities {
     pub fn notes(&self) -> &[String] {
         &self.notes
     }
-}
-
-/// Rebuilds the raw feature bits from the crate's accessors (it does not expose the field, nor
-/// `REG_REG_RING`, bit 13, which is therefore never reported).
-fn features_of(p: &Parameters) -> u32 {
-    let checks: [(u32, bool); 15] = [
-        (1 << 0, p.is_feature_single_mmap()),
-        (1 << 1, p.is_feature_nodrop()),
-        (1 << 2, p.is_feature_submit_stable()),
-        (1 << 3, p.is_feature_rw_cur_pos()),
-        (1 << 4, p.is_feature_cur_personality()),
-        (1 << 5, p.is_feature_fast_poll()),
-        (1 << 6, p.is_feature_poll_32bits()),
-        (1 << 7, p.is_feature_sqpoll_nonfixed()),
-        (1 << 8, p.is_feature_ext_arg()),
-        (1 << 9, p.is_feature_native_workers()),
-        (1 << 10, p.is_feature_resource_tagging()),
-        (1 << 11, p.is_feature_skip_cqe_on_success()),
-        (1 << 12, p.is_feature_linked_file()),
-        (1 << 14, p.is_feature_recvsend_bundle()),
-        (1 << 15, p.is_feature_min_timeout()),
-    ];
-    checks
-        .iter()
-        .filter(|(_, on)| *on)
-        .fold(0, |acc, (bit, _)| acc | bit)
 }
 
 impl fmt::Debug for Capabilities {

@@ -19,10 +19,11 @@
 
 use std::{
     cell::Cell,
+    rc::Rc,
     task::{Context, Poll},
 };
 
-use crate::{context, wait_list::WaitList};
+use crate::{current, wait_list::WaitList};
 
 /// Operations per loop turn (per thread) that may finish without the ring.
 pub const BUDGET: u32 = 128;
@@ -82,10 +83,12 @@ impl Coop {
 /// # });
 /// ```
 pub fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
-    match context::try_current() {
-        Some(handle) => handle.coop.poll_proceed(cx),
-        None => Poll::Ready(()),
-    }
+    current::with(&CURRENT, |coop| coop.poll_proceed(cx)).unwrap_or(Poll::Ready(()))
+}
+
+thread_local! {
+    /// The budget of the runtime running on this thread (filled by `executor::context::enter`).
+    pub(crate) static CURRENT: current::Slot<Rc<Coop>> = const { current::Slot::new() };
 }
 
 #[cfg(test)]

@@ -41,6 +41,22 @@
 //! - [`op`]: the operation layer sockets and other I/O types are built on.
 //! - [`capabilities`], [`metrics`]: what the kernel offered, and counters.
 //! - `compat` (feature `hyper`): hyper 1.x's executor and timer on this runtime.
+//!
+//! # Layers
+//!
+//! No layer imports from a layer above it, and no module imports one that imports it back
+//! (`tests/layers.rs` checks the cycles and the driver's imports):
+//!
+//! 1. The driver (`driver/`): the ring, the op table with one `Lifecycle` per operation,
+//!    submit, reap, CQ-overflow flush, cancellation, the shutdown drain, cross-ring kicks,
+//!    ring setup and the probe. It runs without a `Runtime` (its tests do).
+//! 2. Operations ([`op`]), buffers ([`buf`]), zero-copy receive ([`zcrx`]), timers
+//!    ([`time`]) and the cooperative budget ([`coop`]): each holds the one piece of the
+//!    running runtime it needs (an operation or a pool its driver, a sleep its timers), found
+//!    through that layer's own thread-local slot.
+//! 3. The executor (`executor/`: tasks, the per-thread context, the worker group) and the
+//!    cross-thread wake-ups (`wake/`).
+//! 4. [`Runtime`] (the event loop) and [`Builder`], which assemble the layers.
 
 pub mod buf;
 mod builder;
@@ -48,8 +64,8 @@ mod capabilities;
 pub mod channel;
 #[cfg(feature = "hyper")]
 pub mod compat;
-mod context;
 pub mod coop;
+mod current;
 mod driver;
 mod executor;
 mod mmap;
@@ -61,11 +77,14 @@ pub mod task;
 pub mod time;
 mod wait_list;
 mod wake;
-mod workers;
 pub mod zcrx;
 
-pub use builder::{Builder, RingMode};
+pub use builder::Builder;
 pub use capabilities::Capabilities;
+pub use driver::RingMode;
+pub use executor::workers::{
+    on_each_worker, shutdown_requested, spawn_on, spawn_on_with, worker_count, worker_id,
+};
 pub use executor::{JoinError, JoinHandle, spawn, yield_now};
 /// Runs an `async fn main` on a new runtime: `#[runtime::main]` or
 /// `#[runtime::main(entries = 1024)]`.
@@ -89,9 +108,6 @@ pub use macros::main;
 /// [`main`]. A runtime that cannot be built fails the test with its error.
 pub use macros::test;
 pub use runtime::{Metrics, Runtime, capabilities, metrics};
-pub use workers::{
-    on_each_worker, shutdown_requested, spawn_on, spawn_on_with, worker_count, worker_id,
-};
 
 /// Waits on several futures at once and runs the branch of the first to complete, dropping the
 /// others: tokio's `select!`, re-exported unchanged (it needs no tokio runtime).

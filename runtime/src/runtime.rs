@@ -32,11 +32,11 @@ use std::{
 
 use crate::{
     Capabilities,
-    context::{self, Handle},
-    driver::{Action, Wait},
+    driver::{self, Wait},
+    executor::context::{self, Handle},
+    executor::workers::Workers,
     op::Completion,
     wake::MainWaker,
-    workers::Workers,
 };
 
 /// A single-threaded io_uring runtime: one ring, one task queue, one thread.
@@ -152,7 +152,7 @@ impl Runtime {
 
     /// What the kernel offered this runtime's ring.
     pub fn capabilities(&self) -> Capabilities {
-        self.handle.capabilities.borrow().clone()
+        self.handle.capabilities()
     }
 
     /// A snapshot of this runtime's counters.
@@ -162,14 +162,14 @@ impl Runtime {
 }
 
 /// CQEs copied out of the ring per batch.
-const DISPATCH_BATCH: usize = 256;
+const DISPATCH_BATCH: usize = driver::DISPATCH_BATCH;
 
 impl Handle {
     /// Steps 3–5 of a loop turn: one enter, CQE routing, timers. Tasks woken on other threads
     /// are pulled into the run queue first, so they count against blocking.
     fn turn(&self, cqes: &mut Vec<(u64, Completion)>) {
         self.scheduler.take_remote(&self.remote);
-        self.top_up_buf_rings();
+        driver::refill(&self.driver);
         if let Some(zcrx) = &self.zcrx {
             zcrx.publish();
         }
@@ -204,66 +204,9 @@ impl Handle {
         self.coop.new_turn();
     }
 
-    /// Gives the kernel free provided buffers, once per turn (one tail store per ring).
-    fn top_up_buf_rings(&self) {
-        let mut i = 0;
-        loop {
-            // Short borrows: topping up runs no user code, but keep the list free anyway.
-            let ring = match self.buf_rings.borrow().get(i) {
-                Some(weak) => weak.upgrade(),
-                None => break,
-            };
-            match ring {
-                Some(ring) => {
-                    ring.top_up();
-                    i += 1;
-                }
-                None => {
-                    self.buf_rings.borrow_mut().swap_remove(i);
-                }
-            }
-        }
-    }
-
-    /// Routes every available CQE, flushing the kernel's overflow list when flagged.
+    /// Routes every available CQE (the driver's reap loop, `driver/dispatch.rs`).
     fn dispatch(&self, cqes: &mut Vec<(u64, Completion)>) {
-        let cq_entries = self.cq_entries;
-        let mut budget = cq_entries.saturating_mul(4).max(DISPATCH_BATCH);
-        while budget > 0 {
-            cqes.clear();
-            self.driver
-                .borrow_mut()
-                .reap(cqes, DISPATCH_BATCH.min(budget));
-            if cqes.is_empty() {
-                let mut driver = self.driver.borrow_mut();
-                if !driver.cq_overflowed() {
-                    break;
-                }
-                // Overflowed CQEs move into the CQ only during a GETEVENTS enter.
-                if driver.enter(Wait::No).is_err() {
-                    break;
-                }
-                continue;
-            }
-            budget = budget.saturating_sub(cqes.len());
-            self.route_all(cqes);
-        }
-        // Skip-success operations that posted nothing by now have succeeded.
-        cqes.clear();
-        self.driver.borrow_mut().resolve_skipped(cqes);
-        self.route_all(cqes);
-    }
-
-    /// Routes CQEs to their operations, running wakers and parked finishers between borrows.
-    fn route_all(&self, cqes: &[(u64, Completion)]) {
-        for &(user_data, cqe) in cqes {
-            let action = self.driver.borrow_mut().route(user_data, cqe);
-            match action {
-                Action::Nothing => {}
-                Action::Wake(waker) => waker.wake(),
-                Action::Finish(parked, cqe) => parked.finish(cqe),
-            }
-        }
+        driver::dispatch(&self.driver, cqes);
     }
 
     fn fire_timers(&self) {
@@ -275,6 +218,16 @@ impl Handle {
                 None => break,
             }
         }
+    }
+
+    /// What the ring offers, with the notes the driver recorded since (refused
+    /// registrations).
+    fn capabilities(&self) -> Capabilities {
+        let mut capabilities = self.capabilities.borrow().clone();
+        for note in self.driver.borrow().notes() {
+            capabilities.note(note.clone());
+        }
+        capabilities
     }
 
     fn metrics(&self) -> Metrics {
@@ -302,42 +255,8 @@ impl Handle {
         let timers = self.timers.borrow_mut().take_all();
         drop(timers);
 
-        // Operations left to run on their own that finish inside an enter (sends written
-        // behind, `Op::detach`) may chain to more of the same: a few non-blocking turns let
-        // those chains finish, so bytes a task wrote just before the end still go out.
-        let mut cqes = Vec::with_capacity(DISPATCH_BATCH);
-        for _ in 0..64 {
-            if !self.driver.borrow().has_any_skip_pending() {
-                break;
-            }
-            if self.driver.borrow_mut().enter(Wait::No).is_err() {
-                break;
-            }
-            self.dispatch(&mut cqes);
-        }
-
-        self.driver.borrow_mut().begin_shutdown();
-        let deadline = Instant::now() + self.shutdown_timeout;
-        while self.driver.borrow().has_unfinished() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let slice = (deadline - now).min(Duration::from_millis(100));
-            if self
-                .driver
-                .borrow_mut()
-                .enter(Wait::Timeout(slice))
-                .is_err()
-            {
-                break;
-            }
-            self.dispatch(&mut cqes);
-        }
-        let mut driver = self.driver.borrow_mut();
-        if driver.has_unfinished() {
-            driver.leak_unfinished();
-        }
+        // Operations still in flight: the driver's drain (`driver/shutdown.rs`).
+        driver::drain(&self.driver, self.shutdown_timeout);
     }
 }
 
@@ -358,7 +277,7 @@ impl Drop for Runtime {
 ///
 /// Panics when called outside a runtime.
 pub fn capabilities() -> Capabilities {
-    context::current().capabilities.borrow().clone()
+    context::current().capabilities()
 }
 
 /// A snapshot of the current thread's runtime counters.

@@ -1,11 +1,14 @@
 //! Byte-stream operations: `Recv`, `Send`, `Readv`, `Writev`.
 
-use std::io;
+use std::{
+    io,
+    os::fd::{AsRawFd, RawFd},
+};
 
 use io_uring::{opcode, squeue};
 use runtime::{
     buf::{IoBuf, IoBufMut},
-    op::{Completion, Op, OpCode},
+    op::{Completion, Interest, Op, OpCode},
 };
 
 use super::MAX_IO;
@@ -93,6 +96,26 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
         }
         let res = received(&self.socket, cqe, std::slice::from_mut(&mut self.buf));
         (res, self.buf)
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let len = self.buf.bytes_total().min(MAX_IO);
+        let flags = libc::MSG_DONTWAIT | if self.peek { libc::MSG_PEEK } else { 0 };
+        // SAFETY: the same memory and fd the SQE would name: `len` bytes of `buf`'s stable
+        // memory, owned by `self` and borrowed mutably for the call, and `socket`'s open fd.
+        let ret = unsafe {
+            libc::recv(
+                self.socket.as_raw_fd(),
+                self.buf.stable_mut_ptr().cast(),
+                len,
+                flags,
+            )
+        };
+        Completion::from_syscall(ret)
     }
 
     fn complete_detached(self, cqe: Completion) {
@@ -204,6 +227,26 @@ unsafe impl<B: IoBuf> OpCode for Send<B> {
 
     fn complete(self, cqe: Completion) -> Self::Output {
         (cqe.into_result().map(|n| n as usize), self.buf)
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Writable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        // Waiting for all bytes is the readiness loop's business: one non-blocking attempt.
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        // SAFETY: the same memory and fd the SQE would name: `len` initialized bytes of
+        // `buf`'s stable memory, owned by `self`, and `socket`'s open fd.
+        let ret = unsafe {
+            libc::send(
+                self.socket.as_raw_fd(),
+                self.buf.stable_ptr().cast(),
+                self.len(),
+                flags,
+            )
+        };
+        Completion::from_syscall(ret)
     }
 }
 
@@ -325,5 +368,50 @@ unsafe impl<B: IoBuf> OpCode for Writev<B> {
 
     fn complete(self, cqe: Completion) -> Self::Output {
         (cqe.into_result().map(|n| n as usize), self.bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::{fd::OwnedFd, unix::net::UnixStream};
+
+    use super::*;
+
+    fn pair() -> (Socket, Socket) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (
+            Socket::from_fd(OwnedFd::from(a)),
+            Socket::from_fd(OwnedFd::from(b)),
+        )
+    }
+
+    /// What a readiness backend would do with the same op values the socket code builds:
+    /// try the non-blocking form, wait for the named readiness when it would block, and hand
+    /// the outcome to `complete`. No ring and no runtime are involved.
+    #[test]
+    fn stream_ops_run_through_their_nonblocking_form() {
+        let (a, b) = pair();
+        let mut recv = Recv::new(b.clone(), Vec::<u8>::with_capacity(16));
+        assert_eq!(recv.readiness(), Some((b.as_raw_fd(), Interest::Readable)));
+        assert!(
+            recv.try_nonblocking().is_none(),
+            "nothing to read: it would block"
+        );
+
+        let mut send = Send::new(a.clone(), b"hello".to_vec(), SendMode::Wait { all: true });
+        assert_eq!(send.readiness(), Some((a.as_raw_fd(), Interest::Writable)));
+        let sent = send.try_nonblocking().expect("room in an empty socket");
+        let (res, _) = send.complete(sent);
+        assert_eq!(res.unwrap(), 5);
+
+        let got = recv.try_nonblocking().expect("the bytes arrived");
+        let (res, buf) = recv.complete(got);
+        assert_eq!(res.unwrap(), 5);
+        assert_eq!(buf, b"hello");
+
+        drop(a);
+        let mut recv = Recv::new(b, Vec::<u8>::with_capacity(16));
+        let eof = recv.try_nonblocking().expect("end of stream is ready");
+        assert_eq!(recv.complete(eof).0.unwrap(), 0);
     }
 }

@@ -19,8 +19,8 @@ use crate::{
     addr::{self, ToSocketAddrs},
     behind,
     op::{CancelFd, Connect, Recv, SendMode, SendZc, send_some},
-    rescue::RescueAware,
     socket::Socket,
+    stream::RescueAware,
     stream::{self, is_cancelled, stopped},
     zc::{self, Attempt},
 };

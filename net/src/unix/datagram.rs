@@ -25,8 +25,8 @@ use crate::{
     addr::RawAddr,
     bufs,
     op::{CancelFd, RecvMsg, SendMsg},
-    rescue::RescueAware,
     socket::Socket,
+    stream::RescueAware,
     stream::is_cancelled,
     udp::Truncated,
 };

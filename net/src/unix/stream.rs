@@ -26,8 +26,8 @@ use crate::{
     addr::RawAddr,
     behind,
     op::{CancelFd, Connect, RecvMsg, SendMode, SendMsg, SendZc, send_some},
-    rescue::RescueAware,
     socket::Socket,
+    stream::RescueAware,
     stream::{self, is_cancelled},
     zc::{self, Attempt},
 };

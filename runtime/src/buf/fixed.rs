@@ -16,8 +16,7 @@ use std::{cell::RefCell, fmt, io, rc::Rc, task::Poll};
 
 use super::{IoBuf, IoBufMut};
 use crate::{
-    context::{self, Handle},
-    driver::FIXED_BUFFER_SLOTS,
+    driver::{self, Driver, FIXED_BUFFER_SLOTS},
     wait_list::WaitList,
 };
 
@@ -35,12 +34,13 @@ pub struct FixedSlot {
 /// another runtime) gets `None` and goes through the ordinary path.
 pub fn fixed_index<B: IoBuf>(buf: &B) -> Option<u16> {
     let slot = buf.fixed_slot()?;
-    let current = context::try_current()?;
-    (current.remote.id == slot.runtime).then_some(slot.index)
+    let current = driver::try_current()?;
+    (Driver::id(&current) == slot.runtime).then_some(slot.index)
 }
 
 struct PoolState {
-    handle: Rc<Handle>,
+    /// The driver whose ring holds the registration.
+    driver: Rc<RefCell<Driver>>,
     /// First slot of the registration, if the kernel accepted it.
     base: Option<u16>,
     count: usize,
@@ -91,7 +91,7 @@ impl FixedBufPool {
                 ),
             ));
         }
-        let handle = context::current();
+        let driver = driver::current();
         let mut free: Vec<(u16, Box<[u8]>)> = (0..count)
             .map(|i| (i as u16, vec![0u8; buf_len].into_boxed_slice()))
             .collect();
@@ -104,11 +104,11 @@ impl FixedBufPool {
             .collect();
         // SAFETY: the memory behind each iovec is owned by `free`, which moves into the pool
         // state; buffers are only freed after `unregister_buffers` succeeds (see `Drop`).
-        let registered = unsafe { handle.driver.borrow_mut().register_buffers(&iovecs) };
+        let registered = unsafe { driver.borrow_mut().register_buffers(&iovecs) };
         let base = match registered {
             Ok(base) => Some(base),
             Err(e) => {
-                handle.capabilities.borrow_mut().note(format!(
+                driver.borrow_mut().note(format!(
                     "fixed buffers not registered ({count} x {buf_len} bytes): {e}; they work \
                      as ordinary buffers. Registered memory counts against RLIMIT_MEMLOCK: \
                      raise it (`ulimit -l`) to use them"
@@ -119,7 +119,7 @@ impl FixedBufPool {
         free.reverse(); // hand out index 0 first
         Ok(FixedBufPool {
             state: Rc::new(PoolState {
-                handle,
+                driver,
                 base,
                 count,
                 buf_len,
@@ -177,7 +177,7 @@ impl Drop for PoolState {
     fn drop(&mut self) {
         let free = std::mem::take(self.free.get_mut());
         if let Some(base) = self.base {
-            let cleared = match self.handle.driver.try_borrow_mut() {
+            let cleared = match self.driver.try_borrow_mut() {
                 Ok(mut driver) => driver.unregister_buffers(base, self.count),
                 Err(_) => false,
             };
@@ -291,7 +291,7 @@ unsafe impl IoBuf for FixedBuf {
 
     fn fixed_slot(&self) -> Option<FixedSlot> {
         self.state.base.map(|base| FixedSlot {
-            runtime: self.state.handle.remote.id,
+            runtime: Driver::id(&self.state.driver),
             index: base + self.index,
         })
     }

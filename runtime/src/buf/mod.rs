@@ -28,5 +28,6 @@ mod slice;
 pub use fixed::{FixedBuf, FixedBufPool, FixedSlot, fixed_index};
 pub use io_buf::{IoBuf, IoBufMut};
 pub use ring::{BufRing, BufRingBuilder, BufRingStats};
+pub(crate) use rx::Lender;
 pub use rx::RxBuf;
 pub use slice::Slice;

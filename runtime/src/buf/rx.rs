@@ -3,7 +3,23 @@
 use std::{fmt, ops::Deref, rc::Rc};
 
 use super::{IoBuf, ring::BufRing};
-use crate::zcrx::ZcrxInner;
+
+/// A memory area another layer manages that lends pieces of itself as `RxBuf`s: the
+/// zero-copy receive area (`runtime::zcrx`), the only lender. Buffers know the area only
+/// through this trait, so they do not depend on the layer that owns it.
+///
+/// # Safety
+///
+/// For a piece `(offset, len)` the lender handed out, until `give_back(offset, len)`:
+/// `bytes(offset, len)` returns the same `len` initialized bytes at the same address, in
+/// memory that stays mapped while the lender lives and that the kernel does not write.
+pub(crate) unsafe trait Lender {
+    /// The bytes of a lent piece.
+    fn bytes(&self, offset: u64, len: usize) -> &[u8];
+
+    /// The `RxBuf` of a lent piece was dropped: the piece is the lender's again.
+    fn give_back(&self, offset: u64, len: usize);
+}
 
 /// Bytes a receive delivered. It derefs to the bytes; dropping it gives the buffer back to where
 /// it came from (a [`BufRing`], or the zero-copy receive area, as one refill entry), so hold it
@@ -30,10 +46,10 @@ enum Source {
     /// Bytes that do not live in a ring (e.g. data rescued from an abandoned receive).
     Owned(Vec<u8>),
     /// A piece of a zero-copy receive area, `len` bytes at `offset`, lent by one completion.
-    Zcrx {
-        zcrx: Rc<ZcrxInner>,
+    Lent {
+        lender: Rc<dyn Lender>,
         offset: u64,
-        len: usize,
+        len: u32,
     },
 }
 
@@ -46,17 +62,22 @@ impl RxBuf {
         }
     }
 
-    pub(crate) fn from_zcrx(zcrx: Rc<ZcrxInner>, offset: u64, len: usize) -> RxBuf {
+    /// `len` bytes at `offset` of `lender`'s area (`len` fits a CQE's `u32` result).
+    pub(crate) fn lent(lender: Rc<dyn Lender>, offset: u64, len: u32) -> RxBuf {
         RxBuf {
-            source: Source::Zcrx { zcrx, offset, len },
+            source: Source::Lent {
+                lender,
+                offset,
+                len,
+            },
             start: 0,
-            len,
+            len: len as usize,
         }
     }
 
     /// Whether the bytes sit in a zero-copy receive area (the NIC wrote them there).
     pub fn is_zero_copy(&self) -> bool {
-        matches!(self.source, Source::Zcrx { .. })
+        matches!(self.source, Source::Lent { .. })
     }
 
     /// Wraps owned bytes (for receives that had to copy, so every path yields one type).
@@ -103,7 +124,7 @@ impl RxBuf {
     pub fn buffer_id(&self) -> Option<u16> {
         match &self.source {
             Source::Ring { bid, .. } => Some(*bid),
-            Source::Owned(_) | Source::Zcrx { .. } => None,
+            Source::Owned(_) | Source::Lent { .. } => None,
         }
     }
 
@@ -128,7 +149,9 @@ impl Deref for RxBuf {
                 ring.inner().bytes(*bid, offset + self.start, self.len)
             }
             Source::Owned(data) => &data[self.start..self.start + self.len],
-            Source::Zcrx { zcrx, offset, .. } => zcrx.bytes(offset + self.start as u64, self.len),
+            Source::Lent { lender, offset, .. } => {
+                lender.bytes(offset + self.start as u64, self.len)
+            }
         }
     }
 }
@@ -143,7 +166,11 @@ impl Drop for RxBuf {
     fn drop(&mut self) {
         match &self.source {
             Source::Ring { ring, bid, .. } => ring.inner().give_back(*bid),
-            Source::Zcrx { zcrx, offset, len } => zcrx.give_back(*offset, *len),
+            Source::Lent {
+                lender,
+                offset,
+                len,
+            } => lender.give_back(*offset, *len as usize),
             Source::Owned(_) => {}
         }
     }
@@ -158,8 +185,9 @@ impl fmt::Debug for RxBuf {
     }
 }
 
-// SAFETY: the bytes live in the ring's mapping (or the owned vector's heap allocation), which
-// this value keeps alive and which does not move with it; all `len` bytes are initialized
+// SAFETY: the bytes live in the ring's mapping (or the owned vector's heap allocation, or
+// the lender's area, per the `Lender` contract), which this value keeps alive and which does
+// not move with it; all `len` bytes are initialized
 // (written by the kernel before the completion). The kernel only reads them (sends).
 unsafe impl IoBuf for RxBuf {
     fn stable_ptr(&self) -> *const u8 {

@@ -21,90 +21,20 @@ use std::{
 };
 
 use io_uring::{
-    EnterFlags, IoUring, Parameters, Probe, Submitter, cqueue,
+    EnterFlags, IoUring, Parameters, Submitter, cqueue,
     squeue::{self, PushError},
     types::{SubmitArgs, Timespec},
 };
 
-use super::setup_error;
-use crate::{
-    RingMode,
-    capabilities::{Capabilities, RingSetup},
-    op::Completion,
-};
+use super::completion::Completion;
 
 /// `IORING_REGISTER_RING_FDS` (Linux 5.18), not exported by the io-uring crate.
 const IORING_REGISTER_RING_FDS: libc::c_uint = 20;
 /// `IORING_UNREGISTER_RING_FDS` (Linux 5.18).
 const IORING_UNREGISTER_RING_FDS: libc::c_uint = 21;
 
-/// What the builder asks of the ring.
-#[derive(Debug, Clone)]
-pub(crate) struct RingConfig {
-    pub(crate) entries: u32,
-    pub(crate) cq_entries: u32,
-    pub(crate) mode: RingMode,
-    pub(crate) register_ring_fd: bool,
-    /// 32-byte CQEs (`IORING_SETUP_CQE32`), needed by zero-copy receive; only with
-    /// `DEFER_TASKRUN`.
-    pub(crate) cqe32: bool,
-}
-
-/// One set of setup flags to try, newest kernel first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attempt {
-    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 6.1).
-    DeferTaskrun,
-    /// `COOP_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 5.19).
-    CoopTaskrun,
-    /// No task-run flags (Linux 5.11 for the features the loop needs).
-    Plain,
-}
-
-impl Attempt {
-    fn describe(self) -> &'static str {
-        match self {
-            Attempt::DeferTaskrun => "SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG|SUBMIT_ALL",
-            Attempt::CoopTaskrun => "COOP_TASKRUN|TASKRUN_FLAG|SUBMIT_ALL",
-            Attempt::Plain => "no task-run flags",
-        }
-    }
-
-    fn min_kernel(self) -> &'static str {
-        match self {
-            Attempt::DeferTaskrun => "6.1",
-            Attempt::CoopTaskrun => "5.19",
-            Attempt::Plain => "5.11",
-        }
-    }
-
-    fn build<C: cqueue::EntryMarker>(
-        self,
-        entries: u32,
-        cq_entries: u32,
-    ) -> io::Result<IoUring<squeue::Entry, C>> {
-        let mut b = IoUring::<squeue::Entry, C>::builder();
-        b.dontfork().setup_cqsize(cq_entries);
-        match self {
-            Attempt::DeferTaskrun => {
-                b.setup_single_issuer()
-                    .setup_defer_taskrun()
-                    .setup_taskrun_flag()
-                    .setup_submit_all();
-            }
-            Attempt::CoopTaskrun => {
-                b.setup_coop_taskrun()
-                    .setup_taskrun_flag()
-                    .setup_submit_all();
-            }
-            Attempt::Plain => {}
-        }
-        b.build(entries)
-    }
-}
-
 /// The io-uring crate's ring, with 16- or 32-byte CQEs.
-enum Uring {
+pub(super) enum Uring {
     Normal(IoUring),
     Big(IoUring<squeue::Entry, cqueue::Entry32>),
 }
@@ -120,26 +50,26 @@ macro_rules! with_uring {
 }
 
 impl Uring {
-    fn params(&self) -> &Parameters {
+    pub(super) fn params(&self) -> &Parameters {
         with_uring!(self, u => u.params())
     }
 
-    fn submitter(&self) -> Submitter<'_> {
+    pub(super) fn submitter(&self) -> Submitter<'_> {
         with_uring!(self, u => u.submitter())
     }
 
-    fn fd(&self) -> RawFd {
+    pub(super) fn fd(&self) -> RawFd {
         with_uring!(self, u => u.as_raw_fd())
     }
 }
 
 /// The ring and how to enter it.
 pub(crate) struct Ring {
-    uring: Uring,
+    pub(super) uring: Uring,
     /// The registered ring index, or the raw ring fd when registration is off or failed.
-    enter_fd: RawFd,
+    pub(super) enter_fd: RawFd,
     /// `IORING_ENTER_REGISTERED_RING` when `enter_fd` is a registered index, else 0.
-    enter_flags: u32,
+    pub(super) enter_flags: u32,
 }
 
 impl std::fmt::Debug for Ring {
@@ -163,118 +93,8 @@ pub(crate) enum Wait {
 }
 
 impl Ring {
-    /// Creates the ring, falling back through flag sets as `config.mode` allows, registers its
-    /// fd, and probes what the kernel supports.
-    pub(crate) fn new(config: &RingConfig) -> io::Result<(Ring, Capabilities)> {
-        let attempts: &[Attempt] = match config.mode {
-            // 32-byte CQEs serve zero-copy receive, which needs DEFER_TASKRUN.
-            _ if config.cqe32 => &[Attempt::DeferTaskrun],
-            RingMode::Auto => &[Attempt::DeferTaskrun, Attempt::CoopTaskrun, Attempt::Plain],
-            RingMode::DeferTaskrun => &[Attempt::DeferTaskrun],
-            RingMode::CoopTaskrun => &[Attempt::CoopTaskrun],
-            RingMode::Plain => &[Attempt::Plain],
-        };
-        let mut notes = Vec::new();
-        let mut chosen = None;
-        for (i, &attempt) in attempts.iter().enumerate() {
-            let built = if config.cqe32 {
-                attempt
-                    .build::<cqueue::Entry32>(config.entries, config.cq_entries)
-                    .map(Uring::Big)
-            } else {
-                attempt
-                    .build::<cqueue::Entry>(config.entries, config.cq_entries)
-                    .map(Uring::Normal)
-            };
-            match built {
-                Ok(uring) => {
-                    chosen = Some((uring, attempt));
-                    break;
-                }
-                // EINVAL is how an older kernel rejects flags it does not know.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && i + 1 < attempts.len() => {
-                    notes.push(format!(
-                        "ring setup with {} was rejected (EINVAL; needs Linux {}), fell back",
-                        attempt.describe(),
-                        attempt.min_kernel()
-                    ));
-                }
-                Err(e) => {
-                    return Err(setup_error::explain(
-                        e,
-                        config,
-                        attempt.describe(),
-                        attempt.min_kernel(),
-                    ));
-                }
-            }
-        }
-        let Some((uring, attempt)) = chosen else {
-            unreachable!("the last attempt either succeeds or returns its error")
-        };
-        if !uring.params().is_feature_ext_arg() {
-            return Err(setup_error::missing_feature(
-                "IORING_FEAT_EXT_ARG (timed waits)",
-                "5.11",
-            ));
-        }
-        if !uring.params().is_feature_nodrop() {
-            return Err(setup_error::missing_feature(
-                "IORING_FEAT_NODROP (no lost completions)",
-                "5.5",
-            ));
-        }
-
-        let mut ring = Ring {
-            enter_fd: uring.fd(),
-            enter_flags: 0,
-            uring,
-        };
-        let registered = if config.register_ring_fd {
-            match ring.register_ring_fd() {
-                Ok(()) => true,
-                Err(e) => {
-                    notes.push(format!(
-                        "registered ring fd unavailable ({e}; needs Linux 5.18), using the plain fd"
-                    ));
-                    false
-                }
-            }
-        } else {
-            notes.push("registered ring fd disabled by Builder::register_ring_fd(false)".into());
-            false
-        };
-
-        let mut probe = Probe::new();
-        let probed = match ring.uring.submitter().register_probe(&mut probe) {
-            Ok(()) => Some(probe),
-            Err(e) => {
-                notes.push(format!(
-                    "opcode probe failed ({e}); no opcode is reported supported"
-                ));
-                None
-            }
-        };
-        if attempt != Attempt::DeferTaskrun {
-            notes.push(
-                "DEFER_TASKRUN is off: completions run as task work at any kernel entry, \
-                 which costs more per message"
-                    .into(),
-            );
-        }
-        let setup = RingSetup {
-            cqe32: config.cqe32,
-            defer_taskrun: attempt == Attempt::DeferTaskrun,
-            coop_taskrun: attempt == Attempt::CoopTaskrun,
-            taskrun_flag: attempt != Attempt::Plain,
-            registered_ring_fd: registered,
-        };
-        let caps = Capabilities::new(ring.uring.params(), setup, probed.as_ref(), notes);
-        Ok((ring, caps))
-    }
-
     /// Registers the ring fd with the kernel and switches enters to the registered index.
-    fn register_ring_fd(&mut self) -> io::Result<()> {
+    pub(super) fn register_ring_fd(&mut self) -> io::Result<()> {
         let mut update = libc_rsrc_update {
             offset: u32::MAX,
             resv: 0,

@@ -6,9 +6,11 @@
 
 use std::{fs, io};
 
-use super::ring::RingConfig;
+use super::setup::RingConfig;
 
-/// Explains why the ring could not be created.
+/// Explains why the ring could not be created: `err` is `io_uring_setup`'s error for the
+/// attempt with `flags` (which needs Linux `min_kernel`), `config` what was asked. The kind
+/// follows the errno (`Unsupported` for `ENOSYS`); the message names the cause and the remedy.
 pub(crate) fn explain(
     err: io::Error,
     config: &RingConfig,

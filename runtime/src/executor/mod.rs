@@ -17,8 +17,10 @@
 //! - After `close`, spawned tasks are dropped at once and their `JoinHandle`s report
 //!   cancellation.
 
+pub(crate) mod context;
 mod join;
 mod spawn;
+pub(crate) mod workers;
 mod yield_now;
 
 use std::{

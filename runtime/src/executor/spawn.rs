@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 
 use super::{JoinHandle, Task};
 use crate::{
-    context::{self, Handle},
+    executor::context::{self, Handle},
     wake::Remote,
 };
 

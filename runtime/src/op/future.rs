@@ -4,7 +4,11 @@
 //!
 //! `Unsubmitted(T)` → first poll builds the SQE and queues it → `Submitted { key, data }` →
 //! non-final CQEs go to `OpCode::on_more` → the final CQE goes to `OpCode::complete` → `Done`.
-//! Dropping in `Submitted` parks `data` in the driver until the final CQE (see `driver::slot`).
+//! Dropping in `Submitted` parks `data` in the driver until the final CQE.
+//!
+//! These states say only where the op's value is (here, or lent to the kernel under `key`);
+//! what the kernel side has reached is the slot's one `Lifecycle` (`driver/lifecycle.rs`),
+//! which `poll_cqe` and `detach` read and move on.
 //!
 //! Polled inside a cancel scope that fired (a `CancelExt` wrapper whose deadline or signal
 //! came, see `cancel.rs`): an `Unsubmitted` op completes at once with `ECANCELED` without
@@ -12,6 +16,7 @@
 //! waiting for its final CQE, which hands its resources back as usual.
 
 use std::{
+    cell::RefCell,
     fmt,
     future::Future,
     pin::Pin,
@@ -20,7 +25,7 @@ use std::{
 };
 
 use super::{Completion, OpCode, cancel};
-use crate::context::{self, Handle};
+use crate::driver::{self, Driver, Parked};
 
 /// A future driving one io_uring operation to its final completion.
 ///
@@ -29,7 +34,8 @@ use crate::context::{self, Handle};
 /// the kernel is done with them.
 #[must_use = "an operation does nothing until polled"]
 pub struct Op<T: OpCode> {
-    handle: Rc<Handle>,
+    /// The driver of the ring the op runs on: the only part of the runtime it needs.
+    driver: Rc<RefCell<Driver>>,
     state: State<T>,
 }
 
@@ -53,7 +59,7 @@ impl<T: OpCode> Op<T> {
     /// this thread).
     pub fn new(data: T) -> Op<T> {
         Op {
-            handle: context::current(),
+            driver: driver::current(),
             state: State::Unsubmitted(data),
         }
     }
@@ -79,7 +85,7 @@ impl<T: OpCode> Op<T> {
             && !*cancel_sent
         {
             *cancel_sent = true;
-            self.handle.driver.borrow_mut().cancel(key);
+            self.driver.borrow_mut().cancel(key);
         }
     }
 
@@ -98,33 +104,33 @@ impl<T: OpCode> Op<T> {
     /// returns, whenever something else completes (a failure posts a CQE, which ends the wait
     /// at once). Call [`Detached::expedite`] when something comes to depend on its outcome.
     pub fn detach(mut self) -> Detached {
-        let handle = self.handle.clone();
+        let driver = self.driver.clone();
         // `self` is dropped in state `Done`: its destructor does nothing.
         let state = std::mem::replace(&mut self.state, State::Done);
         drop(self);
         let (key, data) = match state {
-            State::Done => return Detached { handle, key: None },
+            State::Done => return Detached { driver, key: None },
             State::Submitted { key, data, .. } => (key, data),
             State::Unsubmitted(mut data) => {
                 let sqe = data.build();
                 let skip_success = data.skip_success();
-                let submitted = handle.driver.borrow_mut().submit(sqe, skip_success);
+                let submitted = driver.borrow_mut().submit(sqe, skip_success);
                 match submitted {
                     Some(key) => (key, data),
                     None => {
                         data.complete_detached(Completion::new(-libc::ECANCELED, 0, [0; 2]));
-                        return Detached { handle, key: None };
+                        return Detached { driver, key: None };
                     }
                 }
             }
         };
-        let released = handle.driver.borrow_mut().detach_lazy(key, Box::new(data));
+        let released = driver.borrow_mut().detach_lazy(key, Box::new(data));
         if let Some((parked, cqe)) = released {
             parked.finish(cqe);
-            return Detached { handle, key: None };
+            return Detached { driver, key: None };
         }
         Detached {
-            handle,
+            driver,
             key: Some(key),
         }
     }
@@ -133,7 +139,7 @@ impl<T: OpCode> Op<T> {
 /// An operation left to run on its own ([`Op::detach`]).
 #[derive(Debug)]
 pub struct Detached {
-    handle: Rc<Handle>,
+    driver: Rc<RefCell<Driver>>,
     key: Option<u64>,
 }
 
@@ -150,7 +156,7 @@ impl Detached {
     /// has completed.
     pub fn expedite(&self) {
         if let Some(key) = self.key {
-            self.handle.driver.borrow_mut().expedite(key);
+            self.driver.borrow_mut().expedite(key);
         }
     }
 }
@@ -173,7 +179,7 @@ impl<T: OpCode> Future for Op<T> {
             }
             let sqe = data.build();
             let skip_success = data.skip_success();
-            let Some(key) = this.handle.driver.borrow_mut().submit(sqe, skip_success) else {
+            let Some(key) = this.driver.borrow_mut().submit(sqe, skip_success) else {
                 // The runtime has shut down; the kernel never saw the SQE.
                 return Poll::Ready(data.complete(Completion::new(-libc::ECANCELED, 0, [0; 2])));
             };
@@ -190,7 +196,7 @@ impl<T: OpCode> Future for Op<T> {
             let State::Submitted { key, data, .. } = &mut this.state else {
                 panic!("`Op` polled after it completed");
             };
-            let cqe = ready!(this.handle.driver.borrow_mut().poll_cqe(*key, cx));
+            let cqe = ready!(this.driver.borrow_mut().poll_cqe(*key, cx));
             if cqe.has_more() {
                 data.on_more(cqe);
                 continue;
@@ -210,7 +216,7 @@ impl<T: OpCode> Drop for Op<T> {
         else {
             return;
         };
-        let released = match self.handle.driver.try_borrow_mut() {
+        let released = match self.driver.try_borrow_mut() {
             Ok(mut driver) => driver.detach(key, Box::new(data)),
             Err(_) => {
                 // Dropped from inside the driver (a parked op's `on_more` dropping another op).
@@ -223,6 +229,17 @@ impl<T: OpCode> Drop for Op<T> {
         if let Some((parked, cqe)) = released {
             parked.finish(cqe);
         }
+    }
+}
+
+/// A dropped (or detached) op's value, parked in the driver until its final CQE.
+impl<T: OpCode> Parked for T {
+    fn on_more(&mut self, cqe: Completion) {
+        OpCode::on_more(self, cqe);
+    }
+
+    fn finish(self: Box<Self>, cqe: Completion) {
+        (*self).complete_detached(cqe);
     }
 }
 

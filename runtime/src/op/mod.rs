@@ -9,7 +9,7 @@
 //! # Invariants
 //!
 //! - Resources are never freed while the kernel may still use them. If an [`Op`] is dropped
-//!   before its final CQE, its value moves into the driver (the slot's `Parked` owner), an
+//!   before its final CQE, its value moves into the driver (its slot's `Lifecycle::Parked` state), an
 //!   `IORING_OP_ASYNC_CANCEL` is queued, and the value is dropped only when the final CQE
 //!   arrives. Whatever that CQE produced (an accepted fd, a selected buffer) is released by
 //!   dropping the output of [`OpCode::complete`].
@@ -24,19 +24,44 @@
 //!   `IORING_OP_ASYNC_CANCEL` and still waits for its final CQE. So [`OpCode::complete`] may
 //!   run without [`OpCode::build`] having run.
 
+//! # One op, any backend
+//!
+//! An op describes itself once, in one struct and one `OpCode` impl, in terms that do not
+//! depend on who runs it:
+//!
+//! - for a completion backend (this crate's io_uring driver): [`OpCode::build`] gives the
+//!   SQE, and each CQE goes to [`OpCode::on_more`] / [`OpCode::complete`];
+//! - for a readiness backend (epoll plus non-blocking system calls, which a later backend may
+//!   add): [`OpCode::try_nonblocking`] performs the same operation once without blocking and
+//!   reports its outcome as the [`Completion`] the kernel would have posted (`res` is the
+//!   system call's return value or `-errno`), and [`OpCode::readiness`] names the fd and
+//!   [`Interest`] to wait for when it would block. The backend would call `try_nonblocking`,
+//!   hand a `Some` to `complete`, and otherwise wait for readiness and try again; since
+//!   nothing is in the kernel between tries, dropping such an op frees it at once. Like the
+//!   driver, it would stamp each completion with the next [`Completion::sequence`], which
+//!   receives use to keep rescued bytes in stream order.
+//!
+//! Either way the socket code only builds op values and awaits [`Op`]: which backend runs
+//! them is the runtime's choice, made in `Op` and the driver, not in the caller. Ops without
+//! a non-blocking form keep the defaults (`None`), which a readiness backend reports as
+//! unsupported.
+
 pub mod cancel;
-mod completion;
 mod future;
 mod multishot;
 mod nop;
+#[cfg(test)]
+mod tests;
 mod timeout;
 
+pub use crate::driver::{Completion, cqe_flags};
 pub use cancel::{CancelExt, CancelOutput, CancelReason, Cancelled, WithCancel, is_cancelled};
-pub use completion::{Completion, cqe_flags};
 pub use future::{Detached, Op};
 pub use multishot::{Multishot, MultishotOp};
 pub use nop::{Nop, nop};
 pub use timeout::Timeout;
+
+use std::os::fd::RawFd;
 
 use io_uring::squeue;
 
@@ -46,10 +71,7 @@ use io_uring::squeue;
 ///
 /// Panics outside a runtime.
 pub fn is_supported(code: u8) -> bool {
-    crate::context::current()
-        .capabilities
-        .borrow()
-        .supports_opcode(code)
+    crate::driver::current().borrow().supports_opcode(code)
 }
 
 /// An io_uring request: builds its SQE and turns its final CQE into a result.
@@ -115,5 +137,53 @@ pub unsafe trait OpCode: 'static {
     /// operation is known to have succeeded and its resources are free.
     fn skip_success(&self) -> Option<i32> {
         None
+    }
+
+    /// For a readiness backend: the fd whose readiness this op waits for when its
+    /// non-blocking form would block, and which readiness. `None` (the default): the op has no
+    /// non-blocking form. The io_uring driver does not call it.
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        None
+    }
+
+    /// For a readiness backend: performs the operation once as a non-blocking system call and
+    /// returns the completion the kernel would have posted for its SQE (`res`: the call's
+    /// return value, or `-errno`), to be handed to [`complete`](OpCode::complete); `None` when
+    /// it would block (`EAGAIN`) or has no non-blocking form (the default).
+    ///
+    /// It is called only while no SQE of this op is in the kernel, and may be called any
+    /// number of times until it returns `Some`. The io_uring driver does not call it.
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        None
+    }
+}
+
+/// The readiness an op waits for on a readiness backend ([`OpCode::readiness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interest {
+    /// Data (or a connection, or end of stream) to read: `EPOLLIN`.
+    Readable,
+    /// Room to write: `EPOLLOUT`.
+    Writable,
+}
+
+impl Completion {
+    /// The completion a system call's return value `ret` (with `errno` on failure) stands
+    /// for, as [`OpCode::try_nonblocking`] reports it; `None` for `EAGAIN`/`EWOULDBLOCK`.
+    /// Call it right after the system call, before anything else can change `errno`.
+    pub fn from_syscall(ret: isize) -> Option<Completion> {
+        if ret >= 0 {
+            return Some(Completion::new(
+                ret.min(i32::MAX as isize) as i32,
+                0,
+                [0; 2],
+            ));
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => None,
+            Some(errno) => Some(Completion::new(-errno, 0, [0; 2])),
+            None => Some(Completion::new(-libc::EIO, 0, [0; 2])),
+        }
     }
 }

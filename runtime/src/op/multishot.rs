@@ -10,6 +10,7 @@
 //! (accepted fds, selected buffers) is released.
 
 use std::{
+    cell::RefCell,
     fmt,
     pin::Pin,
     rc::Rc,
@@ -20,10 +21,7 @@ use futures_core::Stream;
 use io_uring::squeue;
 
 use super::Completion;
-use crate::{
-    context::{self, Handle},
-    driver::slot::Parked,
-};
+use crate::driver::{self, Driver, Parked};
 
 /// A multishot io_uring request: one SQE, many CQEs.
 ///
@@ -53,7 +51,8 @@ pub unsafe trait MultishotOp: 'static {
 /// A stream of the items of one multishot request (see the module docs).
 #[must_use = "streams do nothing unless polled"]
 pub struct Multishot<T: MultishotOp> {
-    handle: Rc<Handle>,
+    /// The driver of the ring the request runs on.
+    driver: Rc<RefCell<Driver>>,
     state: State<T>,
 }
 
@@ -76,7 +75,7 @@ impl<T: MultishotOp> Multishot<T> {
     /// Panics when called outside a runtime.
     pub fn new(data: T) -> Multishot<T> {
         Multishot {
-            handle: context::current(),
+            driver: driver::current(),
             state: State::Unsubmitted(data),
         }
     }
@@ -136,7 +135,7 @@ impl<T: MultishotOp> Stream for Multishot<T> {
             match &mut this.state {
                 State::Unsubmitted(data) => {
                     let sqe = data.build();
-                    let submitted = this.handle.driver.borrow_mut().submit(sqe, None);
+                    let submitted = this.driver.borrow_mut().submit(sqe, None);
                     let State::Unsubmitted(data) = std::mem::replace(&mut this.state, State::Empty)
                     else {
                         unreachable!("state matched just above")
@@ -156,7 +155,7 @@ impl<T: MultishotOp> Stream for Multishot<T> {
                     }
                 }
                 State::Submitted { key, data } => {
-                    let cqe = ready!(this.handle.driver.borrow_mut().poll_cqe(*key, cx));
+                    let cqe = ready!(this.driver.borrow_mut().poll_cqe(*key, cx));
                     let item = if cqe.has_more() {
                         // The request stays armed, so the data stays `Submitted` while `next`
                         // runs: a panic there leaves it for `Drop` to park.
@@ -195,7 +194,7 @@ impl<T: MultishotOp> Drop for Multishot<T> {
             return;
         };
         let parked: Box<dyn Parked> = Box::new(ParkedStream(data));
-        let released = match self.handle.driver.try_borrow_mut() {
+        let released = match self.driver.try_borrow_mut() {
             Ok(mut driver) => driver.detach(key, parked),
             Err(_) => {
                 std::mem::forget(parked);

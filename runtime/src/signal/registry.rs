@@ -173,7 +173,7 @@ thread_local! {
 ///
 /// Panics outside a runtime.
 pub(super) fn arm() {
-    let handle = crate::context::current();
+    let handle = crate::executor::context::current();
     let id = handle.remote.id;
     if ARMED.with(|armed| armed.get()) == Some(id) {
         return;

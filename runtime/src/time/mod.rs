@@ -16,3 +16,23 @@ pub use interval::{Interval, MissedTickBehavior, interval, interval_at};
 pub use sleep::{Sleep, sleep, sleep_until};
 pub use timeout::{Elapsed, Timeout, timeout, timeout_at};
 pub(crate) use timers::Timers;
+
+thread_local! {
+    /// The timers of the runtime running on this thread (filled by `executor::context::enter`).
+    pub(crate) static CURRENT: crate::current::Slot<std::rc::Rc<std::cell::RefCell<Timers>>> =
+        const { crate::current::Slot::new() };
+}
+
+/// The timers of the runtime running on this thread: all a `Sleep` needs.
+///
+/// # Panics
+///
+/// Panics when no runtime is running on this thread.
+pub(crate) fn current_timers() -> std::rc::Rc<std::cell::RefCell<Timers>> {
+    crate::current::get(&CURRENT).unwrap_or_else(|| {
+        panic!(
+            "timers need a runtime: call this from inside `#[runtime::main]`, \
+             `#[runtime::test]` or `Runtime::block_on`"
+        )
+    })
+}

@@ -1,6 +1,7 @@
 //! `Sleep`: a future that completes at a deadline.
 
 use std::{
+    cell::RefCell,
     fmt,
     future::Future,
     pin::Pin,
@@ -9,8 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::timers::TimerKey;
-use crate::context::{self, Handle};
+use super::{Timers, current_timers, timers::TimerKey};
 
 /// Waits until `duration` has elapsed.
 ///
@@ -35,7 +35,7 @@ pub fn sleep(duration: Duration) -> Sleep {
 /// Panics when called outside a runtime.
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
-        handle: context::current(),
+        timers: current_timers(),
         deadline,
         key: None,
     }
@@ -49,7 +49,8 @@ pub(crate) fn far_future() -> Instant {
 /// The future returned by [`sleep`] and [`sleep_until`]. Dropping it removes its timer.
 #[must_use = "futures do nothing unless polled"]
 pub struct Sleep {
-    handle: Rc<Handle>,
+    /// The timer wheel of the runtime the sleep was made on: all it needs of the runtime.
+    timers: Rc<RefCell<Timers>>,
     deadline: Instant,
     /// The registry entry while the sleep is pending.
     key: Option<TimerKey>,
@@ -74,7 +75,7 @@ impl Sleep {
 
     fn deregister(&mut self) {
         if let Some(key) = self.key.take() {
-            self.handle.timers.borrow_mut().remove(key);
+            self.timers.borrow_mut().remove(key);
         }
     }
 }
@@ -88,7 +89,7 @@ impl Future for Sleep {
             this.deregister();
             return Poll::Ready(());
         }
-        let mut timers = this.handle.timers.borrow_mut();
+        let mut timers = this.timers.borrow_mut();
         let registered = this.key.is_some_and(|key| timers.update(key, cx.waker()));
         if !registered {
             this.key = Some(timers.insert(this.deadline, cx.waker().clone()));
@@ -100,7 +101,7 @@ impl Future for Sleep {
 impl Drop for Sleep {
     fn drop(&mut self) {
         if let Some(key) = self.key.take()
-            && let Ok(mut timers) = self.handle.timers.try_borrow_mut()
+            && let Ok(mut timers) = self.timers.try_borrow_mut()
         {
             timers.remove(key);
         }

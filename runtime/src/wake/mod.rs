@@ -38,6 +38,12 @@ use std::{
 };
 
 use async_task::Runnable;
+
+pub(crate) use crate::driver::signal_eventfd;
+use crate::{
+    current,
+    driver::{self, Driver, KickTarget},
+};
 pub(crate) use queue::Round;
 use queue::{Pushed, WakeQueue};
 
@@ -46,10 +52,14 @@ pub(crate) struct Remote {
     /// Unique per runtime, to tell whether a wake happens on this runtime's own thread.
     pub(crate) id: u64,
     queue: WakeQueue<Runnable>,
-    eventfd: OwnedFd,
+    /// Shared with the driver's wake read and with kicks in flight, which keep it open.
+    eventfd: Arc<OwnedFd>,
     /// A duplicate of this runtime's ring fd while it can receive `MSG_RING` kicks (see the
     /// module docs); `None` before the ring exists and after shutdown.
     kick_ring: Mutex<Option<Arc<OwnedFd>>>,
+    /// `Driver::id` of this runtime's driver (0 before it exists): a kick from the thread
+    /// that runs this very driver is no kick at all.
+    driver_id: AtomicU64,
     /// Tasks alive on this runtime (for graceful shutdown, read from other workers).
     alive: AtomicUsize,
 }
@@ -80,8 +90,9 @@ impl Remote {
             id: NEXT_ID.fetch_add(1, SeqCst),
             queue: WakeQueue::new(),
             // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            eventfd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
             kick_ring: Mutex::new(None),
+            driver_id: AtomicU64::new(0),
             alive: AtomicUsize::new(0),
         }))
     }
@@ -111,7 +122,8 @@ impl Remote {
 
     /// Makes this runtime's ring (`ring_fd`) the target of `MSG_RING` kicks, through a
     /// duplicate of its fd. Without the duplicate (fd limit reached), kicks use the eventfd.
-    pub(crate) fn set_kick_ring(&self, ring_fd: RawFd) {
+    pub(crate) fn set_kick_ring(&self, ring_fd: RawFd, driver_id: u64) {
+        self.driver_id.store(driver_id, SeqCst);
         // SAFETY: F_DUPFD_CLOEXEC takes no pointers; `ring_fd` is the live ring fd.
         let dup = unsafe { libc::fcntl(ring_fd, libc::F_DUPFD_CLOEXEC, 0) };
         if dup >= 0 {
@@ -168,18 +180,22 @@ impl Remote {
         self.queue.finish_sleep();
     }
 
-    /// The eventfd the driver keeps a read armed on.
-    pub(crate) fn eventfd(&self) -> RawFd {
-        self.eventfd.as_raw_fd()
+    /// The eventfd the driver keeps a read armed on (shared: the driver holds it open).
+    pub(crate) fn eventfd(&self) -> Arc<OwnedFd> {
+        self.eventfd.clone()
     }
 
     /// Wakes the runtime thread, which may be asleep in `io_uring_enter`.
     fn kick(self: &Arc<Self>) {
         let ring = self.lock_kick_ring().clone();
-        if let Some(ring) = ring
-            && crate::context::send_msg_ring(ring, self)
-        {
-            return;
+        if let Some(ring) = ring {
+            let target = || KickTarget {
+                ring,
+                eventfd: self.eventfd.clone(),
+            };
+            if send_msg_ring(self.driver_id.load(SeqCst), target) {
+                return;
+            }
         }
         self.write_eventfd();
     }
@@ -190,15 +206,21 @@ impl Remote {
     }
 }
 
-/// Adds 1 to the counter of eventfd `fd`, completing a read armed on it. Async-signal-safe (a
-/// single `write(2)`), so signal handlers use it too.
-pub(crate) fn signal_eventfd(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live local to `fd`. A failure is harmless: EAGAIN on
-    // counter overflow still leaves the eventfd readable, and a closed fd has no reader.
-    unsafe {
-        libc::write(fd, (&one as *const u64).cast(), std::mem::size_of::<u64>());
-    }
+/// Kicks the runtime whose driver is `target_id` with an `IORING_OP_MSG_RING` from the ring of
+/// the runtime running on this thread, through the fds `target` makes (only when a kick is
+/// sent; the kick keeps them open until it completes). Returns false (the caller writes the
+/// eventfd instead) when this thread runs no other runtime or its driver is busy.
+fn send_msg_ring(target_id: u64, target: impl FnOnce() -> KickTarget) -> bool {
+    current::with(&driver::CURRENT, |driver| {
+        if Driver::id(driver) == target_id {
+            return false;
+        }
+        match driver.try_borrow_mut() {
+            Ok(mut driver) => driver.send_msg_ring(target()),
+            Err(_) => false,
+        }
+    })
+    .unwrap_or(false)
 }
 
 /// The waker of a `block_on` future.

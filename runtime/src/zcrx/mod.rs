@@ -35,7 +35,19 @@ use std::{
 use refill::RefillQueue;
 pub(crate) use register::register;
 
-use crate::{buf::RxBuf, context, mmap::Mapping, op::Completion, wait_list::WaitList};
+use crate::{
+    buf::{Lender, RxBuf},
+    current,
+    mmap::Mapping,
+    op::Completion,
+    wait_list::WaitList,
+};
+
+thread_local! {
+    /// The ifq of the runtime running on this thread, if it has one (filled by
+    /// `executor::context::enter`).
+    pub(crate) static CURRENT: current::Slot<Rc<ZcrxInner>> = const { current::Slot::new() };
+}
 
 /// Whether the runtime uses zero-copy receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -181,11 +193,17 @@ impl ZcrxInner {
         let (offset, len) = refill::decode(cqe.extra()[0], cqe.result(), self.area_len)?;
         self.received.set(self.received.get() + 1);
         self.in_use.set(self.in_use.get() + 1);
-        Ok(RxBuf::from_zcrx(self.clone(), offset, len))
+        // `len` came from the CQE's non-negative `i32` result, so it fits a `u32`.
+        Ok(RxBuf::lent(self.clone(), offset, len as u32))
     }
+}
 
+// SAFETY: `take` lends only pieces inside the area, which stays mapped while `self` lives;
+// the kernel wrote them before the completion and writes no more to them until their refill
+// entry is published, which only `give_back` queues.
+unsafe impl Lender for ZcrxInner {
     /// The area bytes of a lent piece.
-    pub(crate) fn bytes(&self, offset: u64, len: usize) -> &[u8] {
+    fn bytes(&self, offset: u64, len: usize) -> &[u8] {
         debug_assert!(offset as usize + len <= self.area_len);
         // SAFETY: `take` checked that `offset + len` lies inside the area, which stays mapped
         // while `self` lives; the kernel wrote these bytes before the completion and writes
@@ -194,13 +212,15 @@ impl ZcrxInner {
     }
 
     /// An `RxBuf` of the area was dropped: queue its one refill entry.
-    pub(crate) fn give_back(&self, offset: u64, len: usize) {
+    fn give_back(&self, offset: u64, len: usize) {
         self.refill.borrow_mut().refill(offset, len as u32);
         self.in_use.set(self.in_use.get() - 1);
         self.returned.set(self.returned.get() + 1);
         self.waiters.wake_all();
     }
+}
 
+impl ZcrxInner {
     /// Publishes pending refills (once per loop turn).
     pub(crate) fn publish(&self) -> usize {
         self.refill.borrow_mut().publish()
@@ -281,9 +301,9 @@ impl Zcrx {
     ///
     /// Panics outside a runtime.
     pub fn current() -> Option<Zcrx> {
-        context::current().zcrx.as_ref().map(|inner| Zcrx {
-            inner: inner.clone(),
-        })
+        // Panics outside a runtime, as documented.
+        drop(crate::driver::current());
+        current::get(&CURRENT).map(|inner| Zcrx { inner })
     }
 
     /// The ifq id, for `IORING_OP_RECV_ZC`'s `zcrx_ifq_idx`.

@@ -6,7 +6,7 @@ use std::{io, net::SocketAddr};
 use runtime::buf::IoBufMut;
 
 use super::{RecvMeta, Truncated, UdpSocket};
-use crate::{bufs, op::RecvMsg, rescue::RescueAware, tcp::is_cancelled};
+use crate::{bufs, op::RecvMsg, stream::RescueAware, tcp::is_cancelled};
 
 fn no_source() -> io::Error {
     io::Error::new(

@@ -13,7 +13,7 @@ use crate::{
     addr::{self, ToSocketAddrs},
     behind, bufs,
     op::{RecvMsgVectored, SendMsgVectored},
-    rescue::RescueAware,
+    stream::RescueAware,
     tcp::is_cancelled,
 };
 

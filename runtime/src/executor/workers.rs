@@ -29,7 +29,7 @@ use std::{
 
 use crate::{
     Builder, JoinHandle, Runtime,
-    context::{self, Handle},
+    executor::context::{self, Handle},
     executor::{ActiveGuard, Panic, poll_catching_panic},
     wake::Remote,
 };

@@ -9,43 +9,44 @@
 //! - Each `RefCell` in the handle is borrowed only for short, non-reentrant sections: no user
 //!   code (task polls, wakers, drops of user values) runs while one is borrowed.
 
-use std::{
-    cell::RefCell,
-    rc::{Rc, Weak},
-    sync::Arc,
-    time::Duration,
-};
+use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
 use crate::{
-    capabilities::Capabilities, driver::Driver, executor::Scheduler, time::Timers, wake::Remote,
+    capabilities::Capabilities,
+    coop, current,
+    driver::{self, Driver},
+    executor::Scheduler,
+    time::{self, Timers},
+    wake::Remote,
+    zcrx,
 };
 
 /// Everything one runtime owns, shared by the runtime, its tasks and its operations.
 pub(crate) struct Handle {
-    pub(crate) driver: RefCell<Driver>,
+    /// Shared with every operation and buffer pool of this runtime, which need nothing else.
+    pub(crate) driver: Rc<RefCell<Driver>>,
     pub(crate) scheduler: Scheduler,
-    pub(crate) timers: RefCell<Timers>,
+    /// Shared with every `Sleep`, which needs nothing else.
+    pub(crate) timers: Rc<RefCell<Timers>>,
     pub(crate) remote: Arc<Remote>,
     /// What the ring offers; subsystems add notes when a feature is unavailable.
     pub(crate) capabilities: RefCell<Capabilities>,
-    /// `capabilities().cq_entries()`, read on every loop turn.
-    pub(crate) cq_entries: usize,
     /// Tasks run per loop turn before the ring is entered again.
     pub(crate) task_budget: usize,
     /// How long shutdown waits for the kernel to finish cancelled operations.
     pub(crate) shutdown_timeout: Duration,
-    /// Provided-buffer rings, topped up once per loop turn before the enter.
-    pub(crate) buf_rings: RefCell<Vec<Weak<crate::buf::ring::RingInner>>>,
     /// This worker's index in `group`.
     pub(crate) worker: usize,
     /// The workers of this runtime (just this one for a single-worker runtime).
-    pub(crate) group: Arc<crate::workers::Group>,
-    /// Operations finished without the ring this loop turn (`coop.rs`).
-    pub(crate) coop: crate::coop::Coop,
+    pub(crate) group: Arc<crate::executor::workers::Group>,
+    /// Operations finished without the ring this loop turn (`coop.rs`); shared with that
+    /// module's thread-local slot.
+    pub(crate) coop: Rc<crate::coop::Coop>,
     /// Tasks waiting in `shutdown_requested`.
     pub(crate) drain_waiters: crate::wait_list::WaitList,
-    /// The zero-copy receive ifq, if registered. Declared after `driver`, so it is dropped
-    /// after the ring closes: the kernel may use its memory until then.
+    /// The zero-copy receive ifq, if registered. The driver keeps a reference too
+    /// (`Driver::keep_until_closed`), so it is dropped after the ring closes: the kernel may
+    /// use its memory until then.
     pub(crate) zcrx: Option<Rc<crate::zcrx::ZcrxInner>>,
 }
 
@@ -97,34 +98,29 @@ pub(crate) fn with_runtime<R>(remote_id: u64, f: impl FnOnce(&Handle) -> R) -> O
         .flatten()
 }
 
-/// Kicks the runtime `target`, whose ring `target_ring` refers to (a duplicate that the kick
-/// keeps open until it completes), with an `IORING_OP_MSG_RING` from the current thread's ring.
-/// Returns false (the caller writes the eventfd instead) when this thread runs no other runtime
-/// or its driver is busy.
-pub(crate) fn send_msg_ring(target_ring: Arc<std::os::fd::OwnedFd>, target: &Arc<Remote>) -> bool {
-    CURRENT
-        .try_with(|c| {
-            let Ok(current) = c.try_borrow() else {
-                return false;
-            };
-            let Some(handle) = current.as_ref() else {
-                return false;
-            };
-            if handle.remote.id == target.id {
-                return false;
-            }
-            match handle.driver.try_borrow_mut() {
-                Ok(mut driver) => driver.send_msg_ring(target_ring, target.clone()),
-                Err(_) => false,
-            }
-        })
-        .unwrap_or(false)
+/// Makes `handle` the current runtime until the guard is dropped, and its pieces the current
+/// ones of their layers (`crate::current`): the driver, the timers, the budget, the ifq.
+pub(crate) fn enter(handle: Rc<Handle>) -> EnterGuard {
+    let layers = Layers {
+        _driver: current::set(&driver::CURRENT, Some(handle.driver.clone())),
+        _timers: current::set(&time::CURRENT, Some(handle.timers.clone())),
+        _coop: current::set(&coop::CURRENT, Some(handle.coop.clone())),
+        _zcrx: current::set(&zcrx::CURRENT, handle.zcrx.clone()),
+    };
+    let previous = CURRENT.with(|c| c.replace(Some(handle)));
+    EnterGuard {
+        previous,
+        layers: Some(layers),
+    }
 }
 
-/// Makes `handle` the current runtime until the guard is dropped.
-pub(crate) fn enter(handle: Rc<Handle>) -> EnterGuard {
-    let previous = CURRENT.with(|c| c.replace(Some(handle)));
-    EnterGuard { previous }
+/// The layers' slots, restored when the runtime leaves the thread.
+#[derive(Debug)]
+struct Layers {
+    _driver: current::Restore<Rc<RefCell<Driver>>>,
+    _timers: current::Restore<Rc<RefCell<Timers>>>,
+    _coop: current::Restore<Rc<coop::Coop>>,
+    _zcrx: current::Restore<Rc<zcrx::ZcrxInner>>,
 }
 
 /// Whether any runtime is running on this thread.
@@ -138,10 +134,14 @@ pub(crate) fn is_entered() -> bool {
 #[derive(Debug)]
 pub(crate) struct EnterGuard {
     previous: Option<Rc<Handle>>,
+    layers: Option<Layers>,
 }
 
 impl Drop for EnterGuard {
     fn drop(&mut self) {
+        // The layers first, so the handle below is not the last owner of its pieces while
+        // their slots still hold them.
+        drop(self.layers.take());
         let previous = self.previous.take();
         // The replaced handle is dropped after the thread-local is released, since dropping
         // the last reference runs the driver's and the tasks' destructors. Failure means the

@@ -1,0 +1,166 @@
+//! Reaping: one enter, then every CQE routed to its operation, the CQ-overflow flush, and the
+//! completions synthesized for skip-success SQEs.
+//!
+//! # Invariants
+//!
+//! - No CQE is lost: when the CQ is empty but the kernel flags overflow
+//!   (`IORING_SQ_CQ_OVERFLOW`), an enter with `GETEVENTS` moves the overflowed CQEs into the CQ
+//!   and reaping continues, within a budget of four CQ sizes per call so one turn stays bounded.
+//! - Every routed CQE is stamped with a strictly increasing sequence number before delivery.
+//! - The driver is borrowed only to copy CQEs out and to route one CQE; wakers and parked
+//!   finishers ([`Action`]) run between borrows, so they may use the driver themselves.
+//! - A skip-success operation is reported successful only once every queued SQE has been
+//!   consumed and every CQE produced so far routed (CQ empty, no overflow), without a final
+//!   CQE for it (see `OpCode::skip_success`).
+
+use std::{cell::RefCell, io};
+
+use super::{Action, CANCEL, Driver, MSG_SENT, MSG_WAKE, WAKE, Wait, completion::Completion};
+
+/// CQEs copied out of the ring per batch.
+pub(crate) const DISPATCH_BATCH: usize = 256;
+
+impl Action {
+    /// Runs the action; the driver must not be borrowed.
+    pub(crate) fn run(self) {
+        match self {
+            Action::Nothing => {}
+            Action::Wake(waker) => waker.wake(),
+            Action::Finish(parked, cqe) => parked.finish(cqe),
+        }
+    }
+}
+
+/// Routes every available CQE of `driver`'s ring, flushing the kernel's overflow list when
+/// flagged, then resolves skip-success operations. `cqes` is scratch space, reused between
+/// calls so that reaping allocates nothing.
+pub(crate) fn dispatch(driver: &RefCell<Driver>, cqes: &mut Vec<(u64, Completion)>) {
+    // Bounded, so that a ring kept full by fast peers still lets the loop run its tasks.
+    let cq_entries = driver.borrow().cq_entries;
+    let mut budget = cq_entries.saturating_mul(4).max(DISPATCH_BATCH);
+    while budget > 0 {
+        cqes.clear();
+        driver.borrow_mut().reap(cqes, DISPATCH_BATCH.min(budget));
+        if cqes.is_empty() {
+            let mut driver = driver.borrow_mut();
+            if !driver.cq_overflowed() {
+                break;
+            }
+            // Overflowed CQEs move into the CQ only during a GETEVENTS enter.
+            if driver.enter(Wait::No).is_err() {
+                break;
+            }
+            continue;
+        }
+        budget = budget.saturating_sub(cqes.len());
+        // The batch was copied out: the CQ head has moved on, the kernel can post more.
+        route_all(driver, cqes);
+    }
+    // Skip-success operations that posted nothing by now have succeeded.
+    cqes.clear();
+    driver.borrow_mut().resolve_skipped(cqes);
+    route_all(driver, cqes);
+}
+
+/// Routes CQEs to their operations, running wakers and parked finishers between borrows.
+fn route_all(driver: &RefCell<Driver>, cqes: &[(u64, Completion)]) {
+    for &(user_data, cqe) in cqes {
+        let action = driver.borrow_mut().route(user_data, cqe);
+        action.run();
+    }
+}
+
+impl Driver {
+    /// Submits queued SQEs and reaps completions, blocking as `wait` allows (never while CQEs
+    /// wait in the CQ). Skipped when there is nothing to submit, reap or flush.
+    pub(crate) fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
+        // SQEs that found the SQ full go first, in order, so none overtakes another.
+        self.flush_backlog()?;
+        // CQEs already waiting are work to route: blocking would only delay them.
+        if !self.ring.cq_is_empty() {
+            wait = Wait::No;
+        }
+        // Nothing to submit, no task work, no overflow: the enter would do nothing.
+        if matches!(wait, Wait::No)
+            && self.ring.sq_len() == 0
+            && !self.ring.has_pending_kernel_work()
+        {
+            return Ok(());
+        }
+        self.stats.enters += 1;
+        self.ring.enter(wait).map(drop)
+    }
+
+    /// Whether overflowed CQEs wait in the kernel for a GETEVENTS enter (counted).
+    pub(crate) fn cq_overflowed(&mut self) -> bool {
+        let overflowed = self.ring.cq_overflowed();
+        if overflowed {
+            self.stats.cq_overflows += 1;
+        }
+        overflowed
+    }
+
+    /// Copies up to `max` CQEs out of the ring into `out` as (user_data, completion).
+    pub(crate) fn reap(&mut self, out: &mut Vec<(u64, Completion)>, max: usize) {
+        self.ring.reap(out, max);
+    }
+
+    /// Whether any skip-success operation, urgent or lazy, waits to learn its outcome.
+    pub(crate) fn has_any_skip_pending(&self) -> bool {
+        !self.skip_pending.is_empty()
+    }
+
+    /// Whether skip-success operations wait to learn their outcome; the loop must not block.
+    pub(crate) fn has_skip_pending(&self) -> bool {
+        self.urgent_skips > 0
+    }
+
+    /// Synthesizes the completions of skip-success operations that are known to have succeeded:
+    /// every queued SQE has been consumed and every CQE produced so far has been reaped, and
+    /// none was a final CQE for them. Otherwise leaves them pending for a later turn.
+    pub(crate) fn resolve_skipped(&mut self, out: &mut Vec<(u64, Completion)>) {
+        if self.skip_pending.is_empty()
+            || !self.backlog.is_empty()
+            || self.ring.sq_len() != 0
+            || !self.ring.cq_is_empty()
+            || self.ring.cq_overflowed()
+        {
+            return;
+        }
+        // Every pending one is resolved now: those still in the kernel's hands succeeded,
+        // those that posted a (failure) CQE were finished by it already.
+        self.urgent_skips = 0;
+        for key in self.skip_pending.drain(..) {
+            let (index, generation) = super::lifecycle::decode(key);
+            if let Some(slot) = self.slots.get(index)
+                && slot.generation == generation
+                && slot.state.in_kernel()
+                && let Some(result) = slot.skip_success
+            {
+                out.push((key, Completion::new(result, 0, [0; 2])));
+            }
+        }
+    }
+
+    /// Delivers one CQE: internal ones (cancels, the wake read, kicks) are handled here,
+    /// operations' ones go to their slot. Says what the caller must do next.
+    pub(crate) fn route(&mut self, user_data: u64, cqe: Completion) -> Action {
+        // Counted and stamped first, whoever it is for: the sequence orders every CQE.
+        self.stats.completions += 1;
+        let cqe = cqe.with_sequence(self.next_sequence);
+        self.next_sequence += 1;
+        match user_data {
+            CANCEL | MSG_WAKE => Action::Nothing,
+            WAKE => {
+                self.wake.armed = false;
+                self.arm_wake();
+                Action::Nothing
+            }
+            ud if ud & MSG_SENT == MSG_SENT => {
+                self.kick_done((ud & !MSG_SENT) as usize, cqe.result());
+                Action::Nothing
+            }
+            ud => self.complete_slot(ud, cqe),
+        }
+    }
+}
