@@ -72,11 +72,16 @@ impl Section<'_> {
         row.server.label(self.workload.proto())
     }
 
-    /// Every (server, peer) pair: each row against each peer that is not itself.
+    /// Every (server, peer) pair: each row against each peer that is not itself, and each of
+    /// ours against its own baseline build (`BASELINE_DIR`: `runtime` / `runtime-base`), the
+    /// before-and-after of a change.
     fn pairs(&self) -> Vec<(&Row<'_>, &Row<'_>)> {
         let mut out = Vec::new();
         for row in &self.rows {
-            for peer in self.rows.iter().filter(|p| !p.server.ours) {
+            let is_peer = |p: &Row<'_>| {
+                !p.server.ours || p.server.key.strip_suffix("-base") == Some(row.server.key)
+            };
+            for peer in self.rows.iter().filter(|p| is_peer(p)) {
                 if peer.server.key != row.server.key {
                     out.push((row, peer));
                 }
