@@ -20,9 +20,13 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// Sends `signum` to this process.
 fn send(signum: libc::c_int) {
-    // SAFETY: kill(2) with our own pid; every test installs the handler before it sends.
-    let ret = unsafe { libc::kill(libc::getpid(), signum) };
-    assert_eq!(ret, 0, "kill: {}", io::Error::last_os_error());
+    // raise(3) directs the signal at this thread, so its handler has run when raise returns; a
+    // process-directed kill(2) would be handled by whichever thread the kernel picks (in a test
+    // binary, the main thread), at some later moment, and deliveries meant to coalesce could
+    // then arrive after the receive they were meant to precede.
+    // SAFETY: raise takes no pointers; every test installs the handler before it sends.
+    let ret = unsafe { libc::raise(signum) };
+    assert_eq!(ret, 0, "raise: {}", io::Error::last_os_error());
 }
 
 /// Waits for `fut`, failing the test after `WAIT`.
