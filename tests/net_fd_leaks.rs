@@ -39,7 +39,15 @@ fn ten_thousand_connect_close_cycles_leak_nothing() {
             );
         });
     }
-    assert_eq!(open_fds(), before, "file descriptors leaked");
+    // At most as many as before: an fd that was closing when `before` was counted (seen once
+    // under load: a descriptor of the test harness) is gone by now, and a leak of 10,000 cycles
+    // would show as thousands.
+    let after = open_fds();
+    assert!(
+        after <= before,
+        "file descriptors leaked: {before} -> {after}: {}",
+        integration_tests::describe_fds()
+    );
 }
 
 /// Sockets dropped while operations are in flight on them (a pending read, accept, receive)
