@@ -77,7 +77,7 @@ use std::{
 use benches::{
     ServerProcess, env_or,
     epoll_client::{Client, Proto},
-    pin_to, process_cpu, raise_nofile, status_kib,
+    out_dir, pin_client, pin_to, process_cpu, raise_nofile, status_kib,
 };
 use workload::{Workload, names, workloads};
 
@@ -397,15 +397,6 @@ fn idle(pid: u32, addr: SocketAddr, conns: usize) -> Result<Sample, Box<dyn Erro
     })
 }
 
-/// Where the outputs go: `$CARGO_TARGET_DIR/bench`, or the workspace's `target/bench`.
-fn out_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
-    target.join("bench")
-}
-
 /// The command that reproduces this run: the knobs that were set, then the cargo command.
 fn command_line() -> String {
     let knobs = [
@@ -469,11 +460,7 @@ fn machine() -> String {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let nofile = raise_nofile() as usize;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinned = cpus >= 2;
-    if pinned {
-        pin_to(1).map_err(|e| format!("pinning the client to CPU 1: {e}"))?;
-    }
+    let (pinned, cpus) = pin_client()?;
     let cfg = Config {
         rounds: env_or("ROUNDS", 3) as usize,
         warmup: Duration::from_millis(env_or("WARMUP_MS", 300)),

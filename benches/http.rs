@@ -34,14 +34,13 @@ use std::{
     fmt::Write as _,
     net::SocketAddr,
     os::unix::process::CommandExt,
-    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
 
 use benches::{
-    ServerProcess, env_or, http_client as client, median, pin_to, process_cpu, raise_nofile,
-    status_kib,
+    ServerProcess, env_or, http_client as client, median, out_dir, pin_client, pin_to, process_cpu,
+    raise_nofile, status_kib,
 };
 
 /// One contender.
@@ -274,22 +273,9 @@ fn report(cfg: &Config, sections: &[(Workload, Vec<Vec<Sample>>)], servers: &[&S
     md
 }
 
-/// Where the outputs go: `$CARGO_TARGET_DIR/bench`, or the workspace's `target/bench`.
-fn out_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
-    target.join("bench")
-}
-
 fn main() -> Result<(), Box<dyn Error>> {
     let nofile = raise_nofile() as usize;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinned = cpus >= 2;
-    if pinned {
-        pin_to(1).map_err(|e| format!("pinning the client to CPU 1: {e}"))?;
-    }
+    let (pinned, cpus) = pin_client()?;
     let cfg = Config {
         rounds: env_or("ROUNDS", 3) as usize,
         warmup: Duration::from_millis(env_or("WARMUP_MS", 300)),

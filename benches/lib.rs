@@ -301,3 +301,29 @@ pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
     .await;
     outputs.into_iter().flatten().collect()
 }
+
+/// Where the benchmarks write their reports: `$CARGO_TARGET_DIR/bench`, or the workspace's
+/// `target/bench`.
+pub fn out_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        std::path::PathBuf::from,
+    );
+    target.join("bench")
+}
+
+/// Pins the calling thread (the load client) to CPU 1 when there are at least two CPUs, so
+/// servers pinned to CPU 0 have theirs to themselves. Returns whether it pinned, and the
+/// number of CPUs.
+///
+/// # Errors
+///
+/// When pinning fails on a machine with two CPUs or more.
+pub fn pin_client() -> Result<(bool, usize), String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return Ok((false, cpus));
+    }
+    pin_to(1).map_err(|e| format!("pinning the client to CPU 1: {e}"))?;
+    Ok((true, cpus))
+}
