@@ -12,6 +12,7 @@
 //!   stream accepts one connection per request.
 
 use std::{
+    cell::Cell,
     future::Future,
     io,
     os::fd::OwnedFd,
@@ -27,6 +28,7 @@ use runtime::{
 };
 
 use crate::{
+    addr::RawAddr,
     op::{Accept, AcceptMulti},
     socket::Socket,
 };
@@ -67,6 +69,26 @@ impl Backoff {
     pub(crate) fn until(&self) -> Option<Instant> {
         self.until
     }
+}
+
+/// One accept on `socket`: first waits out `backoff` if descriptors ran out before, then
+/// accepts, and updates `backoff` (reset by a success, grown by an `EMFILE`-class error).
+pub(crate) async fn accept_one(
+    socket: &Socket,
+    backoff: &Cell<Backoff>,
+) -> io::Result<(OwnedFd, RawAddr)> {
+    if let Some(until) = backoff.get().until() {
+        runtime::time::sleep_until(until).await;
+    }
+    let res = Op::new(Accept::new(socket.clone())).await;
+    let mut b = backoff.get();
+    match &res {
+        Ok(_) => b.succeeded(),
+        Err(e) if Backoff::is_exhaustion(e) => b.failed(),
+        Err(_) => {}
+    }
+    backoff.set(b);
+    res
 }
 
 /// Accepted connections as fds, over one multishot accept request (see the module docs).

@@ -12,9 +12,9 @@ use socket2::{Domain, Protocol, Type};
 
 use super::{Incoming, TcpStream};
 use crate::{
-    accept::Backoff,
+    accept::{Backoff, accept_one},
     addr::{self, ToSocketAddrs},
-    op::{Accept, CancelFd},
+    op::CancelFd,
     socket::Socket,
 };
 
@@ -161,31 +161,10 @@ impl TcpListener {
     /// `accept` first waits a little (10 ms, doubling up to 1 s, reset by a success), so a loop
     /// that retries on errors does not spin the CPU while the condition lasts.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        if let Some(until) = self.backoff.get().until() {
-            runtime::time::sleep_until(until).await;
-        }
-        match Op::new(Accept::new(self.socket.clone())).await {
-            Ok((fd, peer)) => {
-                self.update_backoff(Backoff::succeeded);
-                // An undecodable address drops (closes) the fd.
-                let peer = peer.socket_addr()?;
-                Ok((TcpStream::from_socket(Socket::from_fd(fd)), peer))
-            }
-            Err(e) => {
-                if Backoff::is_exhaustion(&e) {
-                    self.update_backoff(|b| {
-                        b.failed();
-                    });
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn update_backoff(&self, f: impl FnOnce(&mut Backoff)) {
-        let mut b = self.backoff.get();
-        f(&mut b);
-        self.backoff.set(b);
+        let (fd, peer) = accept_one(&self.socket, &self.backoff).await?;
+        // An undecodable address drops (closes) the fd.
+        let peer = peer.socket_addr()?;
+        Ok((TcpStream::from_socket(Socket::from_fd(fd)), peer))
     }
 
     /// A stream of accepted connections, backed by one multishot accept request (Linux 5.19)

@@ -18,9 +18,9 @@ use socket2::{Domain, Type};
 
 use super::{UnixStream, addr};
 use crate::{
-    accept::{AcceptStream, Backoff},
+    accept::{AcceptStream, Backoff, accept_one},
     addr::RawAddr,
-    op::{Accept, CancelFd},
+    op::CancelFd,
     socket::Socket,
 };
 
@@ -91,28 +91,9 @@ impl UnixListener {
     /// `accept` first waits a little, as [`TcpListener::accept`](crate::TcpListener::accept)
     /// does.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        if let Some(until) = self.backoff.get().until() {
-            runtime::time::sleep_until(until).await;
-        }
-        match Op::new(Accept::new(self.socket.clone())).await {
-            Ok((fd, peer)) => {
-                self.update_backoff(Backoff::succeeded);
-                let stream = UnixStream::from_socket(Socket::from_fd(fd));
-                Ok((stream, addr::to_std(&peer)?))
-            }
-            Err(e) => {
-                if Backoff::is_exhaustion(&e) {
-                    self.update_backoff(Backoff::failed);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn update_backoff(&self, f: impl FnOnce(&mut Backoff)) {
-        let mut b = self.backoff.get();
-        f(&mut b);
-        self.backoff.set(b);
+        let (fd, peer) = accept_one(&self.socket, &self.backoff).await?;
+        let stream = UnixStream::from_socket(Socket::from_fd(fd));
+        Ok((stream, addr::to_std(&peer)?))
     }
 
     /// A stream of accepted connections over one multishot accept request, re-armed whenever
