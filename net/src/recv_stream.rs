@@ -197,6 +197,14 @@ impl RecvStream<'_> {
         }
     }
 
+    /// A stream that receives with `IORING_RECVSEND_BUNDLE` where the kernel offers it and the
+    /// ring is not incremental (bundles over incremental rings are reported broken:
+    /// axboe/liburing#1320), a plain one otherwise.
+    pub(crate) fn bundled(socket: Socket, ring: &BufRing) -> Self {
+        let bundle = runtime::capabilities().recvsend_bundle() && !ring.is_incremental();
+        RecvStream::new(socket, ring, bundle)
+    }
+
     /// The next received bytes (an inherent shortcut for `StreamExt::next`).
     pub async fn next(&mut self) -> Option<io::Result<RxBuf>> {
         std::future::poll_fn(|cx| self.inner.poll_next(cx)).await

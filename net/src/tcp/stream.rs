@@ -317,8 +317,7 @@ impl TcpStream {
     /// where bundles are unavailable or the ring is incremental (`docs/kernel-notes.md` §4.7;
     /// bundles over incremental rings are reported broken: axboe/liburing#1320).
     pub fn recv_stream_bundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
-        let bundle = runtime::capabilities().recvsend_bundle() && !ring.is_incremental();
-        RecvStream::new(self.socket.clone(), ring, bundle)
+        RecvStream::bundled(self.socket.clone(), ring)
     }
 
     /// Received bytes in the runtime's zero-copy receive area (the NIC writes them there; see

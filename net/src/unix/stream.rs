@@ -273,8 +273,7 @@ impl UnixStream {
     /// kernel offers it; see
     /// [`TcpStream::recv_stream_bundled`](crate::TcpStream::recv_stream_bundled).
     pub fn recv_stream_bundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
-        let bundle = runtime::capabilities().recvsend_bundle() && !ring.is_incremental();
-        RecvStream::new(self.socket.clone(), ring, bundle)
+        RecvStream::bundled(self.socket.clone(), ring)
     }
 
     /// Shuts down the read half, the write half (after the bytes written behind; the peer
