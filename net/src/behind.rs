@@ -195,7 +195,7 @@ pub(crate) fn shutdown_write(socket: &Socket) -> io::Result<()> {
 }
 
 fn shut_write(socket: &Socket) -> io::Result<()> {
-    match socket.sock_ref().shutdown(Shutdown::Write) {
+    match socket.shutdown(Shutdown::Write) {
         // The peer reset the connection first: not the caller's fault (tokio-rs/tokio#4665).
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
         res => res,

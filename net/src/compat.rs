@@ -194,9 +194,10 @@ impl Inner {
         // go out after those.
         ready!(behind::poll_flush(&self.socket, cx))?;
         let chunk = &bytes[..bytes.len().min(WRITE_COPY_MAX)];
-        loop {
+        // A direct descriptor has no fd to send(2) on: its bytes always go behind.
+        while !self.socket.is_direct() {
             let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-            match self.socket.sock_ref().send_with_flags(chunk, flags) {
+            match self.socket.sock_ref()?.send_with_flags(chunk, flags) {
                 // Straight from the caller's buffer.
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

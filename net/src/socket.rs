@@ -6,6 +6,10 @@
 //!   lives in the operation's value, which the driver parks if the future is dropped). The fd
 //!   is closed when the last clone goes, so it is never closed, or its number reused, while
 //!   the kernel may still act on it.
+//! - The socket is named by an fd of the process or by a slot of its ring's file table (a
+//!   direct descriptor, `runtime::direct`); every request builds its SQE from
+//!   [`Socket::uring_fd`] through [`on_target!`], which sets `IOSQE_FIXED_FILE` for the latter.
+//!   A direct descriptor's slot is closed through the ring when the last clone goes.
 //! - `rescued` holds data that the kernel delivered to receives whose futures were dropped
 //!   before their CQE: nothing the kernel delivered is lost. Entries are ordered by the
 //!   sequence number of the CQE that delivered them. A stream receive serves rescued bytes
@@ -13,17 +17,20 @@
 //!   bytes in front of its own, so the byte stream stays in kernel order.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::{Cell, OnceCell, RefCell},
     collections::VecDeque,
     io,
     net::SocketAddr,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
+        unix::fs::OpenOptionsExt,
+    },
     rc::Rc,
     task::Waker,
 };
 
 use io_uring::types;
-use runtime::buf::IoBufMut;
+use runtime::{buf::IoBufMut, direct::DirectFd};
 use socket2::{Domain, Protocol, SockRef, Type};
 
 use crate::{addr::RawAddr, bufs, zc::ZcState};
@@ -55,8 +62,39 @@ impl Rescued {
     }
 }
 
+/// What names the socket: an fd of the process, or a slot of its ring's file table.
+enum Fd {
+    Real(OwnedFd),
+    /// A direct descriptor (`runtime::direct`), with the real fd installed for calls that need
+    /// one (socket options, `as_raw_fd`), once one was asked for.
+    Direct {
+        slot: DirectFd,
+        installed: OnceCell<OwnedFd>,
+    },
+}
+
+/// The io_uring target of a request on a socket: an fd, or a fixed-file index (which makes the
+/// opcode builder set `IOSQE_FIXED_FILE`). Build SQEs with [`on_target!`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    Fd(types::Fd),
+    Fixed(types::Fixed),
+}
+
+/// Builds an SQE for a socket's [`Target`]: `$build` is written once, with `$fd` bound to a
+/// `types::Fd` or a `types::Fixed` (the io-uring opcode builders take either).
+macro_rules! on_target {
+    ($target:expr, $fd:ident => $build:expr) => {
+        match $target {
+            $crate::socket::Target::Fd($fd) => $build,
+            $crate::socket::Target::Fixed($fd) => $build,
+        }
+    };
+}
+pub(crate) use on_target;
+
 struct Inner {
-    fd: OwnedFd,
+    fd: Fd,
     /// Boxed on first use: rescues are rare, and every byte here is paid by every connection.
     #[expect(
         clippy::box_collection,
@@ -73,13 +111,18 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket")
-            .field("fd", &self.fd.as_raw_fd())
-            .field(
-                "rescued",
-                &self.rescued.borrow().as_ref().map_or(0, |q| q.len()),
-            )
-            .finish()
+        let mut f = f.debug_struct("Socket");
+        match &self.fd {
+            Fd::Real(fd) => f.field("fd", &fd.as_raw_fd()),
+            Fd::Direct { slot, installed } => f
+                .field("direct", &slot.index())
+                .field("installed", &installed.get().map(AsRawFd::as_raw_fd)),
+        }
+        .field(
+            "rescued",
+            &self.rescued.borrow().as_ref().map_or(0, |q| q.len()),
+        )
+        .finish()
     }
 }
 
@@ -95,6 +138,18 @@ impl Socket {
     }
 
     pub(crate) fn from_fd(fd: OwnedFd) -> Socket {
+        Socket::from_inner(Fd::Real(fd))
+    }
+
+    /// A socket that lives in the current ring's file table only (`runtime::direct`).
+    pub(crate) fn from_direct(slot: DirectFd) -> Socket {
+        Socket::from_inner(Fd::Direct {
+            slot,
+            installed: OnceCell::new(),
+        })
+    }
+
+    fn from_inner(fd: Fd) -> Socket {
         Socket(Rc::new(Inner {
             fd,
             rescued: RefCell::new(None),
@@ -104,35 +159,104 @@ impl Socket {
         }))
     }
 
-    /// The fd as io_uring's SQE field.
-    pub(crate) fn uring_fd(&self) -> types::Fd {
-        types::Fd(self.0.fd.as_raw_fd())
+    /// The socket as io_uring's SQE target: its fd, or its fixed-file index when it is a direct
+    /// descriptor. A direct descriptor used off its ring (the runtime that accepted it is gone
+    /// or not the one running) gets fd -1, so the request fails with `EBADF` instead of
+    /// reaching whatever that ring's slot holds.
+    pub(crate) fn uring_fd(&self) -> Target {
+        match &self.0.fd {
+            Fd::Real(fd) => Target::Fd(types::Fd(fd.as_raw_fd())),
+            Fd::Direct { slot, .. } => match slot.target() {
+                Some(fixed) => Target::Fixed(fixed),
+                None => Target::Fd(types::Fd(-1)),
+            },
+        }
     }
 
-    /// Socket options and queries, through socket2.
-    pub(crate) fn sock_ref(&self) -> SockRef<'_> {
-        SockRef::from(&self.0.fd)
+    /// Whether both name the same socket (clones of one `Socket`).
+    pub(crate) fn same(&self, other: &Socket) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Whether the socket is a direct descriptor (lives in its ring's file table).
+    pub(crate) fn is_direct(&self) -> bool {
+        matches!(self.0.fd, Fd::Direct { .. })
+    }
+
+    /// A real fd for the socket: its own, or for a direct descriptor one installed now (once;
+    /// later calls reuse it), see `runtime::direct::DirectFd::install`.
+    pub(crate) fn real_fd(&self) -> io::Result<&OwnedFd> {
+        match &self.0.fd {
+            Fd::Real(fd) => Ok(fd),
+            Fd::Direct { slot, installed } => {
+                if installed.get().is_none() {
+                    let fd = slot.install()?;
+                    let _ = installed.set(fd);
+                }
+                Ok(installed.get().expect("installed just above"))
+            }
+        }
+    }
+
+    /// Socket options and queries, through socket2. A direct descriptor without an installed
+    /// fd gets a temporary one for the call (`IORING_OP_FIXED_FD_INSTALL`), closed when the
+    /// returned value is dropped, so options cost it no descriptor beyond the call.
+    pub(crate) fn sock_ref(&self) -> io::Result<SockGuard<'_>> {
+        match &self.0.fd {
+            Fd::Real(fd) => Ok(SockGuard::Borrowed(SockRef::from(fd))),
+            Fd::Direct { installed, .. } if installed.get().is_some() => Ok(SockGuard::Borrowed(
+                SockRef::from(installed.get().expect("checked in the guard")),
+            )),
+            Fd::Direct { slot, .. } => {
+                Ok(SockGuard::Temporary(socket2::Socket::from(slot.install()?)))
+            }
+        }
+    }
+
+    /// Shuts down one or both directions: `shutdown(2)` on an fd, `IORING_OP_SHUTDOWN` with
+    /// the fixed index on a direct descriptor (completed before this returns).
+    pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match &self.0.fd {
+            Fd::Real(fd) => SockRef::from(fd).shutdown(how),
+            Fd::Direct { .. } => crate::op::Shutdown::run_now(self.clone(), how),
+        }
     }
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.sock_ref()
+        self.sock_ref()?
             .local_addr()?
             .as_socket()
             .ok_or_else(not_inet)
     }
 
     pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.sock_ref()
+        self.sock_ref()?
             .peer_addr()?
             .as_socket()
             .ok_or_else(not_inet)
     }
 
-    /// Takes the fd out, or duplicates it when operations still hold the socket.
+    /// Takes the fd out, or duplicates it when operations still hold the socket. A direct
+    /// descriptor gets a real fd installed (and its slot closed once nothing holds it).
     pub(crate) fn into_fd(self) -> io::Result<OwnedFd> {
         match Rc::try_unwrap(self.0) {
-            Ok(inner) => Ok(inner.fd),
-            Err(shared) => shared.fd.try_clone(),
+            Ok(Inner {
+                fd: Fd::Real(fd), ..
+            }) => Ok(fd),
+            Ok(Inner {
+                fd: Fd::Direct { slot, installed },
+                ..
+            }) => match installed.into_inner() {
+                Some(fd) => Ok(fd),
+                None => slot.install(),
+            },
+            Err(shared) => match &shared.fd {
+                Fd::Real(fd) => fd.try_clone(),
+                Fd::Direct { slot, installed } => match installed.get() {
+                    Some(fd) => fd.try_clone(),
+                    None => slot.install(),
+                },
+            },
         }
     }
 
@@ -140,17 +264,31 @@ impl Socket {
     /// socket. If even that fails (the descriptor table is full), the socket's own fd is
     /// released to the caller without closing it: the runtime never closes it, and the
     /// little state that held it is leaked.
+    ///
+    /// A direct descriptor gets a real fd installed; when that fails (the process is out of
+    /// descriptors) the result is -1, on which every call fails with `EBADF`.
     pub(crate) fn into_raw_fd(self) -> RawFd {
+        if self.is_direct() {
+            return self.into_fd().map_or(-1, IntoRawFd::into_raw_fd);
+        }
         match Rc::try_unwrap(self.0) {
-            Ok(inner) => inner.fd.into_raw_fd(),
-            Err(shared) => match shared.fd.try_clone() {
-                Ok(fd) => fd.into_raw_fd(),
-                Err(_) => {
-                    let raw = shared.fd.as_raw_fd();
-                    std::mem::forget(shared);
-                    raw
+            Ok(Inner {
+                fd: Fd::Real(fd), ..
+            }) => fd.into_raw_fd(),
+            Ok(_) => unreachable!("direct descriptors returned above"),
+            Err(shared) => {
+                let Fd::Real(own) = &shared.fd else {
+                    unreachable!("direct descriptors returned above")
+                };
+                match own.try_clone() {
+                    Ok(fd) => fd.into_raw_fd(),
+                    Err(_) => {
+                        let raw = own.as_raw_fd();
+                        std::mem::forget(shared);
+                        raw
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -270,15 +408,64 @@ impl Socket {
     }
 }
 
+/// For a direct descriptor, a real fd is installed on first use (see `Socket::real_fd`); if that
+/// fails (the process is out of descriptors) the result is -1, on which every call fails with
+/// `EBADF`.
 impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> RawFd {
-        self.0.fd.as_raw_fd()
+        self.real_fd().map_or(-1, |fd| fd.as_raw_fd())
     }
 }
 
+/// For a direct descriptor, a real fd is installed on first use (see `Socket::real_fd`); if that
+/// fails, the result is a placeholder (`O_PATH` on `/dev/null`, opened when the socket was
+/// accepted) on which every socket call fails with `ENOTSOCK`.
 impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.fd.as_fd()
+        match self.real_fd() {
+            Ok(fd) => fd.as_fd(),
+            Err(_) => placeholder().expect("opened before any direct descriptor exists"),
+        }
+    }
+}
+
+/// The fd `AsFd` lends for a direct descriptor that got no real fd: opened once per process,
+/// before the first direct socket is made (`direct_placeholder_ready`), while fds are left.
+static PLACEHOLDER: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+
+fn placeholder() -> Option<BorrowedFd<'static>> {
+    PLACEHOLDER.get().map(AsFd::as_fd)
+}
+
+/// Opens the placeholder of `AsFd` (see [`placeholder`]) if that was not done yet; direct
+/// descriptors are made only once this succeeded.
+pub(crate) fn direct_placeholder_ready() -> io::Result<()> {
+    if PLACEHOLDER.get().is_some() {
+        return Ok(());
+    }
+    let fd = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open("/dev/null")?;
+    let _ = PLACEHOLDER.set(OwnedFd::from(fd));
+    Ok(())
+}
+
+/// A socket2 view of a socket for options and queries (see [`Socket::sock_ref`]).
+pub(crate) enum SockGuard<'a> {
+    Borrowed(SockRef<'a>),
+    /// A real fd installed for a direct descriptor, closed on drop.
+    Temporary(socket2::Socket),
+}
+
+impl std::ops::Deref for SockGuard<'_> {
+    type Target = socket2::Socket;
+
+    fn deref(&self) -> &socket2::Socket {
+        match self {
+            SockGuard::Borrowed(s) => s,
+            SockGuard::Temporary(s) => s,
+        }
     }
 }
 

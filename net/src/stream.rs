@@ -225,7 +225,7 @@ pub(crate) async fn writev<B: IoBuf>(socket: &Socket, bufs: Vec<B>) -> (io::Resu
 /// connection the kernel already tore down gives `Ok(())` (see `TcpStream::shutdown`).
 pub(crate) fn shutdown(socket: &Socket, how: Shutdown) -> io::Result<()> {
     if matches!(how, Shutdown::Read | Shutdown::Both) {
-        match socket.sock_ref().shutdown(Shutdown::Read) {
+        match socket.shutdown(Shutdown::Read) {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => return Err(e),
             _ => {}
         }

@@ -30,6 +30,7 @@ pub struct Builder {
     zcrx: Option<ZcrxConfig>,
     worker_threads: Option<usize>,
     pin_cores: bool,
+    direct_descriptors: u32,
 }
 
 impl Default for Builder {
@@ -51,6 +52,7 @@ impl Builder {
             zcrx: None,
             worker_threads: None,
             pin_cores: true,
+            direct_descriptors: 0,
         }
     }
 
@@ -116,6 +118,22 @@ impl Builder {
     /// when the runtime is dropped.
     pub fn pin_cores(&mut self, pin: bool) -> &mut Self {
         self.pin_cores = pin;
+        self
+    }
+
+    /// Registers a table of `slots` direct descriptors (registered files) on each worker's
+    /// ring when it is built (default 0: a table is registered on first use, with
+    /// `min(4096, soft RLIMIT_NOFILE)` slots; `IORING_REGISTER_FILES2` sparse, Linux 5.19).
+    /// Sockets accepted into it (see `net::TcpListener::set_direct_descriptors`) live only in
+    /// the ring and do not count against `RLIMIT_NOFILE`.
+    ///
+    /// The kernel refuses a table larger than the soft `RLIMIT_NOFILE` at the time it is
+    /// registered (`io_sqe_files_register` in `io_uring/rsrc.c`), and cannot resize one later:
+    /// to hold more connections than the limit you run with, register the table while the limit
+    /// is higher (it may be lowered afterwards). At most 1,048,576. A refusal is recorded in
+    /// [`Capabilities::notes`], and sockets then use ordinary descriptors.
+    pub fn direct_descriptors(&mut self, slots: u32) -> &mut Self {
+        self.direct_descriptors = slots;
         self
     }
 
@@ -227,6 +245,7 @@ impl Builder {
             mode: self.mode,
             register_ring_fd: self.register_ring_fd,
             cqe32: false,
+            direct_descriptors: self.direct_descriptors,
         })
     }
 }

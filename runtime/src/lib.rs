@@ -66,6 +66,7 @@ pub mod channel;
 pub mod compat;
 pub mod coop;
 mod current;
+pub mod direct;
 mod driver;
 mod executor;
 mod mmap;

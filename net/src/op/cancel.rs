@@ -5,7 +5,7 @@ use std::io;
 use io_uring::{opcode, squeue, types::CancelBuilder};
 use runtime::op::{Completion, OpCode};
 
-use crate::socket::Socket;
+use crate::socket::{Socket, on_target};
 
 /// `IORING_OP_ASYNC_CANCEL` with `IORING_ASYNC_CANCEL_FD | ALL` (Linux 5.19). Each cancelled
 /// request completes with `ECANCELED`; the result is how many were found.
@@ -26,7 +26,7 @@ unsafe impl OpCode for CancelFd {
     type Output = io::Result<usize>;
 
     fn build(&mut self) -> squeue::Entry {
-        opcode::AsyncCancel2::new(CancelBuilder::fd(self.socket.uring_fd()).all()).build()
+        on_target!(self.socket.uring_fd(), fd => opcode::AsyncCancel2::new(CancelBuilder::fd(fd).all()).build())
     }
 
     fn complete(self, cqe: Completion) -> io::Result<usize> {

@@ -5,7 +5,10 @@ use std::{io, net::SocketAddr};
 use io_uring::{opcode, squeue};
 use runtime::op::{Completion, OpCode};
 
-use crate::{addr::RawAddr, socket::Socket};
+use crate::{
+    addr::RawAddr,
+    socket::{Socket, on_target},
+};
 
 /// `IORING_OP_CONNECT` to one address.
 #[derive(Debug)]
@@ -38,7 +41,7 @@ unsafe impl OpCode for Connect {
     type Output = (io::Result<()>, Socket);
 
     fn build(&mut self) -> squeue::Entry {
-        opcode::Connect::new(self.socket.uring_fd(), self.addr.as_ptr(), self.addr.len).build()
+        on_target!(self.socket.uring_fd(), fd => opcode::Connect::new(fd, self.addr.as_ptr(), self.addr.len).build())
     }
 
     fn complete(self, cqe: Completion) -> Self::Output {

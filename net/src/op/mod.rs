@@ -15,6 +15,7 @@ mod cancel;
 mod connect;
 mod msg;
 mod recv_multi;
+mod shutdown;
 mod stream;
 mod zc;
 
@@ -23,6 +24,7 @@ pub(crate) use cancel::CancelFd;
 pub(crate) use connect::Connect;
 pub(crate) use msg::{RecvMsg, RecvMsgOutput, RecvMsgVectored, SendMsg, SendMsgVectored};
 pub(crate) use recv_multi::{RecvEvent, RecvMsgMulti, RecvMulti, RecvZc};
+pub(crate) use shutdown::Shutdown;
 pub(crate) use stream::{Readv, Recv, Send, SendMode, Writev, send_some};
 pub(crate) use zc::{SendZc, ZcEvent};
 

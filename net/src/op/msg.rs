@@ -12,7 +12,11 @@ use super::{
     MAX_IO,
     stream::{MsgHdr, superseded},
 };
-use crate::{addr::RawAddr, bufs, socket::Rescued, socket::Socket};
+use crate::{
+    addr::RawAddr,
+    bufs,
+    socket::{Rescued, Socket, on_target},
+};
 
 /// The kernel structures of one message, boxed so their addresses survive moves.
 #[derive(Debug)]
@@ -188,9 +192,9 @@ unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
         if self.fast {
             flags |= libc::MSG_DONTWAIT;
         }
-        let sqe = opcode::SendMsg::new(self.socket.uring_fd(), hdr)
+        let sqe = on_target!(self.socket.uring_fd(), fd => opcode::SendMsg::new(fd, hdr)
             .flags(flags as u32)
-            .build();
+            .build());
         if self.fast {
             sqe.flags(squeue::Flags::SKIP_SUCCESS)
         } else {
@@ -351,9 +355,9 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
 
     fn build(&mut self) -> squeue::Entry {
         let hdr = self.prepare();
-        opcode::RecvMsg::new(self.socket.uring_fd(), hdr)
+        on_target!(self.socket.uring_fd(), fd => opcode::RecvMsg::new(fd, hdr)
             .flags(self.flags() as u32)
-            .build()
+            .build())
     }
 
     fn complete(mut self, cqe: Completion) -> Self::Output {
@@ -449,9 +453,9 @@ unsafe impl<B: IoBuf> OpCode for SendMsgVectored<B> {
         if self.fast {
             flags |= libc::MSG_DONTWAIT;
         }
-        let sqe = opcode::SendMsg::new(self.socket.uring_fd(), &state.hdr.0)
+        let sqe = on_target!(self.socket.uring_fd(), fd => opcode::SendMsg::new(fd, &state.hdr.0)
             .flags(flags as u32)
-            .build();
+            .build());
         if self.fast {
             sqe.flags(squeue::Flags::SKIP_SUCCESS)
         } else {
@@ -506,9 +510,9 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsgVectored<B> {
             iov_len: b.bytes_total(),
         }));
         state.point_at_addr();
-        opcode::RecvMsg::new(self.socket.uring_fd(), &mut state.hdr.0)
+        on_target!(self.socket.uring_fd(), fd => opcode::RecvMsg::new(fd, &mut state.hdr.0)
             .flags(libc::MSG_TRUNC as u32)
-            .build()
+            .build())
     }
 
     fn complete(mut self, cqe: Completion) -> Self::Output {

@@ -13,7 +13,7 @@ use super::stream::MsgHdr;
 use crate::{
     Datagram,
     addr::RawAddr,
-    socket::{Rescued, Socket},
+    socket::{Rescued, Socket, on_target},
 };
 
 /// One completion of a multishot stream receive.
@@ -76,13 +76,12 @@ unsafe impl MultishotOp for RecvMulti {
     type Item = io::Result<RecvEvent>;
 
     fn build(&mut self) -> squeue::Entry {
-        let fd = self.socket.uring_fd();
         let group = self.ring.group_id();
-        if self.bundle {
+        on_target!(self.socket.uring_fd(), fd => if self.bundle {
             opcode::RecvMultiBundle::new(fd, group).build()
         } else {
             opcode::RecvMulti::new(fd, group).build()
-        }
+        })
     }
 
     fn next(&mut self, cqe: Completion) -> Option<Self::Item> {
@@ -204,13 +203,13 @@ unsafe impl MultishotOp for RecvMsgMulti {
     type Item = io::Result<Datagram>;
 
     fn build(&mut self) -> squeue::Entry {
-        opcode::RecvMsgMulti::new(
-            self.socket.uring_fd(),
+        on_target!(self.socket.uring_fd(), fd => opcode::RecvMsgMulti::new(
+            fd,
             &self.hdr.0 as *const libc::msghdr,
             self.ring.group_id(),
         )
         .flags(libc::MSG_TRUNC as u32)
-        .build()
+        .build())
     }
 
     fn next(&mut self, cqe: Completion) -> Option<Self::Item> {
@@ -260,9 +259,9 @@ unsafe impl MultishotOp for RecvZc {
     type Item = io::Result<RecvEvent>;
 
     fn build(&mut self) -> squeue::Entry {
-        opcode::RecvZc::new(self.socket.uring_fd(), 0)
+        on_target!(self.socket.uring_fd(), fd => opcode::RecvZc::new(fd, 0)
             .ifq(self.zcrx.id())
-            .build()
+            .build())
     }
 
     fn next(&mut self, cqe: Completion) -> Option<Self::Item> {

@@ -12,7 +12,10 @@ use runtime::{
 };
 
 use super::MAX_IO;
-use crate::{bufs, socket::Rescued, socket::Socket};
+use crate::{
+    bufs,
+    socket::{Rescued, Socket, Target, on_target},
+};
 
 /// A stream receive into `bufs` completed: marks the bytes it wrote as initialized and puts
 /// older rescued bytes in front (`Socket::merge_older`). Returns how many bytes `bufs` now hold.
@@ -77,9 +80,9 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
     fn build(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_total().min(MAX_IO) as u32;
         let flags = if self.peek { libc::MSG_PEEK } else { 0 };
-        opcode::Recv::new(self.socket.uring_fd(), self.buf.stable_mut_ptr(), len)
+        on_target!(self.socket.uring_fd(), fd => opcode::Recv::new(fd, self.buf.stable_mut_ptr(), len)
             .flags(flags)
-            .build()
+            .build())
     }
 
     fn complete(mut self, cqe: Completion) -> Self::Output {
@@ -156,13 +159,9 @@ impl SendMode {
     /// The `IORING_OP_SEND` SQE of `len` bytes at `ptr` on `fd` in this mode: the fast modes
     /// carry `IOSQE_CQE_SKIP_SUCCESS` together with their `MSG_DONTWAIT`, as the skip-success
     /// contract requires. The caller keeps `ptr..ptr + len` and `fd` valid until the final CQE.
-    pub(crate) fn send_sqe(
-        self,
-        fd: io_uring::types::Fd,
-        ptr: *const u8,
-        len: u32,
-    ) -> squeue::Entry {
-        let sqe = opcode::Send::new(fd, ptr, len).flags(self.flags()).build();
+    pub(crate) fn send_sqe(self, target: Target, ptr: *const u8, len: u32) -> squeue::Entry {
+        let sqe =
+            on_target!(target, fd => opcode::Send::new(fd, ptr, len).flags(self.flags()).build());
         if self.is_fast() {
             sqe.flags(squeue::Flags::SKIP_SUCCESS)
         } else {
@@ -284,13 +283,13 @@ unsafe impl<B: IoBufMut> OpCode for Readv<B> {
                 iov_len: b.bytes_total(),
             })
             .collect();
-        opcode::Readv::new(
-            self.socket.uring_fd(),
+        on_target!(self.socket.uring_fd(), fd => opcode::Readv::new(
+            fd,
             self.iovecs.as_ptr(),
             self.iovecs.len() as u32,
         )
         .offset(u64::MAX)
-        .build()
+        .build())
     }
 
     fn complete(mut self, cqe: Completion) -> Self::Output {
@@ -361,9 +360,9 @@ unsafe impl<B: IoBuf> OpCode for Writev<B> {
             .collect();
         self.hdr.0.msg_iov = self.iovecs.as_mut_ptr();
         self.hdr.0.msg_iovlen = self.iovecs.len();
-        opcode::SendMsg::new(self.socket.uring_fd(), &self.hdr.0)
+        on_target!(self.socket.uring_fd(), fd => opcode::SendMsg::new(fd, &self.hdr.0)
             .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
+            .build())
     }
 
     fn complete(self, cqe: Completion) -> Self::Output {

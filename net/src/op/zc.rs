@@ -17,7 +17,10 @@ use runtime::{
 };
 
 use super::{MAX_IO, msg::MsgState};
-use crate::{addr::RawAddr, socket::Socket};
+use crate::{
+    addr::RawAddr,
+    socket::{Socket, on_target},
+};
 
 /// `IORING_SEND_ZC_REPORT_USAGE`: the notification says whether the data was copied.
 const REPORT_USAGE: u16 = 1 << 3;
@@ -112,18 +115,20 @@ unsafe impl<B: IoBuf> MultishotOp for SendZc<B> {
         let index = fixed_index(&self.buf);
         let usage = if self.report_usage { REPORT_USAGE } else { 0 };
         match &mut self.msg {
-            None => opcode::SendZc::new(self.socket.uring_fd(), self.buf.stable_ptr(), len as u32)
+            None => {
+                on_target!(self.socket.uring_fd(), fd => opcode::SendZc::new(fd, self.buf.stable_ptr(), len as u32)
                 .flags(self.flags)
                 .zc_flags(usage)
                 .buf_index(index)
-                .build(),
+                .build())
+            }
             Some(msg) => {
                 let hdr = msg.prepare_send(self.buf.stable_ptr(), len, true, None);
-                opcode::SendMsgZc::new(self.socket.uring_fd(), hdr)
+                on_target!(self.socket.uring_fd(), fd => opcode::SendMsgZc::new(fd, hdr)
                     .flags(self.flags as u32)
                     .ioprio(usage)
                     .buf_index(index)
-                    .build()
+                    .build())
             }
         }
     }

@@ -7,6 +7,7 @@ use std::{
 };
 
 use futures_core::Stream;
+use runtime::direct::DirectTable;
 
 use super::TcpStream;
 use crate::{accept::AcceptStream, socket::Socket};
@@ -21,6 +22,10 @@ use crate::{accept::AcceptStream, socket::Socket};
 /// doubling up to 1 s) so the stream does not spin the CPU. The stream ends (`None`) after the
 /// listener was closed (`ECANCELED`) or stopped listening; on kernels without multishot accept
 /// it falls back to one accept request per connection.
+///
+/// With [`TcpListener::set_direct_descriptors`](super::TcpListener::set_direct_descriptors)
+/// the connections are direct descriptors; a full table yields an error (`QuotaExceeded`, the
+/// kernel's `ENFILE`) that says how to raise it, and re-arming backs off as after `EMFILE`.
 #[must_use = "streams do nothing unless polled"]
 #[derive(Debug)]
 pub struct Incoming {
@@ -28,9 +33,9 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    pub(super) fn new(socket: Socket) -> Incoming {
+    pub(super) fn new(socket: Socket, direct: Option<DirectTable>) -> Incoming {
         Incoming {
-            inner: AcceptStream::new(socket),
+            inner: AcceptStream::new(socket, direct),
         }
     }
 
@@ -45,6 +50,6 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = ready!(Pin::new(&mut self.get_mut().inner).poll_next(cx));
-        Poll::Ready(item.map(|res| res.map(|fd| TcpStream::from_socket(Socket::from_fd(fd)))))
+        Poll::Ready(item.map(|res| res.map(TcpStream::from_socket)))
     }
 }

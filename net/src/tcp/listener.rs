@@ -26,6 +26,7 @@ pub struct ListenerOptions {
     nodelay: bool,
     send_buffer_size: Option<usize>,
     recv_buffer_size: Option<usize>,
+    direct_descriptors: bool,
 }
 
 impl Default for ListenerOptions {
@@ -44,6 +45,7 @@ impl ListenerOptions {
             nodelay: false,
             send_buffer_size: None,
             recv_buffer_size: None,
+            direct_descriptors: false,
         }
     }
 
@@ -73,6 +75,13 @@ impl ListenerOptions {
         self
     }
 
+    /// Accepts connections as direct descriptors (default off): see
+    /// [`TcpListener::set_direct_descriptors`].
+    pub fn direct_descriptors(&mut self, on: bool) -> &mut Self {
+        self.direct_descriptors = on;
+        self
+    }
+
     /// Sets `SO_RCVBUF` on the listener before `listen`, so accepted connections inherit it
     /// and advertise the matching window from their first segment (`man 7 tcp`).
     pub fn recv_buffer_size(&mut self, bytes: usize) -> &mut Self {
@@ -96,6 +105,8 @@ pub struct TcpListener {
     socket: Socket,
     /// After descriptor exhaustion, accepts wait until this instant (see `accept`).
     backoff: Cell<Backoff>,
+    /// Accept into the ring's file table (`set_direct_descriptors`).
+    direct: Cell<bool>,
 }
 
 impl TcpListener {
@@ -129,7 +140,7 @@ impl TcpListener {
 
     fn bind_one(addr: &SocketAddr, options: &ListenerOptions) -> io::Result<TcpListener> {
         let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, Protocol::TCP)?;
-        let s = socket.sock_ref();
+        let s = socket.sock_ref()?;
         s.set_reuse_address(true)?;
         if options.reuse_port {
             s.set_reuse_port(true)?;
@@ -145,14 +156,51 @@ impl TcpListener {
         }
         s.bind(&(*addr).into())?;
         s.listen(options.backlog)?;
-        Ok(TcpListener::from_socket(socket))
+        drop(s);
+        let listener = TcpListener::from_socket(socket);
+        listener.set_direct_descriptors(options.direct_descriptors);
+        Ok(listener)
     }
 
     pub(super) fn from_socket(socket: Socket) -> TcpListener {
         TcpListener {
             socket,
             backoff: Cell::new(Backoff::default()),
+            direct: Cell::new(false),
         }
+    }
+
+    /// Accepts connections as direct descriptors (default off): sockets that live only in the
+    /// accepting worker's io_uring file table (`IORING_FILE_INDEX_ALLOC`, Linux 5.19), not in
+    /// the process's descriptor table, so a server holds connections past `RLIMIT_NOFILE`.
+    /// Every request on them carries `IOSQE_FIXED_FILE`, and they are closed through the ring.
+    /// Applies to later [`accept`](TcpListener::accept) calls and [`incoming`](TcpListener::incoming)
+    /// streams.
+    ///
+    /// The table has a fixed size per worker ring
+    /// ([`runtime::Builder::direct_descriptors`]); when it is full, accepting fails with an
+    /// error that says so (and `incoming` backs off as after `EMFILE`). Where no table can be
+    /// registered (kernels before 5.19, or the kernel refused its size) connections get
+    /// ordinary fds and [`runtime::Capabilities::notes`] says why.
+    ///
+    /// A direct [`TcpStream`] works like any other. What needs a real fd gets one installed
+    /// on demand (`IORING_OP_FIXED_FD_INSTALL`, Linux 6.8): socket options and addresses (a
+    /// temporary fd, closed after the call), `as_raw_fd`/`as_fd` (kept until the stream
+    /// closes) and `into_std`. Options set on the listener (`ListenerOptions::nodelay`, buffer
+    /// sizes) are inherited without any. Like every `TcpStream` it stays on its worker's thread
+    /// (`!Send`); `into_std` gives a real fd that may move.
+    pub fn set_direct_descriptors(&self, on: bool) {
+        self.direct.set(on);
+    }
+
+    /// The table to accept into: `None` unless direct descriptors were asked for and the
+    /// current ring has (or now registers) a table.
+    fn direct_table(&self) -> Option<runtime::direct::DirectTable> {
+        if !self.direct.get() {
+            return None;
+        }
+        crate::socket::direct_placeholder_ready().ok()?;
+        runtime::direct::enable().ok()
     }
 
     /// Accepts one connection.
@@ -161,10 +209,10 @@ impl TcpListener {
     /// `accept` first waits a little (10 ms, doubling up to 1 s, reset by a success), so a loop
     /// that retries on errors does not spin the CPU while the condition lasts.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (fd, peer) = accept_one(&self.socket, &self.backoff).await?;
-        // An undecodable address drops (closes) the fd.
+        let (socket, peer) = accept_one(&self.socket, &self.backoff, self.direct_table()).await?;
+        // An undecodable address drops (closes) the socket.
         let peer = peer.socket_addr()?;
-        Ok((TcpStream::from_socket(Socket::from_fd(fd)), peer))
+        Ok((TcpStream::from_socket(socket), peer))
     }
 
     /// A stream of accepted connections, backed by one multishot accept request (Linux 5.19)
@@ -173,7 +221,7 @@ impl TcpListener {
     /// The stream holds its own reference to the socket, so it may outlive `&self` (e.g. move
     /// into a task).
     pub fn incoming(&self) -> Incoming {
-        Incoming::new(self.socket.clone())
+        Incoming::new(self.socket.clone(), self.direct_table())
     }
 
     /// The address the listener is bound to.

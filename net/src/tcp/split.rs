@@ -10,7 +10,6 @@ use std::{
     fmt, io,
     marker::PhantomData,
     net::{Shutdown, SocketAddr},
-    os::fd::AsRawFd,
 };
 
 use runtime::buf::{BufRing, IoBuf, IoBufMut};
@@ -235,7 +234,7 @@ impl OwnedReadHalf {
     ///
     /// Fails, handing both halves back, if they come from different streams.
     pub fn reunite(self, write: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
-        if self.stream.as_raw_fd() == write.stream.as_raw_fd() {
+        if self.stream.socket.same(&write.stream.socket) {
             let mut write = write;
             write.shutdown_on_drop = false;
             Ok(self.stream)

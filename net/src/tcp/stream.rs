@@ -370,34 +370,34 @@ impl TcpStream {
     /// Sets `SO_SNDBUF` (Linux doubles the value for its bookkeeping; the kernel stops
     /// autotuning the send buffer).
     pub fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
-        self.socket.sock_ref().set_send_buffer_size(bytes)
+        self.socket.sock_ref()?.set_send_buffer_size(bytes)
     }
 
     /// `SO_SNDBUF`, as the kernel reports it.
     pub fn send_buffer_size(&self) -> io::Result<usize> {
-        self.socket.sock_ref().send_buffer_size()
+        self.socket.sock_ref()?.send_buffer_size()
     }
 
     /// Sets `SO_RCVBUF` (Linux doubles the value; the kernel stops autotuning the receive
     /// buffer). On loopback the receive window decides which CPU does whose TCP work, so this
     /// changes bulk-transfer cost markedly; measure before choosing.
     pub fn set_recv_buffer_size(&self, bytes: usize) -> io::Result<()> {
-        self.socket.sock_ref().set_recv_buffer_size(bytes)
+        self.socket.sock_ref()?.set_recv_buffer_size(bytes)
     }
 
     /// `SO_RCVBUF`, as the kernel reports it.
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
-        self.socket.sock_ref().recv_buffer_size()
+        self.socket.sock_ref()?.recv_buffer_size()
     }
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.socket.sock_ref().set_tcp_nodelay(nodelay)
+        self.socket.sock_ref()?.set_tcp_nodelay(nodelay)
     }
 
     /// Whether `TCP_NODELAY` is set.
     pub fn nodelay(&self) -> io::Result<bool> {
-        self.socket.sock_ref().tcp_nodelay()
+        self.socket.sock_ref()?.tcp_nodelay()
     }
 
     /// The remote address.
@@ -446,7 +446,23 @@ impl TcpStream {
         TcpStream::from_socket(Socket::from_fd(OwnedFd::from(stream)))
     }
 
-    /// Converts into a `std` stream (duplicating the fd if operations still hold it).
+    /// Whether the stream is a direct descriptor: it lives only in its worker's io_uring file
+    /// table (see [`TcpListener::set_direct_descriptors`](super::TcpListener::set_direct_descriptors)).
+    pub fn is_direct(&self) -> bool {
+        self.socket.is_direct()
+    }
+
+    /// The stream's fd, as [`as_fd`](AsFd::as_fd) gives it, but with the error when there is
+    /// none: a direct descriptor gets a real fd installed on first call
+    /// (`IORING_OP_FIXED_FD_INSTALL`, Linux 6.8), kept until the stream closes, and that fails
+    /// when the process is out of descriptors (`EMFILE`).
+    pub fn try_as_fd(&self) -> io::Result<BorrowedFd<'_>> {
+        self.socket.real_fd().map(AsFd::as_fd)
+    }
+
+    /// Converts into a `std` stream (duplicating the fd if operations still hold it). A direct
+    /// descriptor gets a real fd installed (see [`try_as_fd`](TcpStream::try_as_fd)); its
+    /// slot in the ring's table is closed once nothing holds it.
     ///
     /// Bytes written behind (see [`write`](TcpStream::write)) that the kernel has not taken yet
     /// still go out through the runtime: [`flush`](TcpStream::flush) first if the `std` stream
@@ -456,12 +472,17 @@ impl TcpStream {
     }
 }
 
+/// A direct descriptor gets a real fd installed on first call (see
+/// [`TcpStream::try_as_fd`]); when that fails (`EMFILE`) this returns -1.
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
 }
 
+/// A direct descriptor gets a real fd installed on first call (see
+/// [`TcpStream::try_as_fd`]); when that fails (`EMFILE`) this lends a placeholder (`O_PATH` on
+/// `/dev/null`) on which socket calls fail with `EBADF`: use `try_as_fd` to get the error.
 impl AsFd for TcpStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()

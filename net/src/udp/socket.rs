@@ -141,7 +141,7 @@ impl UdpSocket {
         for addr in addr::resolve_blocking(&addr)? {
             let bound = Socket::new(Domain::for_address(addr), Type::DGRAM, Protocol::UDP)
                 .and_then(|socket| {
-                    socket.sock_ref().bind(&addr.into())?;
+                    socket.sock_ref()?.bind(&addr.into())?;
                     Ok(socket)
                 });
             match bound {
@@ -157,7 +157,7 @@ impl UdpSocket {
         let mut last = None;
         for addr in addr::resolve(&addr).await? {
             // connect(2) on a datagram socket only records the peer; it does not block.
-            match self.socket.sock_ref().connect(&addr.into()) {
+            match self.socket.sock_ref()?.connect(&addr.into()) {
                 Ok(()) => return Ok(()),
                 Err(e) => last = Some(e),
             }
@@ -442,7 +442,7 @@ impl UdpSocket {
 
     /// Sets `SO_BROADCAST`.
     pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
-        self.socket.sock_ref().set_broadcast(on)
+        self.socket.sock_ref()?.set_broadcast(on)
     }
 
     /// Cancels every operation in flight on the socket (they complete with `ECANCELED`), then

@@ -336,7 +336,7 @@ impl UnixDatagram {
 
     /// Shuts down reading, writing or both (`shutdown(2)`).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.socket.sock_ref().shutdown(how)
+        self.socket.sock_ref()?.shutdown(how)
     }
 
     /// Cancels every operation in flight on the socket (they complete with `ECANCELED`),

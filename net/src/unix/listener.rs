@@ -74,7 +74,7 @@ impl UnixListener {
 
     fn bind_raw(raw: &RawAddr, what: &str) -> io::Result<UnixListener> {
         let socket = bound(Type::STREAM, raw, what)?;
-        socket.sock_ref().listen(BACKLOG)?;
+        socket.sock_ref()?.listen(BACKLOG)?;
         Ok(UnixListener::from_socket(socket))
     }
 
@@ -91,8 +91,8 @@ impl UnixListener {
     /// `accept` first waits a little, as [`TcpListener::accept`](crate::TcpListener::accept)
     /// does.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (fd, peer) = accept_one(&self.socket, &self.backoff).await?;
-        let stream = UnixStream::from_socket(Socket::from_fd(fd));
+        let (socket, peer) = accept_one(&self.socket, &self.backoff, None).await?;
+        let stream = UnixStream::from_socket(socket);
         Ok((stream, addr::to_std(&peer)?))
     }
 
@@ -100,7 +100,7 @@ impl UnixListener {
     /// the kernel ends it; see [`TcpListener::incoming`](crate::TcpListener::incoming).
     pub fn incoming(&self) -> Incoming {
         Incoming {
-            inner: AcceptStream::new(self.socket.clone()),
+            inner: AcceptStream::new(self.socket.clone(), None),
         }
     }
 
@@ -192,6 +192,6 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = ready!(Pin::new(&mut self.get_mut().inner).poll_next(cx));
-        Poll::Ready(item.map(|res| res.map(|fd| UnixStream::from_socket(Socket::from_fd(fd)))))
+        Poll::Ready(item.map(|res| res.map(UnixStream::from_socket)))
     }
 }

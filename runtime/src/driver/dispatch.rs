@@ -74,6 +74,8 @@ impl Driver {
     /// Submits queued SQEs and reaps completions, blocking as `wait` allows (never while CQEs
     /// wait in the CQ). Skipped when there is nothing to submit, reap or flush.
     pub(crate) fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
+        // Direct descriptors dropped since the last enter are closed with it.
+        self.queue_file_closes();
         // SQEs that found the SQ full go first, in order, so none overtakes another.
         self.flush_backlog()?;
         // CQEs already waiting are work to route: blocking would only delay them.

@@ -37,6 +37,7 @@
 //! | `shutdown.rs` | the shutdown drain and the leak of what the kernel kept |
 //! | `kick.rs` | `KickTarget`: waking another ring (`MSG_RING`, eventfd fallback) |
 //! | `register.rs` | fixed buffers, provided-buffer rings, values that outlive the ring |
+//! | `files.rs` | the registered file table (direct descriptors) and the closes of its slots |
 //! | `setup.rs` | `RingMode`, `RingConfig`, setup-flag fallbacks, the probe (`RingInfo`) |
 //! | `ring.rs` | the only user of `io_uring::IoUring`: push, enter, reap |
 //! | `completion.rs` | `Completion`, one CQE copied out of the ring |
@@ -71,6 +72,7 @@
 
 mod completion;
 mod dispatch;
+mod files;
 mod kick;
 mod lifecycle;
 mod register;
@@ -99,6 +101,7 @@ use crate::current;
 
 pub use completion::{Completion, cqe_flags};
 pub(crate) use dispatch::{DISPATCH_BATCH, dispatch};
+pub(crate) use files::FileTable;
 pub(crate) use kick::{KickTarget, signal_eventfd};
 pub(crate) use lifecycle::Parked;
 use lifecycle::Slot;
@@ -190,6 +193,8 @@ pub(crate) struct Driver {
     fixed_slots: Vec<bool>,
     /// Provided-buffer group ids in use.
     buf_groups: Vec<u16>,
+    /// The registered file table (direct descriptors), once registered (`files.rs`).
+    files: files::Files,
     /// Whether the kernel has `IORING_OP_MSG_RING`.
     msg_ring: bool,
     /// The opcodes the probe reported supported (`RingInfo::opcodes`).
@@ -247,6 +252,10 @@ impl Driver {
             refills: Vec::new(),
             fixed_slots: Vec::new(),
             buf_groups: Vec::new(),
+            files: files::Files {
+                wanted: config.direct_descriptors,
+                ..files::Files::default()
+            },
             msg_ring: info.supports_opcode(opcode::MsgRingData::CODE),
             opcodes: info.opcodes,
             notes: Vec::new(),
@@ -270,6 +279,10 @@ impl Driver {
             stats: DriverStats::default(),
         };
         driver.arm_wake();
+        if config.direct_descriptors > 0 {
+            // A refusal is noted (`files.rs`); sockets then use ordinary descriptors.
+            let _ = driver.file_table(0);
+        }
         Ok((driver, info))
     }
 

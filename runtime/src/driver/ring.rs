@@ -120,6 +120,12 @@ impl Ring {
         Ok(())
     }
 
+    /// Registers an empty table of `slots` files (direct descriptors; Linux 5.19, sparse
+    /// registration), from which `IORING_FILE_INDEX_ALLOC` requests take free slots.
+    pub(crate) fn register_file_table(&self, slots: u32) -> io::Result<()> {
+        self.uring.submitter().register_files_sparse(slots)
+    }
+
     /// Registers an empty table of `slots` fixed buffers (Linux 5.19, sparse registration).
     pub(crate) fn register_buffer_table(&self, slots: u32) -> io::Result<()> {
         self.uring.submitter().register_buffers_sparse(slots)

@@ -57,6 +57,9 @@ pub(crate) struct RingConfig {
     /// 32-byte CQEs (`IORING_SETUP_CQE32`), needed by zero-copy receive; only with
     /// `DEFER_TASKRUN`.
     pub(crate) cqe32: bool,
+    /// Slots of the registered file table to register when the ring is built (0: on first
+    /// use of a direct descriptor, see `driver/files.rs`).
+    pub(crate) direct_descriptors: u32,
 }
 
 /// One set of setup flags to try, newest kernel first.

@@ -25,6 +25,7 @@ fn driver(entries: u32, cq_entries: u32) -> RefCell<Driver> {
         mode: RingMode::Auto,
         register_ring_fd: true,
         cqe32: false,
+        direct_descriptors: 0,
     };
     let (driver, info) = Driver::new(&config, eventfd(0)).expect("io_uring must be available");
     assert_eq!(info.cq_entries, cq_entries);

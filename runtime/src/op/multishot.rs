@@ -112,6 +112,21 @@ impl<T: MultishotOp> Multishot<T> {
         }
     }
 
+    /// Asks the kernel to end the request (`IORING_OP_ASYNC_CANCEL`) while this stream keeps
+    /// receiving its CQEs: items the kernel produced before the cancel still arrive, then a
+    /// final CQE (usually `ECANCELED`) ends it, and [`rearm`](Multishot::rearm) may submit it
+    /// again. Does nothing unless the request is armed.
+    pub fn cancel(&mut self) {
+        if let State::Submitted { key, .. } = self.state {
+            self.driver.borrow_mut().cancel(key);
+        }
+    }
+
+    /// Whether the request is armed: submitted, and not ended by the kernel yet.
+    pub fn is_armed(&self) -> bool {
+        matches!(self.state, State::Submitted { .. })
+    }
+
     /// The request's data, unless it is in the kernel's hands.
     pub fn data(&self) -> Option<&T> {
         match &self.state {
