@@ -162,8 +162,20 @@ pub(crate) async fn flush(socket: &Socket) -> io::Result<()> {
 /// [`flush`] as a poll: ready once nothing is staged or in flight, with the failure of a
 /// staged send if one failed.
 pub(crate) fn poll_flush(socket: &Socket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let behind = state(socket).borrow();
+    if let Some(in_flight) = &behind.in_flight {
+        in_flight.expedite();
+        drop(behind);
+        // Learn the outcome now if nothing else would share the enter: the caller goes on in
+        // this poll instead of the next loop turn (hyper flushes after every response).
+        runtime::submit_now();
+    } else {
+        drop(behind);
+    }
     let mut behind = state(socket).borrow_mut();
     if let Some(in_flight) = &behind.in_flight {
+        // It may be a later send, started by the one that finished with the bytes staged
+        // behind it: this caller waits for it too.
         in_flight.expedite();
         if !behind.waiters.iter().any(|w| w.will_wake(cx.waker())) {
             behind.waiters.push(cx.waker().clone());
