@@ -62,6 +62,7 @@ mod behind;
 mod bufs;
 #[cfg(any(feature = "tokio-io", feature = "futures-io"))]
 pub mod compat;
+mod direct;
 mod op;
 mod options;
 mod recv_stream;

@@ -17,14 +17,11 @@
 //!   bytes in front of its own, so the byte stream stays in kernel order.
 
 use std::{
-    cell::{Cell, OnceCell, RefCell},
+    cell::{Cell, RefCell},
     collections::VecDeque,
     io,
     net::SocketAddr,
-    os::{
-        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
-        unix::fs::OpenOptionsExt,
-    },
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
     rc::Rc,
     task::Waker,
 };
@@ -33,7 +30,12 @@ use io_uring::types;
 use runtime::{buf::IoBufMut, direct::DirectFd};
 use socket2::{Domain, Protocol, SockRef, Type};
 
-use crate::{addr::RawAddr, bufs, zc::ZcState};
+use crate::{
+    addr::RawAddr,
+    bufs,
+    direct::{self, Fd, FdOwned, FdRef, SockGuard},
+    zc::ZcState,
+};
 
 /// Data from an abandoned receive.
 #[derive(Debug)]
@@ -60,17 +62,6 @@ impl Rescued {
             raw_peer: None,
         }
     }
-}
-
-/// What names the socket: an fd of the process, or a slot of its ring's file table.
-enum Fd {
-    Real(OwnedFd),
-    /// A direct descriptor (`runtime::direct`), with the real fd installed for calls that need
-    /// one (socket options, `as_raw_fd`), once one was asked for.
-    Direct {
-        slot: DirectFd,
-        installed: OnceCell<OwnedFd>,
-    },
 }
 
 /// The io_uring target of a request on a socket: an fd, or a fixed-file index (which makes the
@@ -112,18 +103,13 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut f = f.debug_struct("Socket");
-        match &self.fd {
-            Fd::Real(fd) => f.field("fd", &fd.as_raw_fd()),
-            Fd::Direct { slot, installed } => f
-                .field("direct", &slot.index())
-                .field("installed", &installed.get().map(AsRawFd::as_raw_fd)),
-        }
-        .field(
-            "rescued",
-            &self.rescued.borrow().as_ref().map_or(0, |q| q.len()),
-        )
-        .finish()
+        f.debug_struct("Socket")
+            .field("fd", &self.fd)
+            .field(
+                "rescued",
+                &self.rescued.borrow().as_ref().map_or(0, |q| q.len()),
+            )
+            .finish()
     }
 }
 
@@ -139,15 +125,12 @@ impl Socket {
     }
 
     pub(crate) fn from_fd(fd: OwnedFd) -> Socket {
-        Socket::from_inner(Fd::Real(fd))
+        Socket::from_inner(Fd::real(fd))
     }
 
     /// A socket that lives in the current ring's file table only (`runtime::direct`).
     pub(crate) fn from_direct(slot: DirectFd) -> Socket {
-        Socket::from_inner(Fd::Direct {
-            slot,
-            installed: OnceCell::new(),
-        })
+        Socket::from_inner(Fd::direct(slot))
     }
 
     fn from_inner(fd: Fd) -> Socket {
@@ -165,9 +148,9 @@ impl Socket {
     /// or not the one running) gets fd -1, so the request fails with `EBADF` instead of
     /// reaching whatever that ring's slot holds.
     pub(crate) fn uring_fd(&self) -> Target {
-        match &self.0.fd {
-            Fd::Real(fd) => Target::Fd(types::Fd(fd.as_raw_fd())),
-            Fd::Direct { slot, .. } => match slot.target() {
+        match self.0.fd.get() {
+            FdRef::Real(fd) => Target::Fd(types::Fd(fd.as_raw_fd())),
+            FdRef::Direct(d) => match d.slot.target() {
                 Some(fixed) => Target::Fixed(fixed),
                 None => Target::Fd(types::Fd(-1)),
             },
@@ -181,20 +164,20 @@ impl Socket {
 
     /// Whether the socket is a direct descriptor (lives in its ring's file table).
     pub(crate) fn is_direct(&self) -> bool {
-        matches!(self.0.fd, Fd::Direct { .. })
+        matches!(self.0.fd.get(), FdRef::Direct(_))
     }
 
     /// A real fd for the socket: its own, or for a direct descriptor one installed now (once;
     /// later calls reuse it), see `runtime::direct::DirectFd::install`.
-    pub(crate) fn real_fd(&self) -> io::Result<&OwnedFd> {
-        match &self.0.fd {
-            Fd::Real(fd) => Ok(fd),
-            Fd::Direct { slot, installed } => {
-                if installed.get().is_none() {
-                    let fd = slot.install()?;
-                    let _ = installed.set(fd);
+    pub(crate) fn real_fd(&self) -> io::Result<BorrowedFd<'_>> {
+        match self.0.fd.get() {
+            FdRef::Real(fd) => Ok(fd),
+            FdRef::Direct(d) => {
+                if d.installed.get().is_none() {
+                    let fd = d.slot.install()?;
+                    let _ = d.installed.set(fd);
                 }
-                Ok(installed.get().expect("installed just above"))
+                Ok(d.installed.get().expect("installed just above").as_fd())
             }
         }
     }
@@ -203,23 +186,23 @@ impl Socket {
     /// fd gets a temporary one for the call (`IORING_OP_FIXED_FD_INSTALL`), closed when the
     /// returned value is dropped, so options cost it no descriptor beyond the call.
     pub(crate) fn sock_ref(&self) -> io::Result<SockGuard<'_>> {
-        match &self.0.fd {
-            Fd::Real(fd) => Ok(SockGuard::Borrowed(SockRef::from(fd))),
-            Fd::Direct { installed, .. } if installed.get().is_some() => Ok(SockGuard::Borrowed(
-                SockRef::from(installed.get().expect("checked in the guard")),
-            )),
-            Fd::Direct { slot, .. } => {
-                Ok(SockGuard::Temporary(socket2::Socket::from(slot.install()?)))
-            }
+        match self.0.fd.get() {
+            FdRef::Real(fd) => Ok(SockGuard::borrowed(fd)),
+            FdRef::Direct(d) => match d.installed.get() {
+                Some(fd) => Ok(SockGuard::borrowed(fd.as_fd())),
+                None => Ok(SockGuard::Temporary(socket2::Socket::from(
+                    d.slot.install()?,
+                ))),
+            },
         }
     }
 
     /// Shuts down one or both directions: `shutdown(2)` on an fd, `IORING_OP_SHUTDOWN` with
     /// the fixed index on a direct descriptor (completed before this returns).
     pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        match &self.0.fd {
-            Fd::Real(fd) => SockRef::from(fd).shutdown(how),
-            Fd::Direct { .. } => crate::op::Shutdown::run_now(self.clone(), how),
+        match self.0.fd.get() {
+            FdRef::Real(fd) => SockRef::from(&fd).shutdown(how),
+            FdRef::Direct(_) => crate::op::Shutdown::run_now(self.clone(), how),
         }
     }
 
@@ -241,21 +224,18 @@ impl Socket {
     /// descriptor gets a real fd installed (and its slot closed once nothing holds it).
     pub(crate) fn into_fd(self) -> io::Result<OwnedFd> {
         match Rc::try_unwrap(self.0) {
-            Ok(Inner {
-                fd: Fd::Real(fd), ..
-            }) => Ok(fd),
-            Ok(Inner {
-                fd: Fd::Direct { slot, installed },
-                ..
-            }) => match installed.into_inner() {
-                Some(fd) => Ok(fd),
-                None => slot.install(),
+            Ok(inner) => match inner.fd.into_owned() {
+                FdOwned::Real(fd) => Ok(fd),
+                FdOwned::Direct(d) => match d.installed.into_inner() {
+                    Some(fd) => Ok(fd),
+                    None => d.slot.install(),
+                },
             },
-            Err(shared) => match &shared.fd {
-                Fd::Real(fd) => fd.try_clone(),
-                Fd::Direct { slot, installed } => match installed.get() {
+            Err(shared) => match shared.fd.get() {
+                FdRef::Real(fd) => fd.try_clone_to_owned(),
+                FdRef::Direct(d) => match d.installed.get() {
                     Some(fd) => fd.try_clone(),
-                    None => slot.install(),
+                    None => d.slot.install(),
                 },
             },
         }
@@ -273,15 +253,15 @@ impl Socket {
             return self.into_fd().map_or(-1, IntoRawFd::into_raw_fd);
         }
         match Rc::try_unwrap(self.0) {
-            Ok(Inner {
-                fd: Fd::Real(fd), ..
-            }) => fd.into_raw_fd(),
-            Ok(_) => unreachable!("direct descriptors returned above"),
+            Ok(inner) => match inner.fd.into_owned() {
+                FdOwned::Real(fd) => fd.into_raw_fd(),
+                FdOwned::Direct(_) => unreachable!("direct descriptors returned above"),
+            },
             Err(shared) => {
-                let Fd::Real(own) = &shared.fd else {
+                let FdRef::Real(own) = shared.fd.get() else {
                     unreachable!("direct descriptors returned above")
                 };
-                match own.try_clone() {
+                match own.try_clone_to_owned() {
                     Ok(fd) => fd.into_raw_fd(),
                     Err(_) => {
                         let raw = own.as_raw_fd();
@@ -419,53 +399,13 @@ impl AsRawFd for Socket {
 }
 
 /// For a direct descriptor, a real fd is installed on first use (see `Socket::real_fd`); if that
-/// fails, the result is a placeholder (`O_PATH` on `/dev/null`, opened when the socket was
-/// accepted) on which every socket call fails with `ENOTSOCK`.
+/// fails, the result is a placeholder (`O_PATH` on `/dev/null`, opened before the first direct
+/// socket was made) on which every socket call fails (`EBADF`).
 impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self.real_fd() {
-            Ok(fd) => fd.as_fd(),
-            Err(_) => placeholder().expect("opened before any direct descriptor exists"),
-        }
-    }
-}
-
-/// The fd `AsFd` lends for a direct descriptor that got no real fd: opened once per process,
-/// before the first direct socket is made (`direct_placeholder_ready`), while fds are left.
-static PLACEHOLDER: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
-
-fn placeholder() -> Option<BorrowedFd<'static>> {
-    PLACEHOLDER.get().map(AsFd::as_fd)
-}
-
-/// Opens the placeholder of `AsFd` (see [`placeholder`]) if that was not done yet; direct
-/// descriptors are made only once this succeeded.
-pub(crate) fn direct_placeholder_ready() -> io::Result<()> {
-    if PLACEHOLDER.get().is_some() {
-        return Ok(());
-    }
-    let fd = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open("/dev/null")?;
-    let _ = PLACEHOLDER.set(OwnedFd::from(fd));
-    Ok(())
-}
-
-/// A socket2 view of a socket for options and queries (see [`Socket::sock_ref`]).
-pub(crate) enum SockGuard<'a> {
-    Borrowed(SockRef<'a>),
-    /// A real fd installed for a direct descriptor, closed on drop.
-    Temporary(socket2::Socket),
-}
-
-impl std::ops::Deref for SockGuard<'_> {
-    type Target = socket2::Socket;
-
-    fn deref(&self) -> &socket2::Socket {
-        match self {
-            SockGuard::Borrowed(s) => s,
-            SockGuard::Temporary(s) => s,
+            Ok(fd) => fd,
+            Err(_) => direct::placeholder().expect("opened before any direct descriptor exists"),
         }
     }
 }

@@ -199,7 +199,7 @@ impl TcpListener {
         if !self.direct.get() {
             return None;
         }
-        crate::socket::direct_placeholder_ready().ok()?;
+        crate::direct::placeholder_ready().ok()?;
         runtime::direct::enable().ok()
     }
 

@@ -457,7 +457,7 @@ impl TcpStream {
     /// (`IORING_OP_FIXED_FD_INSTALL`, Linux 6.8), kept until the stream closes, and that fails
     /// when the process is out of descriptors (`EMFILE`).
     pub fn try_as_fd(&self) -> io::Result<BorrowedFd<'_>> {
-        self.socket.real_fd().map(AsFd::as_fd)
+        self.socket.real_fd()
     }
 
     /// Converts into a `std` stream (duplicating the fd if operations still hold it). A direct
