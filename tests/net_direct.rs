@@ -441,3 +441,43 @@ fn direct_streams_do_everything_streams_do() {
         client.close().await.unwrap();
     });
 }
+
+/// With no descriptor left in the process: a direct stream still serves, sets integer options
+/// through the ring (`SOCKET_URING_OP_SETSOCKOPT` on the fixed file), and what needs a real
+/// fd says why it has none.
+#[test]
+fn out_of_fds_options_go_through_the_ring() {
+    // Fd counts are process-wide: one test at a time.
+    let _serial = integration_tests::exclusive();
+    if !in_child() {
+        run_in_child("out_of_fds_options_go_through_the_ring", CASE, "no-fds", OK);
+        return;
+    }
+    let rt = runtime_with_table(16);
+    rt.block_on(async {
+        let listener = direct_listener();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut incoming = listener.incoming();
+        let stream = incoming.next().await.unwrap().unwrap();
+        assert!(stream.is_direct());
+        // Take every descriptor that is left.
+        let mut fillers = Vec::new();
+        // SAFETY: dup takes an fd number; each result is owned by `fillers`.
+        while let fd @ 0.. = unsafe { libc::dup(0) } {
+            // SAFETY: `fd` was just returned by dup and is owned by nothing else.
+            fillers
+                .push(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+        stream.set_nodelay(true).unwrap();
+        stream.set_recv_buffer_size(64 * 1024).unwrap();
+        let err = stream.nodelay().unwrap_err();
+        assert!(err.to_string().contains("EMFILE"), "{err}");
+        let err = stream.try_as_fd().unwrap_err();
+        assert!(err.to_string().contains("out of descriptors"), "{err}");
+        assert_eq!(stream.as_raw_fd(), -1);
+        drop(fillers);
+        assert!(stream.nodelay().unwrap(), "set through the ring");
+        drop(peer);
+    });
+    println!("{OK}");
+}

@@ -197,6 +197,34 @@ impl Socket {
         }
     }
 
+    /// Sets an integer socket option. A direct descriptor sets it through the ring
+    /// (`SOCKET_URING_OP_SETSOCKOPT`, Linux 6.7: no fd needed), or on kernels without that
+    /// command through a temporarily installed fd (see [`sock_ref`](Socket::sock_ref)).
+    pub(crate) fn set_int_option(&self, level: i32, name: i32, value: i32) -> io::Result<()> {
+        if let FdRef::Direct(_) = self.0.fd.get() {
+            match crate::op::SetSockOpt::run_now(self.clone(), level, name, value) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {}
+                done => return done,
+            }
+        }
+        let s = self.sock_ref()?;
+        // SAFETY: setsockopt reads one `c_int` from the live local `value`.
+        let ret = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Shuts down one or both directions: `shutdown(2)` on an fd, `IORING_OP_SHUTDOWN` with
     /// the fixed index on a direct descriptor (completed before this returns).
     pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {

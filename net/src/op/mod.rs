@@ -16,6 +16,7 @@ mod connect;
 mod msg;
 mod recv_multi;
 mod shutdown;
+mod sockopt;
 mod stream;
 mod zc;
 
@@ -25,6 +26,7 @@ pub(crate) use connect::Connect;
 pub(crate) use msg::{RecvMsg, RecvMsgOutput, RecvMsgVectored, SendMsg, SendMsgVectored};
 pub(crate) use recv_multi::{RecvEvent, RecvMsgMulti, RecvMulti, RecvZc};
 pub(crate) use shutdown::Shutdown;
+pub(crate) use sockopt::SetSockOpt;
 pub(crate) use stream::{Readv, Recv, Send, SendMode, Writev, send_some};
 pub(crate) use zc::{SendZc, ZcEvent};
 

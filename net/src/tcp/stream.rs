@@ -370,7 +370,8 @@ impl TcpStream {
     /// Sets `SO_SNDBUF` (Linux doubles the value for its bookkeeping; the kernel stops
     /// autotuning the send buffer).
     pub fn set_send_buffer_size(&self, bytes: usize) -> io::Result<()> {
-        self.socket.sock_ref()?.set_send_buffer_size(bytes)
+        let bytes = bytes.min(i32::MAX as usize) as i32;
+        (self.socket).set_int_option(libc::SOL_SOCKET, libc::SO_SNDBUF, bytes)
     }
 
     /// `SO_SNDBUF`, as the kernel reports it.
@@ -382,7 +383,8 @@ impl TcpStream {
     /// buffer). On loopback the receive window decides which CPU does whose TCP work, so this
     /// changes bulk-transfer cost markedly; measure before choosing.
     pub fn set_recv_buffer_size(&self, bytes: usize) -> io::Result<()> {
-        self.socket.sock_ref()?.set_recv_buffer_size(bytes)
+        let bytes = bytes.min(i32::MAX as usize) as i32;
+        (self.socket).set_int_option(libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)
     }
 
     /// `SO_RCVBUF`, as the kernel reports it.
@@ -392,7 +394,7 @@ impl TcpStream {
 
     /// Sets `TCP_NODELAY` (disables Nagle's algorithm).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.socket.sock_ref()?.set_tcp_nodelay(nodelay)
+        (self.socket).set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, nodelay.into())
     }
 
     /// Whether `TCP_NODELAY` is set.
