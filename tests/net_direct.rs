@@ -481,3 +481,40 @@ fn out_of_fds_options_go_through_the_ring() {
     });
     println!("{OK}");
 }
+
+/// `connect_direct`: the connecting side is a direct descriptor from its `IORING_OP_SOCKET`
+/// on, costs no fd, and its slot is closed through the ring like an accepted one's.
+#[test]
+fn connected_streams_can_be_direct_too() {
+    // Fd counts are process-wide: one test at a time.
+    let _serial = integration_tests::exclusive();
+    let rt = runtime_with_table(16);
+    rt.block_on(async {
+        let listener = direct_listener();
+        let addr = listener.local_addr().unwrap();
+        let _warm = runtime::spawn(TcpStream::connect_direct(addr))
+            .await
+            .unwrap();
+        let (_warm_server, _) = listener.accept().await.unwrap();
+        let fds = open_fds();
+        let client = runtime::spawn(TcpStream::connect_direct(addr));
+        let (server, _) = listener.accept().await.unwrap();
+        let mut client = client.await.unwrap().unwrap();
+        assert!(client.is_direct() && server.is_direct());
+        assert_eq!(open_fds(), fds, "neither side holds an fd");
+        assert_eq!(runtime::direct::usage(), Some((4, 16)));
+        runtime::spawn(echo(server));
+        let (res, _) = client.write_all(b"direct".to_vec()).await;
+        res.unwrap();
+        let (res, got) = client.read_exact(vec![0u8; 6]).await;
+        res.unwrap();
+        assert_eq!(got, b"direct");
+        assert_eq!(client.peer_addr().unwrap(), addr);
+        drop(client);
+        // The server's echo task sees EOF and drops its stream too.
+        assert!(
+            integration_tests::turns_until(10_000, || runtime::direct::usage() == Some((2, 16)))
+                .await
+        );
+    });
+}

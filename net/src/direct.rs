@@ -160,6 +160,13 @@ pub(crate) fn placeholder_ready() -> io::Result<()> {
     Ok(())
 }
 
+/// The current ring's file table for a new direct socket, if there is one (or one can be
+/// registered now) and the `AsFd` placeholder is open; `None` means: use an ordinary fd.
+pub(crate) fn table() -> Option<runtime::direct::DirectTable> {
+    placeholder_ready().ok()?;
+    runtime::direct::enable().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::{AsRawFd, OwnedFd};

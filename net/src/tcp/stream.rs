@@ -18,7 +18,7 @@ use crate::{
     RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
     behind,
-    op::{CancelFd, Connect, Recv, SendMode, SendZc, send_some},
+    op::{CancelFd, Connect, Recv, SendMode, SendZc, SocketDirect, send_some},
     socket::Socket,
     stream::RescueAware,
     stream::{self, is_cancelled, stopped},
@@ -102,6 +102,39 @@ impl TcpStream {
         for addr in addr::resolve(&addr).await? {
             match TcpStream::connect_one(&addr).await {
                 Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("resolve returns at least one address"))
+    }
+
+    /// Like [`connect`](TcpStream::connect), but the socket is a direct descriptor from the
+    /// start (`IORING_OP_SOCKET` into the worker's file table, Linux 5.19; see
+    /// [`TcpListener::set_direct_descriptors`](super::TcpListener::set_direct_descriptors)):
+    /// it costs the process no fd. Where no table can be registered it is an ordinary
+    /// socket; a full table fails with an error saying how to raise it.
+    pub async fn connect_direct<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        let Some(table) = crate::direct::table() else {
+            return TcpStream::connect(addr).await;
+        };
+        let mut last = None;
+        for addr in addr::resolve(&addr).await? {
+            let domain = if addr.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            };
+            let op = SocketDirect::new(domain, libc::SOCK_STREAM, libc::IPPROTO_TCP, table.clone());
+            let socket = Op::new(op).await.map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENFILE) {
+                    runtime::direct::table_full_error()
+                } else {
+                    e
+                }
+            })?;
+            let (res, socket) = Op::new(Connect::new(socket, &addr)).await;
+            match res {
+                Ok(()) => return Ok(TcpStream::from_socket(socket)),
                 Err(e) => last = Some(e),
             }
         }
