@@ -1,9 +1,15 @@
 //! TCP echo server: one task per connection, echoing every byte until the peer closes.
 //!
 //! ```text
-//! cargo run --release --example tcp_echo [ADDR] [--threads N]   # default 127.0.0.1:8080, 1
+//! cargo run --release --example tcp_echo [ADDR] [--threads N] [--direct]
 //! nc 127.0.0.1 8080                                              # type lines, they come back
 //! ```
+//!
+//! The default address is 127.0.0.1:8080, with one worker. With `--direct` (or
+//! `TCP_ECHO_DIRECT=1` in the environment, which is how a benchmark run switches it on)
+//! connections are accepted as direct descriptors: they live only in each worker's io_uring
+//! file table, sized to the soft `RLIMIT_NOFILE` at start, so the server holds connections
+//! past that limit (see `TcpListener::set_direct_descriptors`).
 //!
 //! With `--threads N`, N workers (one per core, pinned) each bind their own `SO_REUSEPORT`
 //! listener on the address and serve the connections the kernel hands them, entirely on that
@@ -37,6 +43,7 @@ fn main() -> std::io::Result<()> {
 pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()> {
     let mut addr = DEFAULT_ADDR.to_owned();
     let mut threads = 1;
+    let mut direct = std::env::var_os("TCP_ECHO_DIRECT").is_some_and(|v| v != "0");
     while let Some(arg) = args.next() {
         if arg == "--threads" {
             threads = args
@@ -44,13 +51,20 @@ pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()>
                 .and_then(|n| n.parse().ok())
                 .filter(|&n| n > 0)
                 .unwrap_or_else(|| usage("--threads takes a positive number"));
+        } else if arg == "--direct" {
+            direct = true;
         } else if arg.starts_with('-') {
             usage(&format!("unknown option {arg}"));
         } else {
             addr = arg;
         }
     }
-    let rt = runtime::Builder::new().worker_threads(threads).build()?;
+    let mut builder = runtime::Builder::new();
+    builder.worker_threads(threads);
+    if direct {
+        builder.direct_descriptors(runtime::direct::slots_allowed());
+    }
+    let rt = builder.build()?;
     rt.block_on(async move {
         examples::export_metrics();
         // Installed before the listeners exist, so a signal sent as soon as the address is
@@ -61,7 +75,7 @@ pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()>
         let servers = runtime::on_each_worker(move |worker| {
             let addr = addr.clone();
             let stop = stop_rx.clone();
-            async move { serve(&addr, worker, stop).await }
+            async move { serve(&addr, worker, direct, stop).await }
         });
         let mut servers = servers.into_iter();
         let Some(mut first) = servers.next() else {
@@ -83,20 +97,33 @@ pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()>
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: tcp_echo [ADDR] [--threads N]");
+    eprintln!("{problem}\nusage: tcp_echo [ADDR] [--threads N] [--direct]");
     std::process::exit(2)
 }
 
 /// One worker's accept loop on its own reuse-port listener, until `stop` turns true.
-async fn serve(addr: &str, worker: usize, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
-    let listener =
-        TcpListener::bind_with(addr, ListenerOptions::new().reuse_port(true).nodelay(true))?;
+async fn serve(
+    addr: &str,
+    worker: usize,
+    direct: bool,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind_with(
+        addr,
+        ListenerOptions::new()
+            .reuse_port(true)
+            .nodelay(true)
+            .direct_descriptors(direct),
+    )?;
     if worker == 0 {
         eprintln!(
             "tcp_echo listening on {} with {} worker(s)",
             listener.local_addr()?,
             runtime::worker_count()
         );
+        if let Some((_, slots)) = runtime::direct::usage().filter(|_| direct) {
+            eprintln!("tcp_echo: direct descriptors, {slots} slots per worker");
+        }
     }
     let mut incoming = listener.incoming();
     let mut connections = JoinSet::new();

@@ -134,6 +134,43 @@ fn tcp_echo_exits_0_on_sigterm() {
     );
 }
 
+/// `tcp_echo --direct` on two workers accepts into the workers' file tables, echoes on
+/// every connection, and exits with status 0 on SIGTERM.
+#[test]
+fn tcp_echo_direct_echoes() {
+    const NAME: &str = "tcp_echo_direct_echoes";
+    if child_mode() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (mut child, addr, mut stderr) =
+        start_tcp_echo(NAME, &format!("127.0.0.1:{port} --threads 2 --direct"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("direct descriptors"), "stderr: {line}");
+    // Several connections, so both workers' listeners get some.
+    let mut conns: Vec<_> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    for (i, conn) in conns.iter_mut().enumerate() {
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let msg = format!("hello {i}");
+        conn.write_all(msg.as_bytes()).unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        conn.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    drop(conns);
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let mut log = String::new();
+    let _ = stderr.read_to_string(&mut log);
+    assert!(status.success(), "exit status {status:?}; stderr: {log}");
+    assert!(!log.contains("failed"), "stderr: {log}");
+}
+
 /// A connection that ends during the grace period lets the server exit at once.
 #[test]
 fn tcp_echo_exits_early_when_connections_end() {

@@ -102,6 +102,14 @@ impl DirectTable {
     }
 }
 
+/// The largest table the kernel would register now: the soft `RLIMIT_NOFILE`, at most
+/// 1,048,576 (`IORING_MAX_FIXED_FILES`). For
+/// [`Builder::direct_descriptors`](crate::Builder::direct_descriptors) when a server wants as
+/// many direct descriptors as it may have.
+pub fn slots_allowed() -> u32 {
+    crate::driver::nofile_soft_limit().min(u64::from(crate::driver::MAX_FILE_SLOTS)) as u32
+}
+
 /// The current ring's table as `(slots in use, slots)`, or `None` when none is registered
 /// (or no runtime runs on this thread).
 pub fn usage() -> Option<(u32, u32)> {

@@ -101,7 +101,7 @@ use crate::current;
 
 pub use completion::{Completion, cqe_flags};
 pub(crate) use dispatch::{DISPATCH_BATCH, dispatch};
-pub(crate) use files::FileTable;
+pub(crate) use files::{FileTable, MAX_FILE_SLOTS, nofile_soft_limit};
 pub(crate) use kick::{KickTarget, signal_eventfd};
 pub(crate) use lifecycle::Parked;
 use lifecycle::Slot;
