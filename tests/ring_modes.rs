@@ -231,6 +231,43 @@ fn sqpoll_shutdown_with_ops_in_flight_drains() {
     assert_eq!(open_fds(), before, "file descriptors leaked");
 }
 
+/// Bytes written behind just before the drop, while the SQ thread sleeps: the drain wakes the
+/// thread and waits for it to take each send before it counts a turn, so a send staged behind
+/// another still goes out.
+#[test]
+fn sqpoll_shutdown_sends_what_was_written_behind_while_the_thread_slept() {
+    for round in 0..5 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).unwrap();
+            all
+        });
+        let rt = sqpoll(1).build().unwrap();
+        rt.block_on(async {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            // Long enough for the thread to go to sleep (1 ms idle).
+            runtime::time::sleep(Duration::from_millis(20)).await;
+            for part in [&b"first "[..], b"second ", b"third"] {
+                let (res, _) = stream.write_all(part.to_vec()).await;
+                res.unwrap();
+            }
+            runtime::spawn(async move {
+                let _keep = stream;
+                std::future::pending::<()>().await;
+            });
+        });
+        drop(rt);
+        assert_eq!(
+            String::from_utf8_lossy(&reader.join().unwrap()),
+            "first second third",
+            "round {round}"
+        );
+    }
+}
+
 /// A CPU the process may not use makes the kernel refuse SQPOLL (`EINVAL`): the ring is built
 /// without it, in the fastest mode left, and the notes say why.
 #[test]

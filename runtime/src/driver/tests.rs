@@ -382,5 +382,8 @@ fn napi_registration_round_trips() {
         assert!(off.contains("NAPI:\tdisabled"), "{off}");
     }
     // The window is capped as the kernel caps it.
-    assert_eq!(Napi::new(Duration::from_secs(1), false).busy_poll_us, 10_000);
+    assert_eq!(
+        Napi::new(Duration::from_secs(1), false).busy_poll_us,
+        10_000
+    );
 }
