@@ -24,7 +24,8 @@ const IORING_UNREGISTER_NAPI: libc::c_uint = 28;
 const IO_URING_NAPI_REGISTER_OP: u8 = 0;
 /// `IO_URING_NAPI_TRACKING_DYNAMIC` (Linux 6.13; 0, which older kernels read as `resv`).
 const IO_URING_NAPI_TRACKING_DYNAMIC: u32 = 0;
-/// The kernel caps the busy-poll window at 10 ms (`io_napi_register_napi`).
+/// The longest busy-poll window: newer kernels cap it at 10 ms themselves
+/// (`io_napi_register_napi`), older ones would spin as long as asked.
 const MAX_BUSY_POLL_US: u32 = 10_000;
 
 /// `struct io_uring_napi` from the kernel's `include/uapi/linux/io_uring.h` (6.13 layout;
