@@ -4,7 +4,8 @@
 //! skip their completion are known complete, shutdown drains, and a refused SQPOLL falls back.
 //! Every socket test also runs in SQPOLL mode in CI (`RUNTIME_SQPOLL`, see `.ci/run`).
 //!
-//! Tests that count fds or create network namespaces take `exclusive()`.
+//! Every test takes `exclusive()`: some count the process's fds or create network
+//! namespaces, and the others open fds meanwhile.
 
 use std::{
     io::{Read, Write},
@@ -43,6 +44,7 @@ fn thread_names() -> Vec<String> {
 
 #[test]
 fn sqpoll_runs_a_kernel_thread_and_says_so() {
+    let _serial = exclusive();
     let rt = sqpoll(10).build().unwrap();
     let caps = rt.capabilities();
     assert!(caps.sqpoll(), "{caps}");
@@ -74,6 +76,7 @@ fn sqpoll_runs_a_kernel_thread_and_says_so() {
 
 #[test]
 fn sqpoll_cpu_is_the_one_asked_for() {
+    let _serial = exclusive();
     let rt = sqpoll(10).sqpoll_cpu(0).build().unwrap();
     assert_eq!(rt.capabilities().sqpoll_cpu(), Some(0));
     rt.block_on(async { nop().await.unwrap() });
@@ -83,6 +86,7 @@ fn sqpoll_cpu_is_the_one_asked_for() {
 /// the loop then blocks for the completion or stays busy with another task.
 #[test]
 fn sqpoll_wakes_its_sleeping_thread() {
+    let _serial = exclusive();
     let rt = sqpoll(1).build().unwrap();
     rt.block_on(async {
         for round in 0..5 {
@@ -115,6 +119,7 @@ fn sqpoll_wakes_its_sleeping_thread() {
 /// (`IORING_ENTER_SQ_WAIT`) or in the backlog, and none is lost.
 #[test]
 fn sqpoll_full_sq_loses_nothing() {
+    let _serial = exclusive();
     let rt = sqpoll(10).entries(8).cq_entries(64).build().unwrap();
     assert!(rt.capabilities().sqpoll());
     rt.block_on(async {
@@ -133,6 +138,7 @@ fn sqpoll_full_sq_loses_nothing() {
 /// kernel's list and each is still delivered.
 #[test]
 fn sqpoll_cq_overflow_delivers_every_completion() {
+    let _serial = exclusive();
     let rt = sqpoll(10).entries(4).cq_entries(4).build().unwrap();
     assert!(rt.capabilities().sqpoll());
     rt.block_on(async {
@@ -150,6 +156,7 @@ fn sqpoll_cq_overflow_delivers_every_completion() {
 /// taken it and posted no failure. Every byte arrives, in order, and a flush returns.
 #[test]
 fn sqpoll_skip_success_sends_deliver_every_byte() {
+    let _serial = exclusive();
     let rt = sqpoll(10).build().unwrap();
     let (total, received) = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -236,6 +243,7 @@ fn sqpoll_shutdown_with_ops_in_flight_drains() {
 /// another still goes out.
 #[test]
 fn sqpoll_shutdown_sends_what_was_written_behind_while_the_thread_slept() {
+    let _serial = exclusive();
     for round in 0..5 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -272,6 +280,7 @@ fn sqpoll_shutdown_sends_what_was_written_behind_while_the_thread_slept() {
 /// without it, in the fastest mode left, and the notes say why.
 #[test]
 fn refused_sqpoll_falls_back_with_a_note() {
+    let _serial = exclusive();
     let rt = sqpoll(10).sqpoll_cpu(1 << 20).build().unwrap();
     let caps = rt.capabilities();
     assert!(!caps.sqpoll(), "{caps}");
@@ -294,6 +303,7 @@ fn refused_sqpoll_falls_back_with_a_note() {
 /// Zero-copy receive needs DEFER_TASKRUN: asked together, SQPOLL yields with a note.
 #[test]
 fn sqpoll_yields_to_zero_copy_receive() {
+    let _serial = exclusive();
     let mut b = sqpoll(10);
     b.zcrx(
         runtime::zcrx::ZcrxConfig::new("lo", 0)
@@ -316,6 +326,7 @@ fn sqpoll_yields_to_zero_copy_receive() {
 /// environment.
 #[test]
 fn sqpoll_environment_variable() {
+    let _serial = exclusive();
     match std::env::var("RUNTIME_SQPOLL").ok().as_deref() {
         None => {
             run_in_child(
