@@ -82,6 +82,44 @@ fn sqpoll_cpu_is_the_one_asked_for() {
     rt.block_on(async { nop().await.unwrap() });
 }
 
+/// Two workers, each with its own SQ thread on the CPU after its own: work sent to the other
+/// worker (a `MSG_RING` kick into a ring whose loop sleeps in its enter) runs there, and its
+/// result comes back the same way, rounds apart so that both SQ threads have gone to sleep.
+#[test]
+fn sqpoll_workers_wake_each_other() {
+    let _serial = exclusive();
+    let mut b = Builder::new();
+    b.worker_threads(2).sqpoll(Duration::from_millis(1));
+    let rt = b.build().unwrap();
+    assert!(rt.capabilities().sqpoll());
+    rt.block_on(async {
+        for round in 0..5u64 {
+            runtime::time::sleep(Duration::from_millis(10)).await;
+            let remote = runtime::spawn_on_with(1, move || async move {
+                nop().await.unwrap();
+                let caps = runtime::capabilities();
+                (round * 2, caps.sqpoll(), caps.sqpoll_cpu())
+            });
+            let (value, sqpoll, cpu) = timeout(Duration::from_secs(5), remote)
+                .await
+                .expect("the other worker answered")
+                .unwrap();
+            assert_eq!(value, round * 2);
+            assert!(sqpoll, "worker 1 runs SQPOLL too");
+            let own = rt_cpu();
+            assert!(
+                cpu.is_some() && cpu != own,
+                "worker 1's SQ thread is on {cpu:?}"
+            );
+        }
+    });
+}
+
+/// The SQ CPU of the calling worker's ring.
+fn rt_cpu() -> Option<u32> {
+    runtime::capabilities().sqpoll_cpu()
+}
+
 /// The thread sleeps after 1 ms idle; an operation queued afterwards must wake it, whether
 /// the loop then blocks for the completion or stays busy with another task.
 #[test]
