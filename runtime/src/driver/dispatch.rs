@@ -11,7 +11,9 @@
 //!   finishers ([`Action`]) run between borrows, so they may use the driver themselves.
 //! - A skip-success operation is reported successful only once every queued SQE has been
 //!   consumed and every CQE produced so far routed (CQ empty, no overflow), without a final
-//!   CQE for it (see `OpCode::skip_success`).
+//!   CQE for it (see `OpCode::skip_success`). With SQPOLL, "consumed" is the SQ head having
+//!   passed the SQE, which the kernel thread publishes only after posting the CQEs of that
+//!   batch (see `Ring::sq_consumed`); until then the loop does not block on it.
 
 use std::{cell::RefCell, io};
 
@@ -82,11 +84,17 @@ impl Driver {
         if !self.ring.cq_is_empty() {
             wait = Wait::No;
         }
-        // Nothing to submit, no task work, no overflow: the enter would do nothing.
+        // Nothing to submit (or, with SQPOLL, nothing the awake kernel thread would not take
+        // by itself), no task work, no overflow: the enter would do nothing.
         if matches!(wait, Wait::No)
-            && self.ring.sq_len() == 0
+            && !self.ring.must_enter_to_submit()
             && !self.ring.has_pending_kernel_work()
         {
+            if self.urgent_skips > 0 && self.ring.is_sqpoll() {
+                // The loop spins until the SQ thread has taken a skip-success SQE: let that
+                // thread run should it share this CPU.
+                std::thread::yield_now();
+            }
             return Ok(());
         }
         self.stats.enters += 1;
@@ -121,9 +129,11 @@ impl Driver {
     /// every queued SQE has been consumed and every CQE produced so far has been reaped, and
     /// none was a final CQE for them. Otherwise leaves them pending for a later turn.
     pub(crate) fn resolve_skipped(&mut self, out: &mut Vec<(u64, Completion)>) {
+        // The order of the checks matters with SQPOLL: the SQ head is read before the CQ
+        // tail, so the CQ seen is at least what the kernel thread posted for those SQEs.
         if self.skip_pending.is_empty()
             || !self.backlog.is_empty()
-            || self.ring.sq_len() != 0
+            || !self.ring.sq_consumed()
             || !self.ring.cq_is_empty()
             || self.ring.cq_overflowed()
         {

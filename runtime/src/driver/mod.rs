@@ -38,6 +38,7 @@
 //! | `kick.rs` | `KickTarget`: waking another ring (`MSG_RING`, eventfd fallback) |
 //! | `register.rs` | fixed buffers, provided-buffer rings, values that outlive the ring |
 //! | `files.rs` | the registered file table (direct descriptors) and the closes of its slots |
+//! | `napi.rs` | NAPI busy polling: `IORING_REGISTER_NAPI`, unregistered at shutdown |
 //! | `setup.rs` | `RingMode`, `RingConfig`, setup-flag fallbacks, the probe (`RingInfo`) |
 //! | `ring.rs` | the only user of `io_uring::IoUring`: push, enter, reap |
 //! | `completion.rs` | `Completion`, one CQE copied out of the ring |
@@ -75,6 +76,7 @@ mod dispatch;
 mod files;
 mod kick;
 mod lifecycle;
+mod napi;
 mod register;
 mod ring;
 mod setup;
@@ -105,10 +107,11 @@ pub(crate) use files::{FileTable, MAX_FILE_SLOTS, nofile_soft_limit};
 pub(crate) use kick::{KickTarget, signal_eventfd};
 pub(crate) use lifecycle::Parked;
 use lifecycle::Slot;
+pub(crate) use napi::Napi;
 pub(crate) use register::{Refill, refill};
 pub(crate) use ring::Wait;
 pub use setup::RingMode;
-pub(crate) use setup::{RingConfig, RingInfo, RingSetup};
+pub(crate) use setup::{RingConfig, RingInfo, RingSetup, SqPoll};
 pub(crate) use setup_error::kernel_release;
 pub(crate) use shutdown::drain;
 
@@ -225,6 +228,8 @@ pub(crate) struct Driver {
     urgent_skips: usize,
     next_sequence: u64,
     stats: DriverStats,
+    /// The NAPI busy-poll registration in force (`napi.rs`).
+    napi: Option<Napi>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -277,6 +282,7 @@ impl Driver {
             urgent_skips: 0,
             next_sequence: 1,
             stats: DriverStats::default(),
+            napi: None,
         };
         driver.arm_wake();
         if config.direct_descriptors > 0 {

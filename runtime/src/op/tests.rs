@@ -28,6 +28,7 @@ fn bare_driver() -> (Rc<RefCell<Driver>>, current::Restore<Rc<RefCell<Driver>>>)
         register_ring_fd: false,
         cqe32: false,
         direct_descriptors: 0,
+        sqpoll: None,
     };
     // SAFETY: eventfd takes no pointers.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
