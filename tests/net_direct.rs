@@ -299,6 +299,19 @@ fn close_and_shutdown_go_through_the_ring() {
         assert_eq!(got, b"x", "data, then EOF from the shutdown");
         drop(stream);
 
+        // A shutdown while a write behind is on its way is done once the bytes went out.
+        let mut peer = std::net::TcpStream::connect(addr).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let (res, _) = stream.write(b"behind".to_vec()).await;
+        assert_eq!(res.unwrap(), 6);
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        runtime::time::sleep(Duration::from_millis(5)).await;
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"behind");
+        drop(stream);
+
         let fds = open_fds();
         let mut peer = std::net::TcpStream::connect(addr).unwrap();
         let (stream, _) = listener.accept().await.unwrap();

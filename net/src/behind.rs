@@ -271,7 +271,11 @@ fn finished(socket: &Socket, data: Vec<u8>) {
     let waiters = std::mem::take(&mut behind.waiters);
     let shutdown = std::mem::take(&mut behind.shutdown_pending);
     drop(behind);
-    if shutdown && let Err(e) = shut_write(socket) {
+    if shutdown && socket.is_direct() {
+        // This runs while the driver routes completions: a direct descriptor's shutdown is a
+        // request of its own, left to finish by itself rather than waited for here.
+        crate::op::Shutdown::detach(socket.clone(), Shutdown::Write);
+    } else if shutdown && let Err(e) = shut_write(socket) {
         state(socket).error.get_or_insert(e);
     }
     release_if_idle(socket);

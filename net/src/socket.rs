@@ -417,23 +417,40 @@ impl Socket {
     }
 }
 
-/// For a direct descriptor, a real fd is installed on first use (see `Socket::real_fd`); if that
-/// fails (the process is out of descriptors) the result is -1, on which every call fails with
-/// `EBADF`.
+/// The socket's fd for system calls made here (readiness backends, syscall-first receives).
+/// A direct descriptor has none unless one was installed (`real_fd`): then it is -1, so such a
+/// call fails with `EBADF` instead of installing fds behind the caller's back.
 impl AsRawFd for Socket {
     fn as_raw_fd(&self) -> RawFd {
-        self.real_fd().map_or(-1, |fd| fd.as_raw_fd())
+        match self.0.fd.get() {
+            FdRef::Real(fd) => fd.as_raw_fd(),
+            FdRef::Direct(d) => d.installed.get().map_or(-1, AsRawFd::as_raw_fd),
+        }
     }
 }
 
-/// For a direct descriptor, a real fd is installed on first use (see `Socket::real_fd`); if that
-/// fails, the result is a placeholder (`O_PATH` on `/dev/null`, opened before the first direct
-/// socket was made) on which every socket call fails (`EBADF`).
-impl AsFd for Socket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
+impl Socket {
+    /// `AsFd` for the public types: the socket's fd, installing one for a direct descriptor
+    /// (see [`real_fd`](Socket::real_fd)); if that fails, a placeholder (`O_PATH` on
+    /// `/dev/null`, opened before the first direct socket was made) on which every socket call
+    /// fails (`EBADF`).
+    pub(crate) fn as_fd_installing(&self) -> BorrowedFd<'_> {
         match self.real_fd() {
             Ok(fd) => fd,
             Err(_) => direct::placeholder().expect("opened before any direct descriptor exists"),
+        }
+    }
+}
+
+/// Like [`AsRawFd`]: a direct descriptor without an installed fd lends the placeholder.
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self.0.fd.get() {
+            FdRef::Real(fd) => fd,
+            FdRef::Direct(d) => match d.installed.get() {
+                Some(fd) => fd.as_fd(),
+                None => direct::placeholder().expect("opened before any direct descriptor exists"),
+            },
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::{io, net::Shutdown as How};
 
 use io_uring::{opcode, squeue};
-use runtime::op::{Completion, OpCode};
+use runtime::op::{Completion, Op, OpCode};
 
 use crate::socket::{Socket, on_target};
 
@@ -20,12 +20,22 @@ impl Shutdown {
     /// Shuts down `how` on `socket` before returning (the request completes inline), with
     /// `shutdown(2)`'s errors.
     pub(crate) fn run_now(socket: Socket, how: How) -> io::Result<()> {
+        runtime::direct::run_now(Shutdown::new(socket, how))
+    }
+
+    /// Submits the shutdown and lets it finish on its own (its outcome is not reported), for
+    /// code that runs while the driver routes completions and so must not wait for one.
+    pub(crate) fn detach(socket: Socket, how: How) {
+        drop(Op::new(Shutdown::new(socket, how)).detach());
+    }
+
+    fn new(socket: Socket, how: How) -> Shutdown {
         let how = match how {
             How::Read => libc::SHUT_RD,
             How::Write => libc::SHUT_WR,
             How::Both => libc::SHUT_RDWR,
         };
-        runtime::direct::run_now(Shutdown { socket, how })
+        Shutdown { socket, how }
     }
 }
 

@@ -511,7 +511,7 @@ impl TcpStream {
 /// [`TcpStream::try_as_fd`]); when that fails (`EMFILE`) this returns -1.
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.socket.real_fd().map_or(-1, |fd| fd.as_raw_fd())
     }
 }
 
@@ -520,7 +520,7 @@ impl AsRawFd for TcpStream {
 /// `/dev/null`) on which socket calls fail with `EBADF`: use `try_as_fd` to get the error.
 impl AsFd for TcpStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+        self.socket.as_fd_installing()
     }
 }
 
