@@ -1,5 +1,6 @@
 //! TCP: listeners, streams, and owned halves of streams.
 
+mod direct;
 mod incoming;
 mod listener;
 mod socket;
