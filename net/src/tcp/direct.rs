@@ -51,10 +51,10 @@ impl TcpStream {
         self.socket.is_direct()
     }
 
-    /// The stream's fd, as [`as_fd`](AsFd::as_fd) gives it, but with the error when there is
-    /// none: a direct descriptor gets a real fd installed on first call
-    /// (`IORING_OP_FIXED_FD_INSTALL`, Linux 6.8), kept until the stream closes, and that fails
-    /// when the process is out of descriptors (`EMFILE`).
+    /// The stream's fd, as [`as_fd`](std::os::fd::AsFd::as_fd) gives it, but with the error
+    /// when there is none: a direct descriptor gets a real fd installed on first call
+    /// (`IORING_OP_FIXED_FD_INSTALL`, Linux 6.8), kept until the stream closes, and that
+    /// fails when the process is out of descriptors (`EMFILE`).
     pub fn try_as_fd(&self) -> io::Result<BorrowedFd<'_>> {
         self.socket.real_fd()
     }
