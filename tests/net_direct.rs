@@ -531,3 +531,44 @@ fn connected_streams_can_be_direct_too() {
         );
     });
 }
+
+/// An accept issued right after a direct stream was dropped, in the same task turn, does not
+/// overtake that stream's close: it waits for the slot instead of taking a waiting
+/// connection into a table that is still full (which would lose that connection).
+#[test]
+fn accept_right_after_a_drop_loses_no_connection() {
+    // Fd counts are process-wide: one test at a time.
+    let _serial = integration_tests::exclusive();
+    const SLOTS: usize = 4;
+    let rt = runtime_with_table(SLOTS as u32);
+    rt.block_on(async {
+        let listener = direct_listener();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..SLOTS {
+            peers.push(std::net::TcpStream::connect(addr).unwrap());
+            held.push(listener.accept().await.unwrap().0);
+        }
+        // One more waits in the backlog.
+        let mut waiting = std::net::TcpStream::connect(addr).unwrap();
+        drop(held.pop());
+        let mut stream = timeout(Duration::from_secs(5), async {
+            loop {
+                match listener.accept().await {
+                    Ok((s, _)) => break s,
+                    Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::QuotaExceeded, "{e}"),
+                }
+            }
+        })
+        .await
+        .expect("the waiting connection is accepted once the slot is closed");
+        // It is the waiting connection, alive.
+        waiting.write_all(b"still here").unwrap();
+        let (res, got) = timeout(Duration::from_secs(5), stream.read_exact(vec![0u8; 10]))
+            .await
+            .expect("the peer's bytes arrive");
+        res.unwrap();
+        assert_eq!(got, b"still here");
+    });
+}

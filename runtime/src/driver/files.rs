@@ -10,7 +10,8 @@
 //!   size is fixed from then on.
 //! - The kernel allocates slots (`IORING_FILE_INDEX_ALLOC`) and frees them on
 //!   `IORING_OP_CLOSE` with a fixed index; user space never picks one. `in_use` counts the
-//!   slots adopted by a `DirectFd` and not yet handed to a close.
+//!   slots adopted by a `DirectFd` whose close is not in the SQ yet: a request queued after
+//!   the count went down is behind the close in the SQ, so it finds the slot free.
 //! - A slot's close is queued in `closes` by whoever drops its `DirectFd` (without borrowing
 //!   the driver, so a drop may happen anywhere) and turned into an SQE before the next enter.
 //!   Every slot an owner adopted is closed, through the ring, exactly once; a table whose ring
@@ -61,9 +62,10 @@ impl FileTable {
         self.in_use.set(self.in_use.get() + 1);
     }
 
-    /// Queues the close of slot `index`; it is submitted before the ring's next enter.
+    /// Queues the close of slot `index`; it is submitted before the ring's next enter. The
+    /// slot counts as in use until then, so nothing allocates into the table counting on a
+    /// slot that an SQE ahead of the close would not find free yet.
     pub(crate) fn close(&self, index: u32) {
-        self.in_use.set(self.in_use.get().saturating_sub(1));
         self.closes.borrow_mut().push(index);
     }
 }
@@ -156,6 +158,10 @@ impl Driver {
             Some(table) if !table.closes.borrow().is_empty() => table.closes.take(),
             _ => return,
         };
+        if let Some(table) = &self.files.table {
+            let in_use = table.in_use.get().saturating_sub(closes.len() as u32);
+            table.in_use.set(in_use);
+        }
         for index in closes {
             let sqe = opcode::Close::new(types::Fixed(index))
                 .build()
