@@ -32,7 +32,8 @@
 //! as on 2 cores, where SQPOLL is expected to lose: its thread competes with the client);
 //! `runtime-napi` is the same servers with NAPI busy polling (`RUNTIME_NAPI=<NAPI_US, default
 //! 50>`, `,prefer` with `NAPI_PREFER=1`), which loopback cannot use (no NAPI device), so that
-//! row shows what registering it costs. The SQ thread is a thread of the server process, so
+//! row shows what registering it costs; `runtime-direct` is `tcp_echo` accepting into direct
+//! descriptors (`TCP_ECHO_DIRECT=1`: registered files, `IOSQE_FIXED_FILE` on every op). The SQ thread is a thread of the server process, so
 //! its CPU time is in the server's CPU per message (the sum over `/proc/<pid>/task/*`).
 //!
 //! Per row: echoed messages per second; p50 and p99 round-trip time (every echo's time, sorted);
@@ -111,6 +112,8 @@ enum Mode {
     Default,
     SqPoll,
     Napi,
+    /// `tcp_echo` accepting into direct descriptors (`TCP_ECHO_DIRECT=1`).
+    Direct,
 }
 
 impl Server {
@@ -123,7 +126,7 @@ impl Server {
     }
 }
 
-const SERVERS: [Server; 6] = [
+const SERVERS: [Server; 7] = [
     Server {
         key: "runtime",
         ours: true,
@@ -156,6 +159,19 @@ const SERVERS: [Server; 6] = [
             env!("CARGO_BIN_EXE_udp_echo_runtime"),
         ),
         mode: Mode::Napi,
+    },
+    Server {
+        key: "runtime-direct",
+        ours: true,
+        tcp: (
+            "runtime direct descriptors (tcp_echo --direct)",
+            env!("CARGO_BIN_EXE_echo_runtime"),
+        ),
+        udp: (
+            "runtime (udp_echo; UDP has no direct mode)",
+            env!("CARGO_BIN_EXE_udp_echo_runtime"),
+        ),
+        mode: Mode::Direct,
     },
     Server {
         key: "runtime-ring",
@@ -400,7 +416,12 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
         cmd.env("RUNTIME_METRICS_FILE", path);
     }
     // The bench's own environment must not switch the other servers' modes.
-    for var in ["RUNTIME_SQPOLL", "RUNTIME_SQPOLL_CPU", "RUNTIME_NAPI"] {
+    for var in [
+        "RUNTIME_SQPOLL",
+        "RUNTIME_SQPOLL_CPU",
+        "RUNTIME_NAPI",
+        "TCP_ECHO_DIRECT",
+    ] {
         cmd.env_remove(var);
     }
     match server.mode {
@@ -412,6 +433,9 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
         Mode::Napi => {
             let prefer = if cfg.napi_prefer { ",prefer" } else { "" };
             cmd.env("RUNTIME_NAPI", format!("{}{prefer}", cfg.napi_us));
+        }
+        Mode::Direct => {
+            cmd.env("TCP_ECHO_DIRECT", "1");
         }
     }
     let threads = if server.ours && proto == Proto::Tcp {
