@@ -88,6 +88,9 @@ pub(crate) struct Server {
     pub(crate) key: &'static str,
     /// One of the runtime's own servers (which export `runtime::metrics()`), not a peer.
     pub(crate) ours: bool,
+    /// The `RUNTIME_BACKEND` the server process runs with (ours only; `None`: unset, so
+    /// `Auto` picks io_uring).
+    backend: Option<&'static str>,
     tcp: (&'static str, &'static str),
     udp: (&'static str, &'static str),
 }
@@ -102,16 +105,32 @@ impl Server {
     }
 }
 
-const SERVERS: [Server; 4] = [
+const SERVERS: [Server; 5] = [
     Server {
         key: "runtime",
         ours: true,
+        backend: None,
         tcp: ("runtime (tcp_echo)", env!("CARGO_BIN_EXE_echo_runtime")),
         udp: ("runtime (udp_echo)", env!("CARGO_BIN_EXE_udp_echo_runtime")),
+    },
+    // The same server binaries on the epoll backend (`RUNTIME_BACKEND=epoll`).
+    Server {
+        key: "runtime-epoll",
+        ours: true,
+        backend: Some("epoll"),
+        tcp: (
+            "runtime on epoll (tcp_echo)",
+            env!("CARGO_BIN_EXE_echo_runtime"),
+        ),
+        udp: (
+            "runtime on epoll (udp_echo)",
+            env!("CARGO_BIN_EXE_udp_echo_runtime"),
+        ),
     },
     Server {
         key: "runtime-ring",
         ours: true,
+        backend: None,
         tcp: ("runtime (tcp_echo_ring)", env!("CARGO_BIN_EXE_echo_ring")),
         udp: (
             "runtime (udp_echo_ring)",
@@ -121,12 +140,14 @@ const SERVERS: [Server; 4] = [
     Server {
         key: "tokio",
         ours: false,
+        backend: None,
         tcp: ("tokio", env!("CARGO_BIN_EXE_echo_tokio")),
         udp: ("tokio", env!("CARGO_BIN_EXE_udp_echo_tokio")),
     },
     Server {
         key: "monoio",
         ours: false,
+        backend: None,
         tcp: ("monoio", env!("CARGO_BIN_EXE_echo_monoio")),
         udp: ("monoio", env!("CARGO_BIN_EXE_udp_echo_monoio")),
     },
@@ -158,12 +179,14 @@ fn all_servers() -> Result<Vec<Server>, Box<dyn std::error::Error>> {
     all.push(Server {
         key: "runtime-base",
         ours: true,
+        backend: None,
         tcp: ("baseline (tcp_echo)", exe("echo_runtime")?),
         udp: ("baseline (udp_echo)", exe("udp_echo_runtime")?),
     });
     all.push(Server {
         key: "runtime-ring-base",
         ours: true,
+        backend: None,
         tcp: ("baseline (tcp_echo_ring)", exe("echo_ring")?),
         udp: ("baseline (udp_echo_ring)", exe("udp_echo_ring")?),
     });
@@ -286,6 +309,10 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
     if let Some(path) = &metrics_file {
         cmd.env("RUNTIME_METRICS_FILE", path);
     }
+    match server.backend {
+        Some(backend) => cmd.env("RUNTIME_BACKEND", backend),
+        None => cmd.env_remove("RUNTIME_BACKEND"),
+    };
     if cfg.pinned {
         // SAFETY: the closure only calls `sched_setaffinity`, which is async-signal-safe.
         unsafe {

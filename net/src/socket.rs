@@ -16,6 +16,7 @@ use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
     io,
+    mem::ManuallyDrop,
     net::SocketAddr,
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
     rc::Rc,
@@ -55,8 +56,43 @@ impl Rescued {
     }
 }
 
+/// The socket's fd: the runtime is told before it is closed or handed out
+/// (`runtime::op::forget_fd`), so the epoll backend never mistakes a later file with the
+/// same number for this one.
+struct SocketFd(ManuallyDrop<OwnedFd>);
+
+impl SocketFd {
+    fn new(fd: OwnedFd) -> SocketFd {
+        SocketFd(ManuallyDrop::new(fd))
+    }
+
+    /// Hands the fd out of the runtime's care.
+    fn into_owned(self) -> OwnedFd {
+        runtime::op::forget_fd(self.0.as_raw_fd());
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the fd is taken out exactly once.
+        unsafe { ManuallyDrop::take(&mut this.0) }
+    }
+}
+
+impl std::ops::Deref for SocketFd {
+    type Target = OwnedFd;
+
+    fn deref(&self) -> &OwnedFd {
+        &self.0
+    }
+}
+
+impl Drop for SocketFd {
+    fn drop(&mut self) {
+        runtime::op::forget_fd(self.0.as_raw_fd());
+        // SAFETY: dropped once, here; `into_owned` never lets this destructor run.
+        unsafe { ManuallyDrop::drop(&mut self.0) }
+    }
+}
+
 struct Inner {
-    fd: OwnedFd,
+    fd: SocketFd,
     /// Boxed on first use: rescues are rare, and every byte here is paid by every connection.
     #[expect(
         clippy::box_collection,
@@ -96,7 +132,7 @@ impl Socket {
 
     pub(crate) fn from_fd(fd: OwnedFd) -> Socket {
         Socket(Rc::new(Inner {
-            fd,
+            fd: SocketFd::new(fd),
             rescued: RefCell::new(None),
             reader: Cell::new(None),
             zc: ZcState::default(),
@@ -111,7 +147,7 @@ impl Socket {
 
     /// Socket options and queries, through socket2.
     pub(crate) fn sock_ref(&self) -> SockRef<'_> {
-        SockRef::from(&self.0.fd)
+        SockRef::from(&*self.0.fd)
     }
 
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -131,7 +167,7 @@ impl Socket {
     /// Takes the fd out, or duplicates it when operations still hold the socket.
     pub(crate) fn into_fd(self) -> io::Result<OwnedFd> {
         match Rc::try_unwrap(self.0) {
-            Ok(inner) => Ok(inner.fd),
+            Ok(inner) => Ok(inner.fd.into_owned()),
             Err(shared) => shared.fd.try_clone(),
         }
     }
@@ -142,11 +178,12 @@ impl Socket {
     /// little state that held it is leaked.
     pub(crate) fn into_raw_fd(self) -> RawFd {
         match Rc::try_unwrap(self.0) {
-            Ok(inner) => inner.fd.into_raw_fd(),
+            Ok(inner) => inner.fd.into_owned().into_raw_fd(),
             Err(shared) => match shared.fd.try_clone() {
                 Ok(fd) => fd.into_raw_fd(),
                 Err(_) => {
                     let raw = shared.fd.as_raw_fd();
+                    runtime::op::forget_fd(raw);
                     std::mem::forget(shared);
                     raw
                 }

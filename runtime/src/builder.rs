@@ -3,7 +3,7 @@
 use std::{cell::RefCell, io, rc::Rc, sync::Arc, time::Duration};
 
 use crate::{
-    Runtime,
+    BACKEND_ENV, Backend, Runtime,
     capabilities::Capabilities,
     driver::{Driver, RingConfig, RingMode},
     executor::Scheduler,
@@ -30,6 +30,7 @@ pub struct Builder {
     zcrx: Option<ZcrxConfig>,
     worker_threads: Option<usize>,
     pin_cores: bool,
+    backend: Backend,
 }
 
 impl Default for Builder {
@@ -51,6 +52,7 @@ impl Builder {
             zcrx: None,
             worker_threads: None,
             pin_cores: true,
+            backend: Backend::Auto,
         }
     }
 
@@ -128,6 +130,14 @@ impl Builder {
         self
     }
 
+    /// Which engine runs the operations (default [`Backend::Auto`]: io_uring, or epoll where
+    /// io_uring is refused or missing; the environment variable `RUNTIME_BACKEND=io_uring|epoll`
+    /// overrides `Auto`). [`capabilities()`](crate::capabilities) says which one runs, and why.
+    pub fn backend(&mut self, backend: Backend) -> &mut Self {
+        self.backend = backend;
+        self
+    }
+
     /// Creates the runtime on the calling thread.
     ///
     /// # Errors
@@ -135,7 +145,8 @@ impl Builder {
     /// Invalid sizes give `InvalidInput`. When io_uring cannot be used the error names the cause
     /// and the remedy: `PermissionDenied` (sysctl `kernel.io_uring_disabled`, seccomp),
     /// `Unsupported` (kernel too old), `OutOfMemory` (RLIMIT_MEMLOCK too low, with the current
-    /// limit).
+    /// limit); under [`Backend::Auto`] the first two start the epoll backend instead. A bad
+    /// `RUNTIME_BACKEND` value gives `InvalidInput`.
     pub fn build(&self) -> io::Result<Runtime> {
         let workers = self.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -149,10 +160,26 @@ impl Builder {
         let mut config = self.ring_config()?;
         let remote = group.remotes[worker].clone();
         let zcrx = self.zcrx.as_ref().filter(|z| z.mode != ZcrxMode::Off);
+        let backend = self.backend.resolve()?;
+        if backend == Backend::Epoll {
+            let reason = match self.backend {
+                Backend::Epoll => "epoll backend: chosen with Builder::backend".to_owned(),
+                _ => format!("epoll backend: chosen with {BACKEND_ENV}=epoll"),
+            };
+            return self.build_epoll(worker, group, reason);
+        }
         config.cqe32 = zcrx.is_some();
         let mut zcrx_note = None;
         let (driver, info) = match Driver::new(&config, remote.eventfd()) {
             Ok(built) => built,
+            Err(e) if backend == Backend::Auto && Backend::falls_back(&e) => {
+                let reason = format!(
+                    "epoll backend: io_uring is not available to this process, so Backend::Auto \
+                     runs on epoll (same API; io_uring-only features report Unsupported). \
+                     Why: {e}"
+                );
+                return self.build_epoll(worker, group, reason);
+            }
             Err(e) if zcrx.is_some_and(|z| z.mode == ZcrxMode::Auto) => {
                 zcrx_note = Some(format!(
                     "zero-copy receive off: the ring could not be built with \
@@ -202,6 +229,41 @@ impl Builder {
             coop: Rc::default(),
             drain_waiters: Default::default(),
             zcrx: zcrx_inner,
+        });
+        Ok(Runtime::from_handle(handle))
+    }
+
+    /// Builds worker `worker` on the epoll backend; `reason` becomes its first note.
+    fn build_epoll(&self, worker: usize, group: Arc<Group>, reason: String) -> io::Result<Runtime> {
+        let remote = group.remotes[worker].clone();
+        let mut capabilities = Capabilities::epoll(reason);
+        match self.zcrx.as_ref().map(|z| z.mode) {
+            None | Some(ZcrxMode::Off) => {}
+            Some(ZcrxMode::On) => {
+                return Err(crate::driver::unsupported_on_epoll(
+                    "zero-copy receive (ZcrxMode::On)",
+                ));
+            }
+            Some(_) => capabilities.note(
+                "zero-copy receive off: the epoll backend has no ZCRX (receives use \
+                 provided-buffer streams from a user-space pool instead)"
+                    .to_owned(),
+            ),
+        }
+        let driver = Rc::new(RefCell::new(Driver::new_epoll(remote.eventfd())?));
+        let handle = Rc::new(Handle {
+            driver,
+            scheduler: Scheduler::default(),
+            timers: Rc::new(RefCell::new(Timers::default())),
+            remote,
+            capabilities: RefCell::new(capabilities),
+            task_budget: self.task_budget,
+            shutdown_timeout: self.shutdown_timeout,
+            worker,
+            group,
+            coop: Rc::default(),
+            drain_waiters: Default::default(),
+            zcrx: None,
         });
         Ok(Runtime::from_handle(handle))
     }

@@ -2,12 +2,13 @@
 
 use std::{
     io,
-    os::fd::{FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
 use io_uring::{opcode, squeue};
-use runtime::op::{Completion, MultishotOp, OpCode};
+use runtime::op::{Completion, Interest, MultishotOp, OpCode};
 
+use super::nonblocking;
 use crate::{addr::RawAddr, socket::Socket};
 
 /// `IORING_OP_ACCEPT` with `SOCK_CLOEXEC`, returning the peer address as the kernel wrote it
@@ -47,6 +48,24 @@ unsafe impl OpCode for Accept {
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         Ok((fd, *self.addr))
     }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        *self.addr = RawAddr::empty();
+        let addr = &mut *self.addr;
+        // SAFETY: the boxed address storage and its length, owned by `self`.
+        unsafe {
+            nonblocking::accept(
+                self.socket.as_raw_fd(),
+                addr.as_mut_ptr(),
+                &mut addr.len,
+                false,
+            )
+        }
+    }
 }
 
 /// `IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT` (Linux 5.19): one CQE per connection.
@@ -77,5 +96,15 @@ unsafe impl MultishotOp for AcceptMulti {
             // SAFETY: each successful CQE carries a new fd that nothing else owns.
             unsafe { OwnedFd::from_raw_fd(fd as i32) }
         }))
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let null = std::ptr::null_mut();
+        // SAFETY: no address is asked for (null pointers).
+        unsafe { nonblocking::accept(self.socket.as_raw_fd(), null, null.cast(), true) }
     }
 }
