@@ -7,7 +7,9 @@
 //! # How it measures
 //!
 //! Each measurement starts a fresh server process pinned to CPU 0; the client, this process,
-//! runs on CPU 1. For every workload and every round, each server is measured once, in an order
+//! runs on CPU 1. With `SERVER_THREADS=N` (or `--threads N` after `--`), the runtime's TCP
+//! servers run N workers (`tcp_echo --threads N`) and the server is pinned to CPUs 0..N, the
+//! client to CPU N (the peers and the UDP servers stay single-threaded). For every workload and every round, each server is measured once, in an order
 //! that rotates from round to round, so a slow phase of the machine hits all servers alike.
 //! Reported per server are medians over rounds, and every ratio to a peer is paired: per
 //! round, server X / peer Y, then the median of those per-round ratios.
@@ -23,6 +25,17 @@
 //!   idle; the server's resident memory growth (`VmRSS`) per connection.
 //! - `rss`: the server's peak resident memory (`VmHWM`) after a ping-pong window on 64
 //!   connections with 1 KiB messages.
+//!
+//! Ring modes: `runtime-sqpoll` is `tcp_echo`/`udp_echo` with a kernel submission thread
+//! (`RUNTIME_SQPOLL=<SQPOLL_IDLE_MS, default 50>`) on CPU `SQ_CORE` (or `--sq-core C`; default
+//! the first CPU after the server's and the client's, or the client's CPU when there is none,
+//! as on 2 cores, where SQPOLL is expected to lose: its thread competes with the client);
+//! `runtime-napi` is the same servers with NAPI busy polling (`RUNTIME_NAPI=<NAPI_US, default
+//! 50>`, `,prefer` with `NAPI_PREFER=1`), which loopback cannot use (no NAPI device), so that
+//! row shows what registering it costs. The SQ thread is a thread of the server process, so
+//! its CPU time is in the server's CPU per message (the sum over `/proc/<pid>/task/*`).
+//! `runtime-epoll` is the same servers on the epoll backend (`RUNTIME_BACKEND=epoll`), whose
+//! target is tokio's server CPU per message within 5%.
 //!
 //! Per row: echoed messages per second; p50 and p99 round-trip time (every echo's time, sorted);
 //! the server's CPU time per message (the sum over its threads of the first field of
@@ -88,11 +101,20 @@ pub(crate) struct Server {
     pub(crate) key: &'static str,
     /// One of the runtime's own servers (which export `runtime::metrics()`), not a peer.
     pub(crate) ours: bool,
-    /// The `RUNTIME_BACKEND` the server process runs with (ours only; `None`: unset, so
-    /// `Auto` picks io_uring).
-    backend: Option<&'static str>,
     tcp: (&'static str, &'static str),
     udp: (&'static str, &'static str),
+    /// The ring mode its process is switched to through the environment.
+    mode: Mode,
+}
+
+/// A runtime server's ring mode, set through `runtime::Builder::new`'s variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Default,
+    SqPoll,
+    Napi,
+    /// The epoll backend (`RUNTIME_BACKEND=epoll`).
+    Epoll,
 }
 
 impl Server {
@@ -105,19 +127,43 @@ impl Server {
     }
 }
 
-const SERVERS: [Server; 5] = [
+const SERVERS: [Server; 7] = [
     Server {
         key: "runtime",
         ours: true,
-        backend: None,
         tcp: ("runtime (tcp_echo)", env!("CARGO_BIN_EXE_echo_runtime")),
         udp: ("runtime (udp_echo)", env!("CARGO_BIN_EXE_udp_echo_runtime")),
+        mode: Mode::Default,
     },
-    // The same server binaries on the epoll backend (`RUNTIME_BACKEND=epoll`).
+    Server {
+        key: "runtime-sqpoll",
+        ours: true,
+        tcp: (
+            "runtime SQPOLL (tcp_echo)",
+            env!("CARGO_BIN_EXE_echo_runtime"),
+        ),
+        udp: (
+            "runtime SQPOLL (udp_echo)",
+            env!("CARGO_BIN_EXE_udp_echo_runtime"),
+        ),
+        mode: Mode::SqPoll,
+    },
+    Server {
+        key: "runtime-napi",
+        ours: true,
+        tcp: (
+            "runtime NAPI (tcp_echo)",
+            env!("CARGO_BIN_EXE_echo_runtime"),
+        ),
+        udp: (
+            "runtime NAPI (udp_echo)",
+            env!("CARGO_BIN_EXE_udp_echo_runtime"),
+        ),
+        mode: Mode::Napi,
+    },
     Server {
         key: "runtime-epoll",
         ours: true,
-        backend: Some("epoll"),
         tcp: (
             "runtime on epoll (tcp_echo)",
             env!("CARGO_BIN_EXE_echo_runtime"),
@@ -126,30 +172,31 @@ const SERVERS: [Server; 5] = [
             "runtime on epoll (udp_echo)",
             env!("CARGO_BIN_EXE_udp_echo_runtime"),
         ),
+        mode: Mode::Epoll,
     },
     Server {
         key: "runtime-ring",
         ours: true,
-        backend: None,
         tcp: ("runtime (tcp_echo_ring)", env!("CARGO_BIN_EXE_echo_ring")),
         udp: (
             "runtime (udp_echo_ring)",
             env!("CARGO_BIN_EXE_udp_echo_ring"),
         ),
+        mode: Mode::Default,
     },
     Server {
         key: "tokio",
         ours: false,
-        backend: None,
         tcp: ("tokio", env!("CARGO_BIN_EXE_echo_tokio")),
         udp: ("tokio", env!("CARGO_BIN_EXE_udp_echo_tokio")),
+        mode: Mode::Default,
     },
     Server {
         key: "monoio",
         ours: false,
-        backend: None,
         tcp: ("monoio", env!("CARGO_BIN_EXE_echo_monoio")),
         udp: ("monoio", env!("CARGO_BIN_EXE_udp_echo_monoio")),
+        mode: Mode::Default,
     },
 ];
 
@@ -179,16 +226,16 @@ fn all_servers() -> Result<Vec<Server>, Box<dyn std::error::Error>> {
     all.push(Server {
         key: "runtime-base",
         ours: true,
-        backend: None,
         tcp: ("baseline (tcp_echo)", exe("echo_runtime")?),
         udp: ("baseline (udp_echo)", exe("udp_echo_runtime")?),
+        mode: Mode::Default,
     });
     all.push(Server {
         key: "runtime-ring-base",
         ours: true,
-        backend: None,
         tcp: ("baseline (tcp_echo_ring)", exe("echo_ring")?),
         udp: ("baseline (udp_echo_ring)", exe("udp_echo_ring")?),
+        mode: Mode::Default,
     });
     Ok(all)
 }
@@ -242,6 +289,66 @@ pub(crate) struct Config {
     pub(crate) measure: Duration,
     pub(crate) pinned: bool,
     out_dir: PathBuf,
+    /// Workers of the runtime's TCP servers (`SERVER_THREADS`, `--threads`); the server runs
+    /// on CPUs `0..threads`, the client on CPU `threads`.
+    threads: usize,
+    /// The CPU of `runtime-sqpoll`'s SQ threads (`SQ_CORE`, `--sq-core`).
+    sq_core: usize,
+    /// `runtime-sqpoll`'s SQ thread idle time in ms (`SQPOLL_IDLE_MS`).
+    sqpoll_idle_ms: u64,
+    /// `runtime-napi`'s busy-poll window in µs (`NAPI_US`) and preference (`NAPI_PREFER=1`).
+    napi_us: u64,
+    napi_prefer: bool,
+}
+
+impl Config {
+    /// Where server, client and SQ threads run, for the report.
+    fn layout(&self) -> String {
+        if !self.pinned {
+            return "not pinned (fewer than 2 CPUs)".into();
+        }
+        let server = match self.threads {
+            1 => "CPU 0".to_owned(),
+            n => format!(
+                "CPUs 0-{} ({n} workers for the runtime's TCP servers)",
+                n - 1
+            ),
+        };
+        format!(
+            "server on {server}, client on CPU {}, SQPOLL threads on CPU {}",
+            self.threads, self.sq_core
+        )
+    }
+}
+
+/// A `--name N` argument of this bench binary (`cargo bench -p benches --bench echo -- --threads
+/// 4`), else the variable `var`, else `default`.
+fn arg_or_env(flag: &str, var: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == flag)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or_else(|| env_or(var, default))
+}
+
+/// Pins the calling process to CPUs `0..n`.
+fn pin_to_first(n: usize) -> std::io::Result<()> {
+    if n <= 1 {
+        return pin_to(0);
+    }
+    // SAFETY: `cpu_set_t` is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
+    // reads it. All async-signal-safe, so this may run in `pre_exec`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for cpu in 0..n {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// A port the kernel reports free (for a fresh server; it binds it a moment later).
@@ -309,14 +416,42 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
     if let Some(path) = &metrics_file {
         cmd.env("RUNTIME_METRICS_FILE", path);
     }
-    match server.backend {
-        Some(backend) => cmd.env("RUNTIME_BACKEND", backend),
-        None => cmd.env_remove("RUNTIME_BACKEND"),
+    // The bench's own environment must not switch the other servers' modes.
+    for var in [
+        "RUNTIME_SQPOLL",
+        "RUNTIME_SQPOLL_CPU",
+        "RUNTIME_NAPI",
+        "RUNTIME_BACKEND",
+    ] {
+        cmd.env_remove(var);
+    }
+    match server.mode {
+        Mode::Default => {}
+        Mode::SqPoll => {
+            cmd.env("RUNTIME_SQPOLL", cfg.sqpoll_idle_ms.to_string());
+            cmd.env("RUNTIME_SQPOLL_CPU", cfg.sq_core.to_string());
+        }
+        Mode::Napi => {
+            let prefer = if cfg.napi_prefer { ",prefer" } else { "" };
+            cmd.env("RUNTIME_NAPI", format!("{}{prefer}", cfg.napi_us));
+        }
+        Mode::Epoll => {
+            cmd.env("RUNTIME_BACKEND", "epoll");
+        }
+    }
+    let threads = if server.ours && proto == Proto::Tcp {
+        cfg.threads
+    } else {
+        1
     };
+    if threads > 1 {
+        cmd.args(["--threads", &threads.to_string()]);
+    }
     if cfg.pinned {
+        let cpus = cfg.threads;
         // SAFETY: the closure only calls `sched_setaffinity`, which is async-signal-safe.
         unsafe {
-            cmd.pre_exec(|| pin_to(0));
+            cmd.pre_exec(move || pin_to_first(cpus));
         }
     }
     let process = match proto {
@@ -437,6 +572,11 @@ fn command_line() -> String {
         "IDLE_CONNS",
         "WORKLOADS",
         "SERVERS",
+        "SERVER_THREADS",
+        "SQ_CORE",
+        "SQPOLL_IDLE_MS",
+        "NAPI_US",
+        "NAPI_PREFER",
     ];
     let mut parts: Vec<String> = knobs
         .iter()
@@ -488,12 +628,38 @@ fn machine() -> String {
 fn main() -> Result<(), Box<dyn Error>> {
     let nofile = raise_nofile() as usize;
     let (pinned, cpus) = pin_client()?;
+    let threads = (arg_or_env("--threads", "SERVER_THREADS", 1) as usize).max(1);
+    if pinned && threads >= cpus {
+        return Err(format!(
+            "SERVER_THREADS={threads} leaves no CPU for the client on this {cpus}-CPU machine"
+        )
+        .into());
+    }
+    if pinned && threads > 1 {
+        pin_to(threads).map_err(|e| format!("pinning the client to CPU {threads}: {e}"))?;
+    }
+    // The first CPU nobody else uses, else the client's: on 2 cores SQPOLL competes with it.
+    let spare = if threads + 1 < cpus {
+        threads + 1
+    } else {
+        threads
+    };
+    let sq_core = arg_or_env("--sq-core", "SQ_CORE", u64::MAX);
     let cfg = Config {
         rounds: env_or("ROUNDS", 3) as usize,
         warmup: Duration::from_millis(env_or("WARMUP_MS", 300)),
         measure: Duration::from_millis(env_or("MEASURE_MS", 2000)),
         pinned,
         out_dir: out_dir(),
+        threads,
+        sq_core: if sq_core == u64::MAX {
+            spare
+        } else {
+            sq_core as usize
+        },
+        sqpoll_idle_ms: env_or("SQPOLL_IDLE_MS", 50),
+        napi_us: env_or("NAPI_US", 50),
+        napi_prefer: std::env::var("NAPI_PREFER").is_ok_and(|v| v == "1"),
     };
     std::fs::create_dir_all(&cfg.out_dir)?;
     let all = all_servers()?;
@@ -519,12 +685,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
     eprintln!(
         "echo: {} workload(s) × {} server(s) × {} round(s), {:?} warm-up + {:?} measured; \
-         servers on CPU 0, client on CPU 1: {pinned} ({cpus} CPUs)",
+         {} ({cpus} CPUs)",
         workloads.len(),
         servers.len(),
         cfg.rounds,
         cfg.warmup,
-        cfg.measure
+        cfg.measure,
+        cfg.layout()
     );
     let mut sections = Vec::new();
     for &workload in &workloads {
@@ -551,7 +718,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         rounds: cfg.rounds,
         warmup: cfg.warmup,
         measure: cfg.measure,
-        pinned: cfg.pinned,
+        layout: cfg.layout(),
     };
     let markdown = report::markdown(&header, &sections);
     print!("{markdown}");

@@ -297,3 +297,54 @@ fn writes_just_before_the_runtime_ends_go_out() {
         expected.len()
     );
 }
+
+/// A flush with no other task ready learns the staged send's outcome in the same poll: one
+/// enter that does not wait (`runtime::submit_now`), instead of a loop turn and a second poll
+/// (hyper flushes after every response).
+#[runtime::test]
+async fn a_flush_with_nothing_else_ready_completes_in_its_first_poll() {
+    let (mut stream, mut peer) = stream_with_std_peer().await;
+    // With SQPOLL (CI runs this binary with `RUNTIME_SQPOLL` too) the kernel thread takes the
+    // send, not that enter: its outcome is known once the thread has moved the SQ head past
+    // it (docs/ring-modes.md), usually a loop turn later, so the flush is only awaited.
+    let sqpoll = runtime::capabilities().sqpoll();
+    // On epoll the send behind went out inside `write_all` (no enter at all).
+    let epoll = integration_tests::epoll_selected();
+    for round in 0..3u8 {
+        stream.write_all(vec![round; 100]).await.0.unwrap();
+        let enters = runtime::metrics().enters;
+        let mut flush = std::pin::pin!(stream.flush());
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(flush.as_mut().poll(cx))).await;
+        if sqpoll {
+            match first {
+                std::task::Poll::Ready(done) => done.unwrap(),
+                std::task::Poll::Pending => flush.await.unwrap(),
+            }
+        } else {
+            assert!(
+                matches!(first, std::task::Poll::Ready(Ok(()))),
+                "round {round}: the first poll of the flush was {first:?}"
+            );
+            if !epoll {
+                assert_eq!(runtime::metrics().enters, enters + 1, "round {round}");
+            }
+        }
+        let mut got = [0u8; 100];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, [round; 100]);
+    }
+    // With another task ready, the send waits for the loop's enter: the flush is pending.
+    stream.write_all(vec![9; 10]).await.0.unwrap();
+    let other = runtime::spawn(async {});
+    let mut flush = std::pin::pin!(stream.flush());
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(flush.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(done) if epoll => done.unwrap(),
+        _ => {
+            assert!(first.is_pending(), "with a task ready: {first:?}");
+            flush.await.unwrap();
+        }
+    }
+    other.await.unwrap();
+}

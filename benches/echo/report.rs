@@ -18,7 +18,8 @@ pub(crate) struct Header {
     pub(crate) rounds: usize,
     pub(crate) warmup: Duration,
     pub(crate) measure: Duration,
-    pub(crate) pinned: bool,
+    /// Where the server, the client and the SQPOLL threads run.
+    pub(crate) layout: String,
 }
 
 /// One server's samples on one workload, one per round.
@@ -127,15 +128,12 @@ pub(crate) fn markdown(header: &Header, sections: &[Section<'_>]) -> String {
     let _ = writeln!(
         out,
         "Machine: {}. {} round(s) of {:?} warm-up + {:?} measured per server and workload; \
-         servers pinned to CPU 0, client to CPU 1: {}. Figures are medians over rounds; a \
+         {}. Figures are medians over rounds; a \
          ratio X / Y is the median of the per-round ratios. Each run is a fresh server \
-         process. CPU is time on CPU from `/proc/<pid>/task/*/schedstat`; `io_uring_enter` \
+         process. CPU is time on CPU from `/proc/<pid>/task/*/schedstat` (all of the \
+         server's threads, SQPOLL's kernel thread included); `io_uring_enter` \
          and SQEs come from `runtime::metrics()` (the peers' are not observable: `-`).\n",
-        header.machine,
-        header.rounds,
-        header.warmup,
-        header.measure,
-        if header.pinned { "yes" } else { "no" }
+        header.machine, header.rounds, header.warmup, header.measure, header.layout
     );
     nodelay(&mut out, sections);
     summary(&mut out, sections);

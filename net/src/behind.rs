@@ -36,7 +36,7 @@
 //! request that waits for room; a failure is reported by the socket's next send.
 
 use std::{
-    cell::RefCell,
+    cell::RefMut,
     io,
     net::Shutdown,
     os::fd::{AsRawFd, RawFd},
@@ -80,15 +80,55 @@ pub(crate) struct Behind {
     waiters: Vec<Waker>,
 }
 
-/// The write-behind state of `socket`.
-fn state(socket: &Socket) -> &RefCell<Behind> {
-    socket.behind()
+impl Behind {
+    /// Whether it holds nothing: no send or datagram in flight, nothing staged, no error, no
+    /// shutdown or waiter pending. Such a state is dropped (see [`release_if_idle`]).
+    fn is_idle(&self) -> bool {
+        self.datagrams == 0
+            && self.in_flight.is_none()
+            && self.staged.capacity() == 0
+            && self.error.is_none()
+            && !self.shutdown_pending
+            && self.waiters.is_empty()
+    }
+}
+
+thread_local! {
+    /// One idle state kept for the thread's next socket that writes, so that a connection
+    /// that writes once per message does not allocate its state every time.
+    static SPARE: std::cell::Cell<Option<Box<Behind>>> = const { std::cell::Cell::new(None) };
+}
+
+/// The write-behind state of `socket`, created (from the thread's spare, if any) when it has
+/// none: an idle socket holds only an empty `Option<Box<_>>`.
+fn state(socket: &Socket) -> RefMut<'_, Behind> {
+    RefMut::map(socket.behind().borrow_mut(), |b| {
+        &mut **b.get_or_insert_with(|| SPARE.take().unwrap_or_default())
+    })
+}
+
+/// The write-behind state of `socket`, if it has one (for checks that must not create it).
+fn existing(socket: &Socket) -> Option<RefMut<'_, Behind>> {
+    RefMut::filter_map(socket.behind().borrow_mut(), |b| b.as_deref_mut()).ok()
+}
+
+/// Drops `socket`'s state if it holds nothing any more, keeping it as the thread's spare.
+fn release_if_idle(socket: &Socket) {
+    let mut slot = socket.behind().borrow_mut();
+    if slot.as_ref().is_some_and(|b| b.is_idle()) {
+        let idle = slot.take();
+        drop(slot);
+        if let Some(old) = SPARE.replace(idle) {
+            drop(old);
+        }
+    }
 }
 
 /// Takes the failure of an earlier staged send, if any, as the error of the caller's
 /// operation.
 pub(crate) fn take_error(socket: &Socket) -> Option<io::Error> {
-    let e = state(socket).borrow_mut().error.take()?;
+    let e = existing(socket)?.error.take()?;
+    release_if_idle(socket);
     Some(io::Error::new(
         e.kind(),
         format!("an earlier write on this socket failed after it had returned: {e}"),
@@ -99,7 +139,7 @@ pub(crate) fn take_error(socket: &Socket) -> Option<io::Error> {
 /// they are too many to copy, or too many are staged already: the caller then waits for
 /// [`flush`] and sends them itself.
 pub(crate) fn try_stage(socket: &Socket, bytes: &[u8]) -> bool {
-    let mut guard = state(socket).borrow_mut();
+    let mut guard = state(socket);
     let behind = &mut *guard;
     if bytes.len() > COPY_MAX || behind.staged.len() + bytes.len() > STAGED_MAX {
         return false;
@@ -139,7 +179,7 @@ fn launch(socket: &Socket, op: StagedSend, urgent: bool) {
         if urgent {
             detached.expedite();
         }
-        state(socket).borrow_mut().in_flight = Some(detached);
+        state(socket).in_flight = Some(detached);
     }
 }
 
@@ -148,7 +188,7 @@ fn launch(socket: &Socket, op: StagedSend, urgent: bool) {
 /// written. The caller has seen [`poll_flush`] ready, so nothing is staged or in flight.
 #[cfg(any(feature = "tokio-io", feature = "futures-io"))]
 pub(crate) fn send_owned(socket: &Socket, data: Vec<u8>) {
-    debug_assert!(state(socket).borrow().in_flight.is_none());
+    debug_assert!(existing(socket).is_none_or(|b| b.in_flight.is_none()));
     if !data.is_empty() {
         start(socket, data, true);
     }
@@ -163,15 +203,27 @@ pub(crate) async fn flush(socket: &Socket) -> io::Result<()> {
 /// [`flush`] as a poll: ready once nothing is staged or in flight, with the failure of a
 /// staged send if one failed.
 pub(crate) fn poll_flush(socket: &Socket, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-    let mut behind = state(socket).borrow_mut();
-    if let Some(in_flight) = &behind.in_flight {
+    let behind = existing(socket);
+    if let Some(in_flight) = behind.as_ref().and_then(|b| b.in_flight.as_ref()) {
+        in_flight.expedite();
+        drop(behind);
+        // Learn the outcome now if nothing else would share the enter: the caller goes on in
+        // this poll instead of the next loop turn (hyper flushes after every response).
+        runtime::submit_now();
+    } else {
+        drop(behind);
+    }
+    if let Some(mut behind) = existing(socket)
+        && let Some(in_flight) = &behind.in_flight
+    {
+        // It may be a later send, started by the one that finished with the bytes staged
+        // behind it: this caller waits for it too.
         in_flight.expedite();
         if !behind.waiters.iter().any(|w| w.will_wake(cx.waker())) {
             behind.waiters.push(cx.waker().clone());
         }
         return Poll::Pending;
     }
-    drop(behind);
     Poll::Ready(match take_error(socket) {
         Some(e) => Err(e),
         None => Ok(()),
@@ -184,14 +236,14 @@ pub(crate) fn shutdown_write(socket: &Socket) -> io::Result<()> {
     if let Some(e) = take_error(socket) {
         return Err(e);
     }
-    let mut behind = state(socket).borrow_mut();
-    if let Some(in_flight) = &behind.in_flight {
+    if let Some(mut behind) = existing(socket)
+        && let Some(in_flight) = &behind.in_flight
+    {
         // The shutdown waits for this send's outcome.
         in_flight.expedite();
         behind.shutdown_pending = true;
         return Ok(());
     }
-    drop(behind);
     shut_write(socket)
 }
 
@@ -207,7 +259,7 @@ fn shut_write(socket: &Socket) -> io::Result<()> {
 /// tells waiters that everything went out.
 fn finished(socket: &Socket, data: Vec<u8>) {
     spares::give(data);
-    let mut behind = state(socket).borrow_mut();
+    let mut behind = state(socket);
     if !behind.staged.is_empty() {
         let next = std::mem::take(&mut behind.staged);
         let urgent = !behind.waiters.is_empty() || behind.shutdown_pending;
@@ -221,15 +273,16 @@ fn finished(socket: &Socket, data: Vec<u8>) {
     let shutdown = std::mem::take(&mut behind.shutdown_pending);
     drop(behind);
     if shutdown && let Err(e) = shut_write(socket) {
-        state(socket).borrow_mut().error.get_or_insert(e);
+        state(socket).error.get_or_insert(e);
     }
+    release_if_idle(socket);
     waiters.into_iter().for_each(Waker::wake);
 }
 
 /// The send in flight failed: the error waits for the next operation, and nothing staged
 /// after it is sent.
 fn failed(socket: &Socket, error: io::Error) {
-    let mut behind = state(socket).borrow_mut();
+    let mut behind = state(socket);
     behind.error.get_or_insert(error);
     spares::give(std::mem::take(&mut behind.staged));
     behind.in_flight = None;
@@ -329,7 +382,7 @@ pub(crate) fn try_send_datagram(
     bytes: &[u8],
     addr: Option<std::net::SocketAddr>,
 ) -> bool {
-    let mut behind = state(socket).borrow_mut();
+    let mut behind = state(socket);
     if bytes.len() > COPY_MAX || behind.datagrams >= DATAGRAMS_MAX {
         return false;
     }
@@ -395,11 +448,45 @@ unsafe impl OpCode for DatagramBehind {
                 return;
             }
             Err(e) => {
-                state(&socket).borrow_mut().error.get_or_insert(e);
+                state(&socket).error.get_or_insert(e);
             }
             Ok(_) => {}
         }
-        state(&socket).borrow_mut().datagrams -= 1;
+        state(&socket).datagrams -= 1;
+        release_if_idle(&socket);
         spares::give(data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read, os::fd::OwnedFd};
+
+    use super::*;
+
+    /// Once its bytes went out, a socket holds no write-behind state (memory per idle
+    /// connection), and the next write finds the thread's spare.
+    #[test]
+    fn a_socket_whose_writes_went_out_holds_no_state() {
+        let rt = runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let socket = Socket::from_fd(OwnedFd::from(a));
+            assert!(socket.behind().borrow().is_none());
+            for round in 0..3u8 {
+                assert!(try_stage(&socket, &[round; 5]));
+                assert!(socket.behind().borrow().is_some(), "round {round}");
+                flush(&socket).await.unwrap();
+                assert!(socket.behind().borrow().is_none(), "round {round}");
+                let mut got = [0; 5];
+                b.read_exact(&mut got).unwrap();
+                assert_eq!(got, [round; 5]);
+            }
+            // A failure keeps the state until it is reported.
+            drop(b);
+            assert!(try_stage(&socket, b"lost"));
+            assert!(flush(&socket).await.is_err());
+            assert!(socket.behind().borrow().is_none());
+        });
     }
 }

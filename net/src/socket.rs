@@ -103,8 +103,9 @@ struct Inner {
     reader: Cell<Option<Waker>>,
     /// Zero-copy send policy and counters.
     zc: ZcState,
-    /// Small writes sent behind the caller's back (`behind.rs`).
-    behind: RefCell<crate::behind::Behind>,
+    /// Small writes sent behind the caller's back (`behind.rs`); only while some are, so
+    /// an idle socket holds 8 bytes here instead of the whole state.
+    behind: RefCell<Option<Box<crate::behind::Behind>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -192,7 +193,7 @@ impl Socket {
     }
 
     /// The write-behind state (`behind.rs`).
-    pub(crate) fn behind(&self) -> &RefCell<crate::behind::Behind> {
+    pub(crate) fn behind(&self) -> &RefCell<Option<Box<crate::behind::Behind>>> {
         &self.0.behind
     }
 

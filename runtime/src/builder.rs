@@ -5,7 +5,7 @@ use std::{cell::RefCell, io, rc::Rc, sync::Arc, time::Duration};
 use crate::{
     BACKEND_ENV, Backend, Runtime,
     capabilities::Capabilities,
-    driver::{Driver, RingConfig, RingMode},
+    driver::{Driver, Napi, RingConfig, RingMode, SqPoll},
     executor::Scheduler,
     executor::context::Handle,
     executor::workers::Group,
@@ -30,8 +30,20 @@ pub struct Builder {
     zcrx: Option<ZcrxConfig>,
     worker_threads: Option<usize>,
     pin_cores: bool,
+    sqpoll: Option<Duration>,
+    sqpoll_cpu: Option<u32>,
+    napi: Option<(Duration, bool)>,
+    /// A malformed `RUNTIME_SQPOLL*` / `RUNTIME_NAPI` variable, reported by `build`.
+    env_error: Option<String>,
     backend: Backend,
 }
+
+/// `Builder::new` turns SQPOLL on with this idle time in milliseconds (as `Builder::sqpoll`).
+const SQPOLL_VAR: &str = "RUNTIME_SQPOLL";
+/// `Builder::new` binds the SQ thread to this CPU (as `Builder::sqpoll_cpu`).
+const SQPOLL_CPU_VAR: &str = "RUNTIME_SQPOLL_CPU";
+/// `Builder::new` turns NAPI busy polling on: `<window µs>` or `<window µs>,prefer`.
+const NAPI_VAR: &str = "RUNTIME_NAPI";
 
 impl Default for Builder {
     fn default() -> Self {
@@ -40,8 +52,19 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// A builder with the defaults listed on each setter.
+    /// A builder with the defaults listed on each setter, then the ring-mode variables of the
+    /// environment applied, so a program can be switched without a rebuild:
+    /// `RUNTIME_SQPOLL=<idle ms>` ([`sqpoll`](Self::sqpoll)), `RUNTIME_SQPOLL_CPU=<cpu>`
+    /// ([`sqpoll_cpu`](Self::sqpoll_cpu)), `RUNTIME_NAPI=<window µs>[,prefer]`
+    /// ([`napi_busy_poll`](Self::napi_busy_poll)). Setters called afterwards override them;
+    /// a malformed value makes [`build`](Self::build) fail with `InvalidInput`.
     pub fn new() -> Builder {
+        let mut builder = Builder::defaults();
+        builder.apply_env();
+        builder
+    }
+
+    fn defaults() -> Builder {
         Builder {
             entries: 256,
             cq_entries: None,
@@ -52,7 +75,53 @@ impl Builder {
             zcrx: None,
             worker_threads: None,
             pin_cores: true,
+            sqpoll: None,
+            sqpoll_cpu: None,
+            napi: None,
+            env_error: None,
             backend: Backend::Auto,
+        }
+    }
+
+    /// Reads `RUNTIME_SQPOLL`, `RUNTIME_SQPOLL_CPU` and `RUNTIME_NAPI` (see [`Builder::new`]).
+    fn apply_env(&mut self) {
+        let mut bad = Vec::new();
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(v) = var(SQPOLL_VAR) {
+            match v.trim().parse::<u64>() {
+                Ok(ms) => {
+                    self.sqpoll(Duration::from_millis(ms));
+                }
+                Err(_) => bad.push(format!("{SQPOLL_VAR}={v:?} is not an idle time in ms")),
+            }
+        }
+        if let Some(v) = var(SQPOLL_CPU_VAR) {
+            match v.trim().parse::<u32>() {
+                Ok(cpu) => {
+                    self.sqpoll_cpu(cpu);
+                }
+                Err(_) => bad.push(format!("{SQPOLL_CPU_VAR}={v:?} is not a CPU number")),
+            }
+        }
+        if let Some(v) = var(NAPI_VAR) {
+            let (window, prefer) = match v.trim().split_once(',') {
+                Some((w, p)) => (w, Some(p.trim())),
+                None => (v.trim(), None),
+            };
+            match (window.trim().parse::<u64>(), prefer) {
+                (Ok(us), None) => {
+                    self.napi_busy_poll(Duration::from_micros(us), false);
+                }
+                (Ok(us), Some("prefer")) => {
+                    self.napi_busy_poll(Duration::from_micros(us), true);
+                }
+                _ => bad.push(format!(
+                    "{NAPI_VAR}={v:?} is not `<window µs>` or `<window µs>,prefer`"
+                )),
+            }
+        }
+        if !bad.is_empty() {
+            self.env_error = Some(bad.join("; "));
         }
     }
 
@@ -138,6 +207,51 @@ impl Builder {
         self
     }
 
+    /// Gives each worker's ring a kernel submission thread (`IORING_SETUP_SQPOLL`; Linux 5.11,
+    /// earlier only with `CAP_SYS_ADMIN`) that polls the SQ and sleeps after `idle` without
+    /// work (at least 1 ms). Default: off, or `RUNTIME_SQPOLL=<idle ms>`.
+    ///
+    /// The worker then submits without `io_uring_enter` while the thread is awake, at the
+    /// price of a CPU that thread keeps busy: it pays off when spare cores exist and the
+    /// loop is syscall-bound, not on a machine whose cores are all in use (see
+    /// `docs/ring-modes.md`). The kernel does not combine SQPOLL with `DEFER_TASKRUN` or
+    /// `COOP_TASKRUN`, so those are off, and so is zero-copy receive, which needs
+    /// `DEFER_TASKRUN`. Every guarantee of the default mode holds: a full SQ waits in a
+    /// backlog (`IORING_ENTER_SQ_WAIT`), a sleeping thread is woken
+    /// (`IORING_SQ_NEED_WAKEUP`), CQ overflow is flushed, shutdown drains every operation,
+    /// and sends that skip their completion are known complete once the thread has moved the
+    /// SQ head past them with no failure posted. Where the kernel refuses SQPOLL (a policy,
+    /// RLIMIT_MEMLOCK, a CPU the process may not use), the ring is built without it and
+    /// [`Capabilities::notes`] says why; [`Capabilities::sqpoll`] says which mode runs.
+    pub fn sqpoll(&mut self, idle: Duration) -> &mut Self {
+        self.sqpoll = Some(idle);
+        self
+    }
+
+    /// The CPU of the SQ thread of [`sqpoll`](Self::sqpoll) (`IORING_SETUP_SQ_AFF`), the same
+    /// for every worker. Default: the CPU after the worker's, among those the process may
+    /// use (the worker's pinned CPU; for an unpinned worker, the one it ran on when it was
+    /// built), or `RUNTIME_SQPOLL_CPU=<cpu>`. A CPU the process may not use makes the kernel
+    /// refuse SQPOLL (noted, the ring falls back).
+    pub fn sqpoll_cpu(&mut self, cpu: u32) -> &mut Self {
+        self.sqpoll_cpu = Some(cpu);
+        self
+    }
+
+    /// NAPI busy polling (`IORING_REGISTER_NAPI`, Linux 6.9 with `CONFIG_NET_RX_BUSY_POLL`):
+    /// while the loop waits for completions (or, with [`sqpoll`](Self::sqpoll), in the SQ
+    /// thread), the kernel polls the receive queues its sockets' packets came through for up
+    /// to `timeout` (1 µs to 10 ms) before it sleeps; `prefer_busy_poll` also keeps the
+    /// device's interrupts masked meanwhile. The ring tracks NAPI ids dynamically: each socket's
+    /// is added by the kernel when a receive arms on it. Only sockets served by a NAPI device
+    /// benefit (a NIC; not loopback, nor veth without GRO or XDP). It is unregistered at
+    /// shutdown. Default: off, or `RUNTIME_NAPI=<window µs>[,prefer]`. A kernel that refuses
+    /// it leaves a note in [`Capabilities::notes`]; see `docs/ring-modes.md`.
+    pub fn napi_busy_poll(&mut self, timeout: Duration, prefer_busy_poll: bool) -> &mut Self {
+        self.napi = Some((timeout, prefer_busy_poll));
+        self
+    }
+
     /// Creates the runtime on the calling thread.
     ///
     /// # Errors
@@ -155,9 +269,19 @@ impl Builder {
     }
 
     /// Builds the runtime of worker `worker` of `group` on the calling thread (its zero-copy
-    /// receive queue is the configured base queue plus `worker`).
-    pub(crate) fn build_worker(&self, worker: usize, group: Arc<Group>) -> io::Result<Runtime> {
+    /// receive queue is the configured base queue plus `worker`); `sq_cpu` is the default CPU
+    /// of its SQ thread.
+    pub(crate) fn build_worker(
+        &self,
+        worker: usize,
+        group: Arc<Group>,
+        sq_cpu: Option<u32>,
+    ) -> io::Result<Runtime> {
         let mut config = self.ring_config()?;
+        config.sqpoll = self.sqpoll.map(|idle| SqPoll {
+            idle_ms: u32::try_from(idle.as_millis()).unwrap_or(u32::MAX).max(1),
+            cpu: self.sqpoll_cpu.or(sq_cpu),
+        });
         let remote = group.remotes[worker].clone();
         let zcrx = self.zcrx.as_ref().filter(|z| z.mode != ZcrxMode::Off);
         let backend = self.backend.resolve()?;
@@ -213,6 +337,20 @@ impl Builder {
         if let Some(note) = zcrx_note {
             capabilities.note(note);
         }
+        if let Some((timeout, prefer)) = self.napi {
+            match driver.register_napi(Napi::new(timeout, prefer)) {
+                Ok(()) => {
+                    capabilities.set_napi(Napi::new(timeout, prefer));
+                    capabilities.note(
+                        "NAPI busy polling acts only on sockets whose packets arrive through a \
+                         NAPI device (a NIC queue); loopback has none, nor has veth without GRO \
+                         or XDP"
+                            .to_owned(),
+                    );
+                }
+                Err(e) => capabilities.note(format!("NAPI busy polling off: {e}")),
+            }
+        }
         let driver = Rc::new(RefCell::new(driver));
         let ring_fd = driver.borrow().ring_fd();
         remote.set_kick_ring(ring_fd, Driver::id(&driver));
@@ -250,6 +388,12 @@ impl Builder {
                     .to_owned(),
             ),
         }
+        if self.sqpoll.is_some() || self.napi.is_some() {
+            capabilities.note(
+                "SQPOLL and NAPI busy polling are io_uring ring modes: off on the epoll backend"
+                    .to_owned(),
+            );
+        }
         let driver = Rc::new(RefCell::new(Driver::new_epoll(remote.eventfd())?));
         let handle = Rc::new(Handle {
             driver,
@@ -270,6 +414,11 @@ impl Builder {
 
     fn ring_config(&self) -> io::Result<RingConfig> {
         let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+        if let Some(e) = &self.env_error {
+            return Err(invalid(format!(
+                "{e}: fix or unset the variable (see runtime::Builder::new)"
+            )));
+        }
         if self.entries == 0 || self.entries > 32768 {
             return Err(invalid(format!(
                 "Builder::entries must be between 1 and 32768, got {}",
@@ -289,6 +438,7 @@ impl Builder {
             mode: self.mode,
             register_ring_fd: self.register_ring_fd,
             cqe32: false,
+            sqpoll: None,
         })
     }
 }

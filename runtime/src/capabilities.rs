@@ -6,9 +6,11 @@
 
 use std::fmt;
 
+use std::time::Duration;
+
 use crate::{
     Backend,
-    driver::{RingInfo, RingSetup},
+    driver::{Napi, RingInfo, RingSetup, SqPoll},
 };
 
 /// The io_uring features in use by a runtime, read with [`crate::capabilities()`] or
@@ -26,6 +28,8 @@ pub struct Capabilities {
     coop_taskrun: bool,
     taskrun_flag: bool,
     registered_ring_fd: bool,
+    sqpoll: Option<SqPoll>,
+    napi: Option<Napi>,
     zcrx: Option<String>,
     opcodes: [u64; 4],
     notes: Vec<String>,
@@ -83,6 +87,7 @@ impl Capabilities {
             coop_taskrun,
             taskrun_flag,
             registered_ring_fd,
+            sqpoll,
         } = setup;
         Capabilities {
             kernel: crate::driver::kernel_release(),
@@ -94,6 +99,8 @@ impl Capabilities {
             coop_taskrun,
             taskrun_flag,
             registered_ring_fd,
+            sqpoll,
+            napi: None,
             zcrx: None,
             opcodes,
             notes,
@@ -117,6 +124,8 @@ impl Capabilities {
             zcrx: None,
             opcodes: [0; 4],
             notes: vec![reason],
+            sqpoll: None,
+            napi: None,
             backend: Backend::Epoll,
         }
     }
@@ -136,6 +145,42 @@ impl Capabilities {
 
     pub(crate) fn set_zcrx(&mut self, description: String) {
         self.zcrx = Some(description);
+    }
+
+    pub(crate) fn set_napi(&mut self, napi: Napi) {
+        self.napi = Some(napi);
+    }
+
+    /// Whether a kernel thread consumes the SQ (`IORING_SETUP_SQPOLL`, asked with
+    /// [`Builder::sqpoll`](crate::Builder::sqpoll)). When it was asked for and is off, the
+    /// notes say why; when it is on, `defer_taskrun` and `coop_taskrun` are off, because
+    /// the kernel refuses them with SQPOLL.
+    pub fn sqpoll(&self) -> bool {
+        self.sqpoll.is_some()
+    }
+
+    /// The CPU the SQ thread is bound to (`IORING_SETUP_SQ_AFF`), if SQPOLL is on and bound.
+    pub fn sqpoll_cpu(&self) -> Option<u32> {
+        self.sqpoll.and_then(|sq| sq.cpu)
+    }
+
+    /// How long the SQ thread polls an empty SQ before it sleeps, if SQPOLL is on.
+    pub fn sqpoll_idle(&self) -> Option<Duration> {
+        self.sqpoll
+            .map(|sq| Duration::from_millis(u64::from(sq.idle_ms)))
+    }
+
+    /// The NAPI busy-poll window registered with the ring (`IORING_REGISTER_NAPI`, asked with
+    /// [`Builder::napi_busy_poll`](crate::Builder::napi_busy_poll)), and whether busy polling
+    /// is preferred over interrupts. `None` when it is off; the notes say why when it was
+    /// asked for.
+    pub fn napi_busy_poll(&self) -> Option<(Duration, bool)> {
+        self.napi.map(|n| {
+            (
+                Duration::from_micros(u64::from(n.busy_poll_us)),
+                n.prefer_busy_poll,
+            )
+        })
     }
 
     /// The zero-copy receive queue in use, described (`None` when there is none; the notes
@@ -220,6 +265,8 @@ impl fmt::Debug for Capabilities {
             .field("coop_taskrun", &self.coop_taskrun)
             .field("taskrun_flag", &self.taskrun_flag)
             .field("registered_ring_fd", &self.registered_ring_fd)
+            .field("sqpoll", &self.sqpoll)
+            .field("napi", &self.napi)
             .field("notes", &self.notes)
             .finish_non_exhaustive()
     }
@@ -227,12 +274,17 @@ impl fmt::Debug for Capabilities {
 
 impl fmt::Display for Capabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mode = if self.defer_taskrun {
-            "SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG"
+        let mode = if let Some(sq) = self.sqpoll {
+            match sq.cpu {
+                Some(cpu) => format!("SQPOLL (SQ thread on CPU {cpu}, idle {} ms)", sq.idle_ms),
+                None => format!("SQPOLL (SQ thread unbound, idle {} ms)", sq.idle_ms),
+            }
+        } else if self.defer_taskrun {
+            "SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG".to_owned()
         } else if self.coop_taskrun {
-            "COOP_TASKRUN|TASKRUN_FLAG"
+            "COOP_TASKRUN|TASKRUN_FLAG".to_owned()
         } else {
-            "plain"
+            "plain".to_owned()
         };
         writeln!(f, "kernel {}", self.kernel)?;
         if self.backend == Backend::Epoll {
@@ -270,6 +322,13 @@ impl fmt::Display for Capabilities {
         }
         if let Some(zcrx) = &self.zcrx {
             writeln!(f, "zero-copy receive: {zcrx}")?;
+        }
+        if let Some(napi) = &self.napi {
+            writeln!(
+                f,
+                "NAPI busy polling: {} us window, prefer busy poll: {}, dynamic tracking",
+                napi.busy_poll_us, napi.prefer_busy_poll
+            )?;
         }
         for note in &self.notes {
             writeln!(f, "note: {note}")?;

@@ -109,7 +109,7 @@ pub use macros::main;
 /// Runs an `async fn` test on a new runtime: `#[runtime::test]`, with the same arguments as
 /// [`main`]. A runtime that cannot be built fails the test with its error.
 pub use macros::test;
-pub use runtime::{Metrics, Runtime, capabilities, metrics};
+pub use runtime::{Metrics, Runtime, capabilities, metrics, submit_now};
 
 /// Waits on several futures at once and runs the branch of the first to complete, dropping the
 /// others: tokio's `select!`, re-exported unchanged (it needs no tokio runtime).

@@ -204,6 +204,27 @@ impl Handle {
         self.coop.new_turn();
     }
 
+    /// [`submit_now`] on this runtime.
+    fn submit_now(&self) -> bool {
+        if !self.scheduler.is_idle() {
+            return false;
+        }
+        let Ok(mut driver) = self.driver.try_borrow_mut() else {
+            return false;
+        };
+        if driver.enter(Wait::No).is_err() {
+            return false;
+        }
+        drop(driver);
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut cqes) => {
+                self.dispatch(&mut cqes);
+                true
+            }
+            Err(_) => false,
+        })
+    }
+
     /// Routes every available CQE (the driver's reap loop, `driver/dispatch.rs`).
     fn dispatch(&self, cqes: &mut Vec<(u64, Completion)>) {
         driver::dispatch(&self.driver, cqes);
@@ -287,4 +308,25 @@ pub fn capabilities() -> Capabilities {
 /// Panics when called outside a runtime.
 pub fn metrics() -> Metrics {
     context::current().metrics()
+}
+
+/// Submits what this thread's tasks queued, now rather than at the end of the loop turn, when
+/// no other task is ready to run on this thread: one `io_uring_enter` that does not wait,
+/// then every completion it produced is routed (waking their tasks), and skip-success sends it
+/// consumed are settled. Returns whether it entered.
+///
+/// For a task that must learn a send's outcome before it can go on (a flush of sends written
+/// behind, `net`'s write-behind): without this it would wait one loop turn for the enter, and
+/// be polled again after it; with it, the outcome is known when this returns. With other tasks
+/// ready it does nothing, so their SQEs still share the loop's one enter.
+///
+/// Outside a runtime, or when called while the runtime is reaping, it does nothing and
+/// returns false.
+pub fn submit_now() -> bool {
+    context::try_current().is_some_and(|handle| handle.submit_now())
+}
+
+thread_local! {
+    /// Reap scratch space for [`submit_now`], so that it allocates nothing after first use.
+    static SCRATCH: std::cell::RefCell<Vec<(u64, Completion)>> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -11,7 +11,9 @@
 //!   finishers ([`Action`]) run between borrows, so they may use the driver themselves.
 //! - A skip-success operation is reported successful only once every queued SQE has been
 //!   consumed and every CQE produced so far routed (CQ empty, no overflow), without a final
-//!   CQE for it (see `OpCode::skip_success`).
+//!   CQE for it (see `OpCode::skip_success`). With SQPOLL, "consumed" is the SQ head having
+//!   passed the SQE, which the kernel thread publishes only after posting the CQEs of that
+//!   batch (see `Ring::sq_consumed`); until then the loop does not block on it.
 
 use std::{cell::RefCell, io};
 
@@ -93,8 +95,17 @@ impl Driver {
         if !ring.cq_is_empty() {
             wait = Wait::No;
         }
-        // Nothing to submit, no task work, no overflow: the enter would do nothing.
-        if matches!(wait, Wait::No) && ring.sq_len() == 0 && !ring.has_pending_kernel_work() {
+        // Nothing to submit (or, with SQPOLL, nothing the awake kernel thread would not take
+        // by itself), no task work, no overflow: the enter would do nothing.
+        if matches!(wait, Wait::No)
+            && !ring.must_enter_to_submit()
+            && !ring.has_pending_kernel_work()
+        {
+            if self.urgent_skips > 0 && ring.is_sqpoll() {
+                // The loop spins until the SQ thread has taken a skip-success SQE: let that
+                // thread run should it share this CPU.
+                std::thread::yield_now();
+            }
             return Ok(());
         }
         self.stats.enters += 1;
@@ -141,7 +152,9 @@ impl Driver {
         let Engine::Uring(ring) = &mut self.ring else {
             return;
         };
-        if ring.sq_len() != 0 || !ring.cq_is_empty() || ring.cq_overflowed() {
+        // The order of the checks matters with SQPOLL: the SQ head is read before the CQ
+        // tail, so the CQ seen is at least what the kernel thread posted for those SQEs.
+        if !ring.sq_consumed() || !ring.cq_is_empty() || ring.cq_overflowed() {
             return;
         }
         // Every pending one is resolved now: those still in the kernel's hands succeeded,

@@ -39,6 +39,7 @@
 //! | `shutdown.rs` | the shutdown drain and the leak of what the kernel kept |
 //! | `kick.rs` | `KickTarget`: waking another ring (`MSG_RING`, eventfd fallback) |
 //! | `register.rs` | fixed buffers, provided-buffer rings, values that outlive the ring |
+//! | `napi.rs` | NAPI busy polling: `IORING_REGISTER_NAPI`, unregistered at shutdown |
 //! | `setup.rs` | `RingMode`, `RingConfig`, setup-flag fallbacks, the probe (`RingInfo`) |
 //! | `ring.rs` | the only user of `io_uring::IoUring`: push, enter, reap |
 //! | `completion.rs` | `Completion`, one CQE copied out of the ring |
@@ -78,6 +79,7 @@ mod dispatch;
 mod epoll;
 mod kick;
 mod lifecycle;
+mod napi;
 mod readiness;
 mod register;
 mod ring;
@@ -110,11 +112,12 @@ pub(crate) use epoll::{ReadyOp, forget_fd, unsupported as unsupported_on_epoll};
 pub(crate) use kick::{KickTarget, signal_eventfd};
 pub(crate) use lifecycle::Parked;
 use lifecycle::Slot;
+pub(crate) use napi::Napi;
 pub(crate) use readiness::{cancel_fd, detach as detach_ready};
 pub(crate) use register::{Refill, refill};
 pub(crate) use ring::Wait;
 pub use setup::RingMode;
-pub(crate) use setup::{RingConfig, RingInfo, RingSetup};
+pub(crate) use setup::{RingConfig, RingInfo, RingSetup, SqPoll};
 pub(crate) use setup_error::kernel_release;
 pub(crate) use shutdown::drain;
 
@@ -272,6 +275,8 @@ pub(crate) struct Driver {
     urgent_skips: usize,
     next_sequence: u64,
     stats: DriverStats,
+    /// The NAPI busy-poll registration in force (`napi.rs`).
+    napi: Option<Napi>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -353,6 +358,7 @@ impl Driver {
             urgent_skips: 0,
             next_sequence: 1,
             stats: DriverStats::default(),
+            napi: None,
         }
     }
 
@@ -362,7 +368,7 @@ impl Driver {
     }
 
     /// The io_uring of this driver; `None` on the epoll engine.
-    fn uring(&mut self) -> Option<&mut ring::Ring> {
+    pub(super) fn uring(&mut self) -> Option<&mut ring::Ring> {
         match &mut self.ring {
             Engine::Uring(ring) => Some(ring),
             Engine::Epoll(_) => None,

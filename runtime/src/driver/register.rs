@@ -164,7 +164,7 @@ impl Driver {
 
     /// The ring, for a registration that only io_uring offers: on the epoll engine, an
     /// `Unsupported` error naming `feature`.
-    fn ring_for(&mut self, feature: &str) -> io::Result<&mut super::ring::Ring> {
+    pub(super) fn ring_for(&mut self, feature: &str) -> io::Result<&mut super::ring::Ring> {
         self.uring()
             .ok_or_else(|| super::epoll::unsupported(feature))
     }

@@ -13,6 +13,13 @@
 //!   publishes it when the `SubmissionQueue` borrow ends, which is before every enter here.
 //! - With `IORING_SETUP_DEFER_TASKRUN`, completions are produced only inside an enter carrying
 //!   `IORING_ENTER_GETEVENTS` (`docs/kernel-notes.md` §1), so every enter here carries it.
+//! - With `IORING_SETUP_SQPOLL` (`sqpoll`), a kernel thread consumes the SQ on its own and an
+//!   enter submits nothing: it is needed only to wake that thread when it sleeps
+//!   (`IORING_SQ_NEED_WAKEUP`, answered with `IORING_ENTER_SQ_WAKEUP`), to wait for room in a
+//!   full SQ (`IORING_ENTER_SQ_WAIT`), to wait for completions, or to flush CQ overflow. The
+//!   tail store and the flag load are separated by a full fence, matching the thread's
+//!   flag store, barrier, tail load before it sleeps (`io_uring/sqpoll.c`, `io_sq_thread`):
+//!   either we see the flag or the thread sees our SQEs.
 
 use std::{
     io, mem,
@@ -70,6 +77,8 @@ pub(crate) struct Ring {
     pub(super) enter_fd: RawFd,
     /// `IORING_ENTER_REGISTERED_RING` when `enter_fd` is a registered index, else 0.
     pub(super) enter_flags: u32,
+    /// A kernel thread consumes the SQ (`IORING_SETUP_SQPOLL`).
+    pub(super) sqpoll: bool,
 }
 
 impl std::fmt::Debug for Ring {
@@ -77,6 +86,7 @@ impl std::fmt::Debug for Ring {
         f.debug_struct("Ring")
             .field("fd", &self.uring.fd())
             .field("registered", &(self.enter_flags != 0))
+            .field("sqpoll", &self.sqpoll)
             .finish()
     }
 }
@@ -188,6 +198,35 @@ impl Ring {
         with_uring!(&mut self.uring, u => u.submission().len())
     }
 
+    /// Whether queued SQEs need an enter to reach the kernel: whenever there are some, except
+    /// with SQPOLL, where the kernel thread takes them by itself unless it sleeps.
+    pub(crate) fn must_enter_to_submit(&mut self) -> bool {
+        if self.sq_len() == 0 {
+            return false;
+        }
+        !self.sqpoll || self.sq_thread_sleeps()
+    }
+
+    /// With SQPOLL: whether the kernel thread sleeps and must be woken to see the SQ.
+    fn sq_thread_sleeps(&mut self) -> bool {
+        // `need_wakeup` issues the SeqCst fence between our tail store (made when the last
+        // `SubmissionQueue` borrow ended) and its flag load (see the module docs).
+        with_uring!(&mut self.uring, u => u.submission().need_wakeup())
+    }
+
+    /// With SQPOLL: whether every queued SQE has been consumed by the kernel thread. The
+    /// thread posts the CQEs of a batch before it moves the SQ head past it
+    /// (`io_submit_sqes`: `io_submit_state_end` flushes completions, then `io_commit_sqring`),
+    /// so once this holds, a CQ read after it shows every completion those SQEs made inline.
+    pub(crate) fn sq_consumed(&mut self) -> bool {
+        self.sq_len() == 0
+    }
+
+    /// Whether a kernel thread consumes the SQ (`IORING_SETUP_SQPOLL`).
+    pub(crate) fn is_sqpoll(&self) -> bool {
+        self.sqpoll
+    }
+
     /// Whether an enter is needed to see every completion even with nothing to submit: task work
     /// is pending (`IORING_SQ_TASKRUN`) or CQEs wait in the kernel's overflow list.
     pub(crate) fn has_pending_kernel_work(&mut self) -> bool {
@@ -237,7 +276,10 @@ impl Ring {
     /// a signal is not an error: the caller looks at the CQ either way.
     pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<usize> {
         let to_submit = self.sq_len() as u32;
-        let flags = EnterFlags::GETEVENTS.bits() | self.enter_flags;
+        let mut flags = EnterFlags::GETEVENTS.bits() | self.enter_flags;
+        if self.sqpoll {
+            flags |= self.sqpoll_enter_flags(to_submit);
+        }
         let result = match wait {
             Wait::No => self.raw_enter(to_submit, 0, flags, None),
             Wait::Forever => self.raw_enter(to_submit, 1, flags, None),
@@ -259,6 +301,20 @@ impl Ring {
                 _ => Err(e),
             },
         }
+    }
+
+    /// With SQPOLL, the flags an enter needs for the SQ: wake the thread if it sleeps, and
+    /// wait for room when the SQ is full (so a caller retrying its push finds some).
+    fn sqpoll_enter_flags(&mut self, to_submit: u32) -> u32 {
+        let mut flags = 0;
+        if to_submit > 0 && self.sq_thread_sleeps() {
+            flags |= EnterFlags::SQ_WAKEUP.bits();
+        }
+        let capacity = with_uring!(&mut self.uring, u => u.submission().capacity());
+        if to_submit as usize >= capacity {
+            flags |= EnterFlags::SQ_WAIT.bits();
+        }
+        flags
     }
 
     fn raw_enter(

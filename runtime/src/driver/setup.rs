@@ -5,7 +5,10 @@
 //!
 //! - Setup flags are tried in the order of `Attempt`, and an attempt is abandoned only for
 //!   `EINVAL` (an older kernel's answer to flags it does not know); every fallback leaves a
-//!   note in `RingInfo::notes`, so the runtime can say why a faster mode is off.
+//!   note in `RingInfo::notes`, so the runtime can say why a faster mode is off. The one
+//!   exception is `Attempt::SqPoll`: any refusal of SQPOLL (`EPERM` from a policy or a kernel
+//!   before 5.11, `EINVAL` for a CPU the process may not use, `ENOMEM`) falls back to the
+//!   modes without it, since the ring works the same without the kernel thread.
 //! - A ring without `IORING_FEAT_EXT_ARG` or `IORING_FEAT_NODROP` is refused: timed waits and
 //!   no lost completions are what the loop relies on.
 //! - `RingInfo` is computed once, here, and never changes; the runtime turns it into its public
@@ -57,11 +60,25 @@ pub(crate) struct RingConfig {
     /// 32-byte CQEs (`IORING_SETUP_CQE32`), needed by zero-copy receive; only with
     /// `DEFER_TASKRUN`.
     pub(crate) cqe32: bool,
+    /// A kernel submission thread (`IORING_SETUP_SQPOLL`), tried first when set.
+    pub(crate) sqpoll: Option<SqPoll>,
+}
+
+/// What `Builder::sqpoll` asks of the kernel's submission thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SqPoll {
+    /// Milliseconds the thread polls an empty SQ before it sleeps (`sq_thread_idle`).
+    pub(crate) idle_ms: u32,
+    /// The CPU the thread is bound to (`IORING_SETUP_SQ_AFF`), if any.
+    pub(crate) cpu: Option<u32>,
 }
 
 /// One set of setup flags to try, newest kernel first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Attempt {
+    /// `SQPOLL | SUBMIT_ALL` (+ `SQ_AFF`): a kernel thread consumes the SQ (Linux 5.11 for
+    /// unprivileged use and plain fds). No task-run flags: the kernel refuses them with SQPOLL.
+    SqPoll(SqPoll),
     /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 6.1).
     DeferTaskrun,
     /// `COOP_TASKRUN | TASKRUN_FLAG | SUBMIT_ALL` (Linux 5.19).
@@ -74,6 +91,8 @@ impl Attempt {
     /// The flags, as error messages and notes name them.
     fn describe(self) -> &'static str {
         match self {
+            Attempt::SqPoll(SqPoll { cpu: Some(_), .. }) => "SQPOLL|SQ_AFF|SUBMIT_ALL",
+            Attempt::SqPoll(SqPoll { cpu: None, .. }) => "SQPOLL|SUBMIT_ALL",
             Attempt::DeferTaskrun => "SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG|SUBMIT_ALL",
             Attempt::CoopTaskrun => "COOP_TASKRUN|TASKRUN_FLAG|SUBMIT_ALL",
             Attempt::Plain => "no task-run flags",
@@ -83,6 +102,7 @@ impl Attempt {
     /// The first kernel that accepts these flags.
     fn min_kernel(self) -> &'static str {
         match self {
+            Attempt::SqPoll(_) => "5.11",
             Attempt::DeferTaskrun => "6.1",
             Attempt::CoopTaskrun => "5.19",
             Attempt::Plain => "5.11",
@@ -101,6 +121,12 @@ impl Attempt {
         // A forked child must not inherit the ring's mappings (`MADV_DONTFORK`).
         b.dontfork().setup_cqsize(cq_entries);
         match self {
+            Attempt::SqPoll(sq) => {
+                b.setup_sqpoll(sq.idle_ms).setup_submit_all();
+                if let Some(cpu) = sq.cpu {
+                    b.setup_sqpoll_cpu(cpu);
+                }
+            }
             Attempt::DeferTaskrun => {
                 b.setup_single_issuer()
                     .setup_defer_taskrun()
@@ -131,6 +157,8 @@ pub(crate) struct RingSetup {
     pub(crate) taskrun_flag: bool,
     /// Enters use the registered ring index.
     pub(crate) registered_ring_fd: bool,
+    /// A kernel thread consumes the SQ (`IORING_SETUP_SQPOLL`), as configured.
+    pub(crate) sqpoll: Option<SqPoll>,
 }
 
 /// What the kernel granted a new ring: computed once by [`Ring::new`], never changed.
@@ -185,7 +213,7 @@ impl Ring {
     /// Creates the ring, falling back through flag sets as `config.mode` allows, registers its
     /// fd, and probes what the kernel supports.
     pub(crate) fn new(config: &RingConfig) -> io::Result<(Ring, RingInfo)> {
-        let attempts: &[Attempt] = match config.mode {
+        let modes: &[Attempt] = match config.mode {
             // 32-byte CQEs serve zero-copy receive, which needs DEFER_TASKRUN.
             _ if config.cqe32 => &[Attempt::DeferTaskrun],
             RingMode::Auto => &[Attempt::DeferTaskrun, Attempt::CoopTaskrun, Attempt::Plain],
@@ -194,6 +222,17 @@ impl Ring {
             RingMode::Plain => &[Attempt::Plain],
         };
         let mut notes = Vec::new();
+        let mut attempts = Vec::with_capacity(modes.len() + 1);
+        match config.sqpoll {
+            Some(_) if config.cqe32 => notes.push(
+                "SQPOLL off: zero-copy receive needs DEFER_TASKRUN, which the kernel does not \
+                 combine with SQPOLL"
+                    .to_owned(),
+            ),
+            Some(sq) => attempts.push(Attempt::SqPoll(sq)),
+            None => {}
+        }
+        attempts.extend_from_slice(modes);
         let mut chosen = None;
         for (i, &attempt) in attempts.iter().enumerate() {
             let built = if config.cqe32 {
@@ -206,9 +245,23 @@ impl Ring {
                     .map(Uring::Normal)
             };
             match built {
+                // Before 5.11 the SQ thread could use registered files only: refuse it.
+                Ok(uring)
+                    if matches!(attempt, Attempt::SqPoll(_))
+                        && !uring.params().is_feature_sqpoll_nonfixed() =>
+                {
+                    notes.push(
+                        "SQPOLL off: this kernel's SQ thread serves registered files only \
+                         (IORING_FEAT_SQPOLL_NONFIXED needs Linux 5.11), fell back"
+                            .to_owned(),
+                    );
+                }
                 Ok(uring) => {
                     chosen = Some((uring, attempt));
                     break;
+                }
+                Err(e) if matches!(attempt, Attempt::SqPoll(_)) => {
+                    notes.push(sqpoll_refused(&e, attempt));
                 }
                 // EINVAL is how an older kernel rejects flags it does not know.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) && i + 1 < attempts.len() => {
@@ -244,9 +297,14 @@ impl Ring {
             ));
         }
 
+        let sqpoll = match attempt {
+            Attempt::SqPoll(sq) => Some(sq),
+            _ => None,
+        };
         let mut ring = Ring {
             enter_fd: uring.fd(),
             enter_flags: 0,
+            sqpoll: sqpoll.is_some(),
             uring,
         };
         let registered = if config.register_ring_fd {
@@ -274,7 +332,15 @@ impl Ring {
                 None
             }
         };
-        if attempt != Attempt::DeferTaskrun {
+        if let Some(sq) = sqpoll {
+            let cpu = sq.cpu.map_or("any CPU".to_owned(), |c| format!("CPU {c}"));
+            notes.push(format!(
+                "SQPOLL: a kernel thread on {cpu} consumes the SQ and sleeps after {} ms \
+                 idle; DEFER_TASKRUN and COOP_TASKRUN are off because the kernel refuses \
+                 them with SQPOLL (EINVAL); completions are produced by that thread",
+                sq.idle_ms
+            ));
+        } else if attempt != Attempt::DeferTaskrun {
             notes.push(
                 "DEFER_TASKRUN is off: completions run as task work at any kernel entry, \
                  which costs more per message"
@@ -285,12 +351,38 @@ impl Ring {
             cqe32: config.cqe32,
             defer_taskrun: attempt == Attempt::DeferTaskrun,
             coop_taskrun: attempt == Attempt::CoopTaskrun,
-            taskrun_flag: attempt != Attempt::Plain,
+            taskrun_flag: matches!(attempt, Attempt::DeferTaskrun | Attempt::CoopTaskrun),
             registered_ring_fd: registered,
+            sqpoll,
         };
         let info = RingInfo::new(ring.uring.params(), setup, probed.as_ref(), notes);
         Ok((ring, info))
     }
+}
+
+/// The note for a refused SQPOLL attempt: what the errno means and that the ring runs
+/// without the kernel thread.
+fn sqpoll_refused(err: &io::Error, attempt: Attempt) -> String {
+    let (name, why) = match err.raw_os_error() {
+        Some(libc::EPERM) => (
+            "EPERM",
+            "before Linux 5.11 SQPOLL needs CAP_SYS_ADMIN; otherwise a seccomp or LSM policy \
+             forbids it",
+        ),
+        Some(libc::EACCES) => ("EACCES", "an LSM policy forbids it"),
+        Some(libc::EINVAL) => (
+            "EINVAL",
+            "the SQ thread's CPU (Builder::sqpoll_cpu) is not one this process may use, or \
+             the kernel is older than 5.11",
+        ),
+        Some(libc::ENOMEM) => ("ENOMEM", "RLIMIT_MEMLOCK is too low for the ring"),
+        _ => ("error", "the kernel refused it"),
+    };
+    format!(
+        "SQPOLL off: ring setup with {} failed ({name}: {err}; {why}), fell back to the \
+         modes without a kernel submission thread",
+        attempt.describe()
+    )
 }
 
 /// Rebuilds the raw feature bits from the crate's accessors (it does not expose the field, nor

@@ -28,6 +28,9 @@ use super::{
 /// them (see [`drain`]).
 const CHAIN_TURNS: usize = 64;
 
+/// How long those turns may wait for an SQPOLL thread to take what they queued.
+const CHAIN_WAIT: Duration = Duration::from_millis(100);
+
 /// Shuts `driver` down: lets chains of skip-success operations finish, cancels every
 /// operation, and routes completions until each has its final CQE or `timeout` passed; then
 /// leaks whatever the kernel still holds.
@@ -37,7 +40,11 @@ const CHAIN_TURNS: usize = 64;
 /// finish first, so bytes a task wrote just before the end still go out.
 pub(crate) fn drain(driver: &RefCell<Driver>, timeout: Duration) {
     let mut cqes = Vec::with_capacity(DISPATCH_BATCH);
-    for _ in 0..CHAIN_TURNS {
+    // With SQPOLL a turn whose SQEs the kernel thread has not taken yet decides nothing, so
+    // it does not count; such turns are bounded by time instead.
+    let chain_deadline = Instant::now() + CHAIN_WAIT;
+    let mut turns = 0;
+    while turns < CHAIN_TURNS {
         if !driver.borrow().has_any_skip_pending() {
             break;
         }
@@ -45,10 +52,20 @@ pub(crate) fn drain(driver: &RefCell<Driver>, timeout: Duration) {
             break;
         }
         dispatch(driver, &mut cqes);
+        // (The epoll engine has no SQ: every turn counts.)
+        let consumed = driver
+            .borrow_mut()
+            .uring()
+            .is_none_or(|ring| ring.sq_consumed());
+        if consumed || Instant::now() >= chain_deadline {
+            turns += 1;
+        } else {
+            std::thread::yield_now();
+        }
     }
 
     driver.borrow_mut().begin_shutdown();
-    // The epoll engine's parked ops hold nothing the kernel uses: they end now.
+    // The epoll engine's parked ops that hold nothing the kernel uses end now.
     loop {
         let parked = driver.borrow_mut().take_parked_ready();
         if parked.is_empty() {
@@ -74,6 +91,9 @@ pub(crate) fn drain(driver: &RefCell<Driver>, timeout: Duration) {
     if driver.has_unfinished() {
         driver.leak_unfinished();
     }
+    // Closing the ring would drop it too; unregistering says so before the fd goes. A
+    // failure leaves it to the close.
+    let _ = driver.unregister_napi();
 }
 
 impl Driver {

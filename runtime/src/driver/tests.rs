@@ -25,6 +25,7 @@ fn driver(entries: u32, cq_entries: u32) -> RefCell<Driver> {
         mode: RingMode::Auto,
         register_ring_fd: true,
         cqe32: false,
+        sqpoll: None,
     };
     let (driver, info) = Driver::new(&config, eventfd(0)).expect("io_uring must be available");
     assert_eq!(info.cq_entries, cq_entries);
@@ -350,5 +351,39 @@ fn a_kick_reaches_another_ring_and_falls_back_to_its_eventfd() {
     assert!(
         sender.borrow().msg_targets.is_empty(),
         "kicks release their fds"
+    );
+}
+
+/// NAPI busy polling is registered with the window and preference asked for (read back from
+/// the kernel's fdinfo of the ring), and unregistering turns it off again.
+#[test]
+fn napi_registration_round_trips() {
+    let driver = driver(8, 16);
+    let mut driver = driver.borrow_mut();
+    let fdinfo = |fd| std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    let napi = Napi::new(Duration::from_micros(75), true);
+    if let Err(e) = driver.register_napi(napi) {
+        // A kernel before 6.9, or one built without CONFIG_NET_RX_BUSY_POLL.
+        assert_eq!(e.raw_os_error(), None, "the error explains itself: {e}");
+        assert!(e.to_string().contains("Linux 6.9"), "{e}");
+        return;
+    }
+    assert_eq!(driver.napi(), Some(napi));
+    let on = fdinfo(driver.ring_fd());
+    if on.contains("NAPI:") {
+        assert!(on.contains("NAPI:\tenabled"), "{on}");
+        assert!(on.contains("napi_busy_poll_dt:\t75000"), "{on}");
+        assert!(on.contains("napi_prefer_busy_poll:\ttrue"), "{on}");
+    }
+    driver.unregister_napi().unwrap();
+    assert_eq!(driver.napi(), None);
+    let off = fdinfo(driver.ring_fd());
+    if off.contains("NAPI:") {
+        assert!(off.contains("NAPI:\tdisabled"), "{off}");
+    }
+    // The window is capped as the kernel caps it.
+    assert_eq!(
+        Napi::new(Duration::from_secs(1), false).busy_poll_us,
+        10_000
     );
 }

@@ -146,6 +146,21 @@ fn set_affinity(set: &libc::cpu_set_t) {
     }
 }
 
+/// The default CPU of a worker's SQ thread: the one after `cpu` (the worker's pinned CPU, or
+/// where the calling thread runs now) among the `allowed` ones, wrapping around.
+fn sq_cpu_after(cpu: Option<usize>, allowed: &[usize]) -> Option<u32> {
+    let cpu = cpu.or_else(|| {
+        // SAFETY: sched_getcpu takes no arguments; -1 means it failed.
+        let here = unsafe { libc::sched_getcpu() };
+        usize::try_from(here).ok()
+    })?;
+    let next = match allowed.iter().position(|&c| c == cpu) {
+        Some(i) => allowed[(i + 1) % allowed.len()],
+        None => *allowed.first()?,
+    };
+    u32::try_from(next).ok()
+}
+
 /// Pins the calling thread to one CPU.
 fn pin_to(cpu: usize) {
     // SAFETY: `cpu_set_t` is plain data; CPU_ZERO/CPU_SET write inside it.
@@ -164,7 +179,8 @@ pub(crate) fn build(builder: &Builder, n: usize, pin: bool) -> io::Result<Runtim
         .map(|_| Remote::new())
         .collect::<io::Result<Vec<_>>>()?;
     let group = Group::new(remotes);
-    let cpus = if pin { allowed_cpus() } else { Vec::new() };
+    let allowed = allowed_cpus();
+    let cpus = if pin { allowed.clone() } else { Vec::new() };
     let cpu_of = |worker: usize| (!cpus.is_empty()).then(|| cpus[worker % cpus.len()]);
     let saved_affinity = if pin && n > 1 {
         let saved = current_affinity();
@@ -175,7 +191,9 @@ pub(crate) fn build(builder: &Builder, n: usize, pin: bool) -> io::Result<Runtim
     } else {
         None
     };
-    let mut rt = match builder.build_worker(0, group.clone()) {
+    // A single worker is not pinned: its SQ thread goes next to where it runs now.
+    let pinned = |worker: usize| if pin && n > 1 { cpu_of(worker) } else { None };
+    let mut rt = match builder.build_worker(0, group.clone(), sq_cpu_after(pinned(0), &allowed)) {
         Ok(rt) => rt,
         Err(e) => {
             if let Some(set) = &saved_affinity {
@@ -191,13 +209,15 @@ pub(crate) fn build(builder: &Builder, n: usize, pin: bool) -> io::Result<Runtim
         let group = group.clone();
         let ready = ready_tx.clone();
         let cpu = if pin { cpu_of(worker) } else { None };
+        let allowed = allowed.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("runtime-worker-{worker}"))
             .spawn(move || {
                 if let Some(cpu) = cpu {
                     pin_to(cpu);
                 }
-                let rt = match builder.build_worker(worker, group.clone()) {
+                let sq_cpu = sq_cpu_after(cpu, &allowed);
+                let rt = match builder.build_worker(worker, group.clone(), sq_cpu) {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready.send(Err(e));

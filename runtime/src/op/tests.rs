@@ -27,6 +27,7 @@ fn bare_driver() -> (Rc<RefCell<Driver>>, current::Restore<Rc<RefCell<Driver>>>)
         mode: RingMode::Auto,
         register_ring_fd: false,
         cqe32: false,
+        sqpoll: None,
     };
     // SAFETY: eventfd takes no pointers.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
