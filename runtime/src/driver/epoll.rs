@@ -66,6 +66,10 @@ pub(crate) trait ReadyOp {
     fn retry(&mut self) -> Option<Completion>;
     /// Finishes the op with its completion. Runs after the driver borrow ended.
     fn finish(self: Box<Self>, cqe: Completion);
+    /// [`finish`](ReadyOp::finish) for an op that was never boxed (it completed at once).
+    fn finish_owned(self, cqe: Completion)
+    where
+        Self: Sized;
     /// Whether the kernel still references the op's memory (a zero-copy send awaiting its
     /// notification): shutdown then waits for it, bounded, and leaks it past the deadline,
     /// instead of finishing it with `ECANCELED`.

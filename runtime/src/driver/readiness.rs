@@ -133,14 +133,14 @@ fn retry(driver: &RefCell<Driver>, key: usize) {
 
 /// Runs a detached op on the epoll engine: tries it now, and parks it if it would block.
 /// Returns its key while it is parked.
-pub(crate) fn detach(driver: &RefCell<Driver>, mut op: Box<dyn ReadyOp>) -> Option<u64> {
+pub(crate) fn detach<O: ReadyOp + 'static>(driver: &RefCell<Driver>, mut op: O) -> Option<u64> {
     let Some((fd, interest)) = op.readiness() else {
         let closed = driver.borrow().closed;
         let cqe = match closed {
             true => Completion::new(-libc::ECANCELED, 0, [0; 2]),
             false => op.retry().unwrap_or_else(Completion::unsupported),
         };
-        op.finish(cqe);
+        op.finish_owned(cqe);
         return None;
     };
     let prepared = {
@@ -153,24 +153,24 @@ pub(crate) fn detach(driver: &RefCell<Driver>, mut op: Box<dyn ReadyOp>) -> Opti
         }
     };
     if let Err(errno) = prepared {
-        op.finish(Completion::new(-errno, 0, [0; 2]));
+        op.finish_owned(Completion::new(-errno, 0, [0; 2]));
         return None;
     }
     // Parked ops are not tied to an epoch: a cancel of their fd finishes them itself.
     // The common case for a send behind: the socket had room, the op is done before
-    // `detach` returns, and nothing is parked.
+    // `detach` returns, and nothing is parked (nor boxed: no allocation).
     if let Some(cqe) = op.retry() {
         let cqe = driver.borrow_mut().stamp(cqe);
-        op.finish(cqe);
+        op.finish_owned(cqe);
         return None;
     }
     let mut d = driver.borrow_mut();
     let Engine::Epoll(poller) = &mut d.ring else {
         drop(d);
-        op.finish(Completion::new(-libc::EOPNOTSUPP, 0, [0; 2]));
+        op.finish_owned(Completion::new(-libc::EOPNOTSUPP, 0, [0; 2]));
         return None;
     };
-    Some(poller.park(fd, interest, op) as u64)
+    Some(poller.park(fd, interest, Box::new(op)) as u64)
 }
 
 impl Driver {

@@ -133,7 +133,7 @@ impl<T: OpCode> Op<T> {
         drop(self);
         if epoll {
             let key = match state {
-                State::Unsubmitted(data) => driver::detach_ready(&driver, Box::new(data)),
+                State::Unsubmitted(data) => driver::detach_ready(&driver, data),
                 _ => None,
             };
             return Detached { driver, key };
@@ -307,6 +307,10 @@ impl<T: OpCode> ReadyOp for T {
 
     fn finish(self: Box<Self>, cqe: Completion) {
         (*self).complete_detached(cqe);
+    }
+
+    fn finish_owned(self, cqe: Completion) {
+        self.complete_detached(cqe);
     }
 }
 

@@ -293,7 +293,7 @@ impl<T: MultishotOp> Drop for Multishot<T> {
                 else {
                     unreachable!("state matched just above")
                 };
-                driver::detach_ready(&self.driver, Box::new(ReadyStream(data)));
+                driver::detach_ready(&self.driver, ReadyStream(data));
             }
             return;
         }
@@ -335,6 +335,10 @@ impl<T: MultishotOp> ReadyOp for ReadyStream<T> {
     }
 
     fn finish(mut self: Box<Self>, cqe: Completion) {
+        self.0.next_detached(cqe);
+    }
+
+    fn finish_owned(mut self, cqe: Completion) {
         self.0.next_detached(cqe);
     }
 
