@@ -147,6 +147,11 @@ fn timers_drive_the_wait() {
     });
 }
 
+/// A bound no loopback round takes. An op waiting for readiness that is never reported only
+/// completes when something else wakes its task (the timeout's own timer, which makes it try
+/// again), so a round then takes this long; the test measures each round against a quarter.
+const STUCK: Duration = Duration::from_secs(1);
+
 /// Fd numbers are reused as sockets come and go, inside and outside `block_on`: each new
 /// socket is registered afresh, so none waits for readiness that is never reported.
 #[test]
@@ -155,10 +160,19 @@ fn reused_fd_numbers_are_registered_afresh() {
     let listener = rt.block_on(async { TcpListener::bind("127.0.0.1:0").unwrap() });
     let addr = listener.local_addr().unwrap();
     for round in 0..50u8 {
+        let start = Instant::now();
         // The previous round's sockets were dropped outside the runtime's `block_on`.
         let (client, server) = rt.block_on(async {
-            let client = TcpStream::connect(addr).await.unwrap();
-            let (server, _) = listener.accept().await.unwrap();
+            let connect = TcpStream::connect(addr);
+            let client = runtime::time::timeout(STUCK, connect)
+                .await
+                .expect("connect on a reused fd number never completed")
+                .unwrap();
+            let accept = listener.accept();
+            let (server, _) = runtime::time::timeout(STUCK, accept)
+                .await
+                .expect("accept never completed")
+                .unwrap();
             (client, server)
         });
         let (mut client, mut server) = (client, server);
@@ -174,7 +188,7 @@ fn reused_fd_numbers_are_registered_afresh() {
             let (res, _) = client.write_all(vec![round; 4]).await;
             res.unwrap();
             let read = client.read_exact(vec![0u8; 4]);
-            let (res, got) = runtime::time::timeout(Duration::from_secs(5), read)
+            let (res, got) = runtime::time::timeout(STUCK, read)
                 .await
                 .expect("a reused fd number never became readable");
             res.unwrap();
@@ -182,6 +196,11 @@ fn reused_fd_numbers_are_registered_afresh() {
             drop(echo.await.unwrap());
         });
         drop(client);
+        let took = start.elapsed();
+        assert!(
+            took < STUCK / 4,
+            "round {round} took {took:?}: an op waited for readiness never reported"
+        );
     }
 }
 
