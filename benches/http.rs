@@ -25,6 +25,7 @@
 //! ```text
 //! cargo bench -p benches --bench http                       # ROUNDS=3 MEASURE_MS=2000
 //! ROUNDS=1 MEASURE_MS=300 WARMUP_MS=100 IDLE_CONNS=1000 cargo bench -p benches --bench http
+//! BASELINE_DIR=../base/target/release SERVERS=runtime,runtime-base,tokio cargo bench -p benches --bench http
 //! ```
 //!
 //! Output: the Markdown tables on stdout and in `target/bench/http.md`.
@@ -273,6 +274,40 @@ fn report(cfg: &Config, sections: &[(Workload, Vec<Vec<Sample>>)], servers: &[&S
     md
 }
 
+/// The servers to choose from: [`SERVERS`], plus, when `BASELINE_DIR` names a folder holding
+/// another build of `http_runtime` (e.g. `target/release` of a checkout of the previous commit
+/// built with `cargo build --profile bench -p benches --bins`), that build as `runtime-base`
+/// and `runtime-ring-base`: a change's before and after, measured in one run.
+fn all_servers() -> Result<Vec<Server>, Box<dyn Error>> {
+    let mut all: Vec<Server> = SERVERS.into_iter().collect();
+    let Ok(dir) = std::env::var("BASELINE_DIR") else {
+        return Ok(all);
+    };
+    let path = std::path::Path::new(&dir).join("http_runtime");
+    if !path.is_file() {
+        return Err(format!(
+            "BASELINE_DIR: {} is missing: build the baseline with `cargo build --profile bench \
+             -p benches --bins` in its checkout",
+            path.display()
+        )
+        .into());
+    }
+    let exe: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
+    all.push(Server {
+        key: "runtime-base",
+        label: "hyper on runtime, baseline build (http_server)",
+        exe,
+        args: &[],
+    });
+    all.push(Server {
+        key: "runtime-ring-base",
+        label: "hyper on runtime, baseline build (http_server --ring)",
+        exe,
+        args: &["--ring"],
+    });
+    Ok(all)
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let nofile = raise_nofile() as usize;
     let (pinned, cpus) = pin_client()?;
@@ -285,12 +320,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     let wanted: Option<Vec<String>> = std::env::var("SERVERS")
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
-    let servers: Vec<&Server> = SERVERS
+    let all = all_servers()?;
+    let servers: Vec<&Server> = all
         .iter()
         .filter(|s| wanted.as_ref().is_none_or(|w| w.iter().any(|k| k == s.key)))
         .collect();
     if servers.is_empty() {
-        return Err("SERVERS: choose from runtime,runtime-ring,tokio".into());
+        return Err(
+            "SERVERS: choose from runtime,runtime-ring,tokio (runtime-base, runtime-ring-base \
+             with BASELINE_DIR)"
+                .into(),
+        );
     }
     let kinds = std::env::var("WORKLOADS").unwrap_or_else(|_| "keepalive,idle".into());
     let mut workloads = Vec::new();
