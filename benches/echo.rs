@@ -35,6 +35,8 @@
 //! row shows what registering it costs; `runtime-direct` is `tcp_echo` accepting into direct
 //! descriptors (`TCP_ECHO_DIRECT=1`: registered files, `IOSQE_FIXED_FILE` on every op). The SQ thread is a thread of the server process, so
 //! its CPU time is in the server's CPU per message (the sum over `/proc/<pid>/task/*`).
+//! `runtime-epoll` is the same servers on the epoll backend (`RUNTIME_BACKEND=epoll`), whose
+//! target is tokio's server CPU per message within 5%.
 //!
 //! Per row: echoed messages per second; p50 and p99 round-trip time (every echo's time, sorted);
 //! the server's CPU time per message (the sum over its threads of the first field of
@@ -114,6 +116,8 @@ enum Mode {
     Napi,
     /// `tcp_echo` accepting into direct descriptors (`TCP_ECHO_DIRECT=1`).
     Direct,
+    /// The epoll backend (`RUNTIME_BACKEND=epoll`).
+    Epoll,
 }
 
 impl Server {
@@ -126,7 +130,7 @@ impl Server {
     }
 }
 
-const SERVERS: [Server; 7] = [
+const SERVERS: [Server; 8] = [
     Server {
         key: "runtime",
         ours: true,
@@ -172,6 +176,19 @@ const SERVERS: [Server; 7] = [
             env!("CARGO_BIN_EXE_udp_echo_runtime"),
         ),
         mode: Mode::Direct,
+    },
+    Server {
+        key: "runtime-epoll",
+        ours: true,
+        tcp: (
+            "runtime on epoll (tcp_echo)",
+            env!("CARGO_BIN_EXE_echo_runtime"),
+        ),
+        udp: (
+            "runtime on epoll (udp_echo)",
+            env!("CARGO_BIN_EXE_udp_echo_runtime"),
+        ),
+        mode: Mode::Epoll,
     },
     Server {
         key: "runtime-ring",
@@ -421,6 +438,7 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
         "RUNTIME_SQPOLL_CPU",
         "RUNTIME_NAPI",
         "TCP_ECHO_DIRECT",
+        "RUNTIME_BACKEND",
     ] {
         cmd.env_remove(var);
     }
@@ -436,6 +454,9 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
         }
         Mode::Direct => {
             cmd.env("TCP_ECHO_DIRECT", "1");
+        }
+        Mode::Epoll => {
+            cmd.env("RUNTIME_BACKEND", "epoll");
         }
     }
     let threads = if server.ours && proto == Proto::Tcp {

@@ -121,8 +121,18 @@ async fn serve(
             listener.local_addr()?,
             runtime::worker_count()
         );
-        if let Some((_, slots)) = runtime::direct::usage().filter(|_| direct) {
-            eprintln!("tcp_echo: direct descriptors, {slots} slots per worker");
+        if direct {
+            match runtime::direct::usage() {
+                Some((_, slots)) => {
+                    eprintln!("tcp_echo: direct descriptors, {slots} slots per worker")
+                }
+                None => eprintln!(
+                    "tcp_echo: {}",
+                    runtime::direct::enable()
+                        .err()
+                        .map_or_else(String::new, |e| e.to_string())
+                ),
+            }
         }
     }
     let mut incoming = listener.incoming();

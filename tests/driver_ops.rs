@@ -10,6 +10,12 @@ use runtime::{
 
 #[test]
 fn nop_round_trip() {
+    if integration_tests::skip_on_epoll(
+        "driver_ops::nop_round_trip",
+        "SQ/CQ accounting in the metrics",
+    ) {
+        return;
+    }
     let rt = Runtime::new().unwrap();
     rt.block_on(async {
         nop().await.unwrap();
@@ -21,6 +27,12 @@ fn nop_round_trip() {
 
 #[test]
 fn timeout_op_round_trip() {
+    if integration_tests::skip_on_epoll(
+        "driver_ops::timeout_op_round_trip",
+        "IORING_OP_TIMEOUT, which has no non-blocking form",
+    ) {
+        return;
+    }
     let rt = Runtime::new().unwrap();
     rt.block_on(async {
         let start = Instant::now();
@@ -47,6 +59,12 @@ fn unpolled_op_never_reaches_the_kernel() {
 /// SQ-full path (flush to the kernel, retry) and none is lost.
 #[test]
 fn ten_thousand_ops_in_flight_with_a_small_sq() {
+    if integration_tests::skip_on_epoll(
+        "driver_ops::ten_thousand_ops_in_flight_with_a_small_sq",
+        "SQ/CQ accounting in the metrics",
+    ) {
+        return;
+    }
     let rt = Builder::new().entries(8).cq_entries(64).build().unwrap();
     assert_eq!(rt.capabilities().sq_entries(), 8);
     rt.block_on(async {
@@ -82,6 +100,12 @@ fn ten_thousand_ops_in_flight_with_a_small_sq() {
 /// every one of them is still delivered.
 #[test]
 fn cq_overflow_delivers_every_completion() {
+    if integration_tests::skip_on_epoll(
+        "driver_ops::cq_overflow_delivers_every_completion",
+        "SQ/CQ accounting in the metrics",
+    ) {
+        return;
+    }
     let rt = Builder::new().entries(4).cq_entries(4).build().unwrap();
     assert_eq!(rt.capabilities().cq_entries(), 4);
     rt.block_on(async {
@@ -99,6 +123,12 @@ fn cq_overflow_delivers_every_completion() {
 /// Every ring mode the runtime can fall back to runs ops, timers and tasks.
 #[test]
 fn every_ring_mode_works() {
+    if integration_tests::skip_on_epoll(
+        "driver_ops::every_ring_mode_works",
+        "ring setup modes and capabilities",
+    ) {
+        return;
+    }
     for mode in [
         RingMode::Auto,
         RingMode::DeferTaskrun,
@@ -134,6 +164,12 @@ fn every_ring_mode_works() {
 
 #[test]
 fn capabilities_report_the_fast_path_on_this_kernel() {
+    if integration_tests::skip_on_epoll(
+        "driver_ops::capabilities_report_the_fast_path_on_this_kernel",
+        "ring setup modes and capabilities",
+    ) {
+        return;
+    }
     let rt = Runtime::new().unwrap();
     let caps = rt.capabilities();
     assert!(caps.defer_taskrun(), "{caps}");
@@ -151,6 +187,12 @@ fn capabilities_report_the_fast_path_on_this_kernel() {
 
 #[test]
 fn disabled_ring_fd_registration_is_noted() {
+    if integration_tests::skip_on_epoll(
+        "driver_ops::disabled_ring_fd_registration_is_noted",
+        "ring setup modes and capabilities",
+    ) {
+        return;
+    }
     let rt = Builder::new().register_ring_fd(false).build().unwrap();
     assert!(!rt.capabilities().registered_ring_fd());
     assert!(

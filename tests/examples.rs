@@ -139,7 +139,9 @@ fn tcp_echo_exits_0_on_sigterm() {
 #[test]
 fn tcp_echo_direct_echoes() {
     const NAME: &str = "tcp_echo_direct_echoes";
-    if child_mode() {
+    if child_mode()
+        || integration_tests::skip_on_epoll(NAME, "direct descriptors (registered files)")
+    {
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")

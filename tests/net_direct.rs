@@ -76,6 +76,12 @@ async fn echo(mut stream: TcpStream) {
 /// once they close.
 #[test]
 fn direct_descriptors_serve_1000_connections_under_nofile_256() {
+    if integration_tests::skip_on_epoll(
+        "direct_descriptors_serve_1000_connections_under_nofile_256",
+        "direct descriptors (registered files)",
+    ) {
+        return;
+    }
     // Fd counts are process-wide: one test at a time.
     let _serial = integration_tests::exclusive();
     if in_child() {
@@ -181,6 +187,12 @@ fn serve_past_the_fd_limit() {
 /// and addresses borrow one for the call only.
 #[test]
 fn real_fd_installed_on_demand() {
+    if integration_tests::skip_on_epoll(
+        "real_fd_installed_on_demand",
+        "direct descriptors (registered files)",
+    ) {
+        return;
+    }
     // Fd counts are process-wide: one test at a time.
     let _serial = integration_tests::exclusive();
     let rt = runtime_with_table(64);
@@ -222,6 +234,12 @@ fn real_fd_installed_on_demand() {
 /// off instead of spinning, and closing connections makes room again (no slot leaks).
 #[test]
 fn full_table_reports_backs_off_and_recovers() {
+    if integration_tests::skip_on_epoll(
+        "full_table_reports_backs_off_and_recovers",
+        "direct descriptors (registered files)",
+    ) {
+        return;
+    }
     // Fd counts are process-wide: one test at a time.
     let _serial = integration_tests::exclusive();
     const SLOTS: usize = 8;
@@ -282,6 +300,12 @@ fn full_table_reports_backs_off_and_recovers() {
 /// `shutdown` reaches the socket through `IORING_OP_SHUTDOWN`.
 #[test]
 fn close_and_shutdown_go_through_the_ring() {
+    if integration_tests::skip_on_epoll(
+        "close_and_shutdown_go_through_the_ring",
+        "direct descriptors (registered files)",
+    ) {
+        return;
+    }
     // Fd counts are process-wide: one test at a time.
     let _serial = integration_tests::exclusive();
     let rt = runtime_with_table(16);
@@ -330,6 +354,12 @@ fn close_and_shutdown_go_through_the_ring() {
 /// dropped; no slot is left behind.
 #[test]
 fn dropped_operations_leave_no_slot_behind() {
+    if integration_tests::skip_on_epoll(
+        "dropped_operations_leave_no_slot_behind",
+        "direct descriptors (registered files)",
+    ) {
+        return;
+    }
     // Fd counts are process-wide: one test at a time.
     let _serial = integration_tests::exclusive();
     let rt = runtime_with_table(16);
@@ -361,6 +391,12 @@ fn dropped_operations_leave_no_slot_behind() {
 /// (the slot number means nothing to the new ring) instead of reaching that ring's slot.
 #[test]
 fn stream_off_its_ring_fails_cleanly() {
+    if integration_tests::skip_on_epoll(
+        "stream_off_its_ring_fails_cleanly",
+        "direct descriptors (registered files)",
+    ) {
+        return;
+    }
     // Fd counts are process-wide: one test at a time.
     let _serial = integration_tests::exclusive();
     let first = runtime_with_table(16);
@@ -403,8 +439,10 @@ fn without_a_table_connections_use_real_fds() {
     let rt = runtime_with_table(4096);
     rt.block_on(async {
         let notes = runtime::capabilities().notes().join("\n");
+        // On the epoll backend there is no table to refuse: sockets are ordinary anyway.
         assert!(
-            notes.contains("direct descriptors off") && notes.contains("RLIMIT_NOFILE"),
+            integration_tests::epoll_selected()
+                || (notes.contains("direct descriptors off") && notes.contains("RLIMIT_NOFILE")),
             "{notes}"
         );
         let listener = direct_listener();
@@ -428,6 +466,12 @@ fn without_a_table_connections_use_real_fds() {
 /// Reads, writes, vectored writes, `close` and splitting work on direct streams as on others.
 #[test]
 fn direct_streams_do_everything_streams_do() {
+    if integration_tests::skip_on_epoll(
+        "direct_streams_do_everything_streams_do",
+        "direct descriptors (registered files)",
+    ) {
+        return;
+    }
     // Fd counts are process-wide: one test at a time.
     let _serial = integration_tests::exclusive();
     let rt = runtime_with_table(16);
@@ -460,6 +504,12 @@ fn direct_streams_do_everything_streams_do() {
 /// fd says why it has none.
 #[test]
 fn out_of_fds_options_go_through_the_ring() {
+    if integration_tests::skip_on_epoll(
+        "out_of_fds_options_go_through_the_ring",
+        "direct descriptors (registered files)",
+    ) {
+        return;
+    }
     // Fd counts are process-wide: one test at a time.
     let _serial = integration_tests::exclusive();
     if !in_child() {
@@ -499,6 +549,12 @@ fn out_of_fds_options_go_through_the_ring() {
 /// on, costs no fd, and its slot is closed through the ring like an accepted one's.
 #[test]
 fn connected_streams_can_be_direct_too() {
+    if integration_tests::skip_on_epoll(
+        "connected_streams_can_be_direct_too",
+        "direct descriptors (registered files)",
+    ) {
+        return;
+    }
     // Fd counts are process-wide: one test at a time.
     let _serial = integration_tests::exclusive();
     let rt = runtime_with_table(16);

@@ -90,6 +90,12 @@ async fn peek_waits_for_data_and_sees_eof() {
 /// no longer has them), and the read after it returns them once.
 #[runtime::test]
 async fn peek_serves_bytes_a_dropped_read_took() {
+    if integration_tests::skip_on_epoll(
+        "peek::peek_serves_bytes_a_dropped_read_took",
+        "an operation the kernel still holds after its future is dropped; on epoll none is in the kernel",
+    ) {
+        return;
+    }
     let (mut stream, mut peer) = stream_with_std_peer().await;
     let mut read = Box::pin(stream.read(Vec::with_capacity(64)));
     assert!(poll_once(&mut read).await.is_pending());

@@ -16,6 +16,8 @@ fn run_child(test_name: &str, case: &str) {
     let out = Command::new(env::current_exe().unwrap())
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CASE_VAR, case)
+        // `Auto` must decide on its own in the child, whatever pass this is.
+        .env_remove(runtime::BACKEND_ENV)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -112,6 +114,102 @@ fn deny_io_uring_setup(errno: i32) {
     }
 }
 
+/// A runtime that must run on io_uring (`Backend::Auto` would fall back to epoll).
+fn io_uring_only() -> io::Result<runtime::Runtime> {
+    runtime::Builder::new()
+        .backend(runtime::Backend::IoUring)
+        .build()
+}
+
+/// Under a seccomp filter that denies `io_uring_setup` (what Docker's default profile does),
+/// `Auto` runs on epoll, says why, and serves an echo round trip.
+fn auto_falls_back(errno: i32, why: &str) {
+    deny_io_uring_setup(errno);
+    let rt = runtime::Runtime::new().expect("Auto falls back to epoll");
+    let caps = rt.capabilities();
+    println!("{caps}");
+    assert_eq!(caps.backend(), runtime::Backend::Epoll, "{caps}");
+    let note = &caps.notes()[0];
+    assert!(note.contains("io_uring is not available"), "{note}");
+    assert!(note.contains(why), "the note gives the setup error: {note}");
+    let echoed = rt.block_on(async {
+        let listener = net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = runtime::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (res, buf) = stream.read(Vec::with_capacity(64)).await;
+            let n = res.unwrap();
+            let (res, _) = stream.write_all(buf).await;
+            res.unwrap();
+            stream.flush().await.unwrap();
+            n
+        });
+        let mut client = net::TcpStream::connect(addr).await.unwrap();
+        let (res, _) = client.write_all(b"ping over epoll").await;
+        res.unwrap();
+        let (res, buf) = client.read_exact(vec![0u8; 15]).await;
+        res.unwrap();
+        assert_eq!(server.await.unwrap(), 15);
+        buf
+    });
+    assert_eq!(&echoed[..], b"ping over epoll");
+    // And the explicit choice still fails, with the explanation.
+    let err = io_uring_only().unwrap_err();
+    assert!(err.to_string().contains(why), "{err}");
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn auto_runs_on_epoll_when_seccomp_denies_io_uring() {
+    match child_case().as_deref() {
+        None => run_child(
+            "auto_runs_on_epoll_when_seccomp_denies_io_uring",
+            "auto-eperm",
+        ),
+        Some(_) => {
+            auto_falls_back(libc::EPERM, "seccomp");
+            println!("{CHILD_OK}");
+        }
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn auto_runs_on_epoll_on_a_kernel_without_io_uring() {
+    match child_case().as_deref() {
+        None => run_child(
+            "auto_runs_on_epoll_on_a_kernel_without_io_uring",
+            "auto-enosys",
+        ),
+        Some(_) => {
+            auto_falls_back(libc::ENOSYS, "ENOSYS");
+            println!("{CHILD_OK}");
+        }
+    }
+}
+
+/// A bad `RUNTIME_BACKEND` value is an explained error, not a silent default.
+#[test]
+fn a_bad_backend_variable_is_explained() {
+    match child_case().as_deref() {
+        None => run_child("a_bad_backend_variable_is_explained", "bad-env"),
+        Some(_) => {
+            // SAFETY: the child runs this one test on one thread (`--test-threads=1`).
+            unsafe { env::set_var(runtime::BACKEND_ENV, "kqueue") };
+            let err = runtime::Runtime::new().unwrap_err();
+            println!("{err}");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("RUNTIME_BACKEND=epoll"), "{err}");
+            let rt = runtime::Builder::new()
+                .backend(runtime::Backend::Epoll)
+                .build()
+                .expect("an explicit backend ignores the variable");
+            assert_eq!(rt.capabilities().backend(), runtime::Backend::Epoll);
+            println!("{CHILD_OK}");
+        }
+    }
+}
+
 #[test]
 fn memlock_too_low_is_explained() {
     match child_case().as_deref() {
@@ -144,7 +242,7 @@ fn io_uring_blocked_by_seccomp_or_sysctl_is_explained() {
         ),
         Some(_) => {
             deny_io_uring_setup(libc::EPERM);
-            let err = runtime::Runtime::new().unwrap_err();
+            let err = io_uring_only().unwrap_err();
             let msg = err.to_string();
             println!("{msg}");
             assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{msg}");
@@ -162,7 +260,7 @@ fn kernel_without_io_uring_is_explained() {
         None => run_child("kernel_without_io_uring_is_explained", "enosys"),
         Some(_) => {
             deny_io_uring_setup(libc::ENOSYS);
-            let err = runtime::Runtime::new().unwrap_err();
+            let err = io_uring_only().unwrap_err();
             let msg = err.to_string();
             println!("{msg}");
             assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{msg}");

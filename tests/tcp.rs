@@ -468,7 +468,14 @@ async fn closing_a_listener_wakes_its_pending_accepts() {
         let after = incoming.next().await;
         (first.map(|r| r.map(drop)), after.is_none())
     });
-    assert!(turns_until(10, || metrics().ops_in_flight >= 1).await);
+    if integration_tests::epoll_selected() {
+        // Nothing is in a kernel queue on epoll: a few turns let the accept start waiting.
+        for _ in 0..10 {
+            runtime::yield_now().await;
+        }
+    } else {
+        assert!(turns_until(10, || metrics().ops_in_flight >= 1).await);
+    }
     listener.close().await.unwrap();
     let (first, ended) = runtime::time::timeout(Duration::from_secs(5), waiter)
         .await
@@ -497,6 +504,12 @@ async fn other_buffer_types_work() {
 /// accept; `incoming` re-arms it and still yields every connection.
 #[test]
 fn incoming_rearms_when_the_kernel_ends_the_multishot() {
+    if integration_tests::skip_on_epoll(
+        "tcp::incoming_rearms_when_the_kernel_ends_the_multishot",
+        "CQ overflow ending a multishot accept",
+    ) {
+        return;
+    }
     let rt = runtime::Builder::new()
         .entries(2)
         .cq_entries(2)

@@ -330,6 +330,12 @@ async fn datagrams_arrive_in_order_even_when_the_queue_fills() {
 /// A datagram delivered to a dropped receive is returned by the next one, with its sender.
 #[runtime::test]
 async fn a_dropped_datagram_receive_keeps_the_datagram_and_its_sender() {
+    if integration_tests::skip_on_epoll(
+        "unix::a_dropped_datagram_receive_keeps_the_datagram_and_its_sender",
+        "an operation the kernel still holds after its future is dropped; on epoll none is in the kernel",
+    ) {
+        return;
+    }
     let dir = TempDir::new();
     let server = UnixDatagram::bind(dir.path("s.sock")).unwrap();
     let client = UnixDatagram::bind(dir.path("c.sock")).unwrap();
@@ -400,6 +406,12 @@ async fn truncated_datagrams_are_reported() {
 /// gets those bytes first, in order.
 #[runtime::test]
 async fn a_dropped_read_loses_no_bytes() {
+    if integration_tests::skip_on_epoll(
+        "unix::a_dropped_read_loses_no_bytes",
+        "an operation the kernel still holds after its future is dropped; on epoll none is in the kernel",
+    ) {
+        return;
+    }
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let (res, _) = a.write_all(b"first".to_vec()).await;
     res.unwrap();

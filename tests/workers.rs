@@ -213,7 +213,11 @@ fn channels_between_workers_lose_no_wake() {
         for p in producers {
             kicks += p.await.unwrap();
         }
-        assert!(kicks > 0, "no MSG_RING kick between workers");
+        // The epoll backend wakes other workers through their eventfds only.
+        assert!(
+            kicks > 0 || integration_tests::epoll_selected(),
+            "no MSG_RING kick between workers"
+        );
         assert_eq!(runtime::metrics().msg_ring_fallbacks, 0);
     });
 }

@@ -308,6 +308,8 @@ async fn a_flush_with_nothing_else_ready_completes_in_its_first_poll() {
     // send, not that enter: its outcome is known once the thread has moved the SQ head past
     // it (docs/ring-modes.md), usually a loop turn later, so the flush is only awaited.
     let sqpoll = runtime::capabilities().sqpoll();
+    // On epoll the send behind went out inside `write_all` (no enter at all).
+    let epoll = integration_tests::epoll_selected();
     for round in 0..3u8 {
         stream.write_all(vec![round; 100]).await.0.unwrap();
         let enters = runtime::metrics().enters;
@@ -324,7 +326,9 @@ async fn a_flush_with_nothing_else_ready_completes_in_its_first_poll() {
                 matches!(first, std::task::Poll::Ready(Ok(()))),
                 "round {round}: the first poll of the flush was {first:?}"
             );
-            assert_eq!(runtime::metrics().enters, enters + 1, "round {round}");
+            if !epoll {
+                assert_eq!(runtime::metrics().enters, enters + 1, "round {round}");
+            }
         }
         let mut got = [0u8; 100];
         peer.read_exact(&mut got).unwrap();
@@ -335,7 +339,12 @@ async fn a_flush_with_nothing_else_ready_completes_in_its_first_poll() {
     let other = runtime::spawn(async {});
     let mut flush = std::pin::pin!(stream.flush());
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(flush.as_mut().poll(cx))).await;
-    assert!(first.is_pending(), "with a task ready: {first:?}");
-    flush.await.unwrap();
+    match first {
+        std::task::Poll::Ready(done) if epoll => done.unwrap(),
+        _ => {
+            assert!(first.is_pending(), "with a task ready: {first:?}");
+            flush.await.unwrap();
+        }
+    }
     other.await.unwrap();
 }

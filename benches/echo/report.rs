@@ -350,6 +350,7 @@ fn colour(key: &str) -> RGBColor {
     match key {
         "runtime" => RGBColor(31, 119, 180),
         "runtime-ring" => RGBColor(23, 190, 207),
+        "runtime-epoll" => RGBColor(148, 103, 189),
         "tokio" => RGBColor(255, 127, 14),
         _ => RGBColor(44, 160, 44),
     }

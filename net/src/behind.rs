@@ -39,11 +39,12 @@ use std::{
     cell::RefMut,
     io,
     net::Shutdown,
+    os::fd::{AsRawFd, RawFd},
     task::{Context, Poll, Waker},
 };
 
 use io_uring::squeue;
-use runtime::op::{Completion, Detached, Op, OpCode};
+use runtime::op::{Completion, Detached, Interest, Op, OpCode};
 
 use super::socket::Socket;
 use crate::{
@@ -335,6 +336,19 @@ unsafe impl OpCode for StagedSend {
         self.complete_detached(cqe);
     }
 
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Writable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        // SAFETY: `sent < data.len()`, so `sent..sent + len` lies inside `data`, owned by
+        // `self`.
+        unsafe {
+            let ptr = self.data.as_ptr().add(self.sent);
+            crate::op::nonblocking::send(self.socket.as_raw_fd(), ptr, self.len())
+        }
+    }
+
     fn complete_detached(mut self, cqe: Completion) {
         let socket = self.socket.clone();
         match cqe.into_result() {
@@ -413,6 +427,14 @@ unsafe impl OpCode for DatagramBehind {
 
     fn complete(self, cqe: Completion) {
         self.complete_detached(cqe);
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        self.send.readiness()
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        self.send.try_nonblocking()
     }
 
     fn complete_detached(self, cqe: Completion) {

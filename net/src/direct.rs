@@ -84,6 +84,9 @@ impl Fd {
         let this = ManuallyDrop::new(self);
         if this.is_real() {
             let raw = (this.0.addr().get() >> 1) as u32 as RawFd;
+            // Closed or handed out of the runtime's care: the epoll backend must not take a
+            // later file with the same number for this one (`runtime::op::forget_fd`).
+            runtime::op::forget_fd(raw);
             // SAFETY: the fd is owned by `self`, which gives it up here (not dropped).
             FdOwned::Real(unsafe { OwnedFd::from_raw_fd(raw) })
         } else {

@@ -199,9 +199,11 @@ impl RecvStream<'_> {
 
     /// A stream that receives with `IORING_RECVSEND_BUNDLE` where the kernel offers it and the
     /// ring is not incremental (bundles over incremental rings are reported broken:
-    /// axboe/liburing#1320), a plain one otherwise.
+    /// axboe/liburing#1320), a plain one otherwise. A user-space pool (the epoll backend)
+    /// fills bundles itself, one `recvmsg` over consecutive buffers.
     pub(crate) fn bundled(socket: Socket, ring: &BufRing) -> Self {
-        let bundle = runtime::capabilities().recvsend_bundle() && !ring.is_incremental();
+        let bundle = (ring.is_user_space() || runtime::capabilities().recvsend_bundle())
+            && !ring.is_incremental();
         RecvStream::new(socket, ring, bundle)
     }
 

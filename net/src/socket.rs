@@ -293,6 +293,8 @@ impl Socket {
                     Ok(fd) => fd.into_raw_fd(),
                     Err(_) => {
                         let raw = own.as_raw_fd();
+                        // Out of the runtime's care, as `Fd::into_owned` would do.
+                        runtime::op::forget_fd(raw);
                         std::mem::forget(shared);
                         raw
                     }

@@ -9,7 +9,7 @@
 //! notification that says the data was copied, or when the socket type cannot do zero copy.
 
 use std::{
-    cell::{Cell, OnceCell},
+    cell::{Cell, OnceCell, RefCell},
     fmt,
     future::Future,
     io,
@@ -21,7 +21,7 @@ use futures_core::Stream;
 use runtime::{buf::IoBuf, op::Multishot};
 
 use crate::{
-    op::{SendZc, ZcEvent},
+    op::{SendZc, ZcEvent, zc_epoll::ZcEpoll},
     socket::Socket,
 };
 
@@ -80,6 +80,8 @@ pub(crate) struct ZcState {
     stats: OnceCell<Box<Cell<ZeroCopyStats>>>,
     /// The kernel rejected `IORING_SEND_ZC_REPORT_USAGE` (before Linux 6.2).
     no_usage_report: Cell<bool>,
+    /// The epoll backend's `MSG_ZEROCOPY` bookkeeping, boxed on first use.
+    epoll: OnceCell<Box<RefCell<ZcEpoll>>>,
 }
 
 /// How a zero-copy send goes out now.
@@ -146,6 +148,11 @@ impl ZcState {
 
     pub(crate) fn report_usage(&self) -> bool {
         !self.no_usage_report.get()
+    }
+
+    /// The epoll backend's `MSG_ZEROCOPY` state of this socket.
+    pub(crate) fn epoll(&self) -> &RefCell<ZcEpoll> {
+        self.epoll.get_or_init(Box::default)
     }
 
     pub(crate) fn usage_report_rejected(&self) {

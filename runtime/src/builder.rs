@@ -3,7 +3,7 @@
 use std::{cell::RefCell, io, rc::Rc, sync::Arc, time::Duration};
 
 use crate::{
-    Runtime,
+    BACKEND_ENV, Backend, Runtime,
     capabilities::Capabilities,
     driver::{Driver, Napi, RingConfig, RingMode, SqPoll},
     executor::Scheduler,
@@ -36,6 +36,7 @@ pub struct Builder {
     napi: Option<(Duration, bool)>,
     /// A malformed `RUNTIME_SQPOLL*` / `RUNTIME_NAPI` variable, reported by `build`.
     env_error: Option<String>,
+    backend: Backend,
 }
 
 /// `Builder::new` turns SQPOLL on with this idle time in milliseconds (as `Builder::sqpoll`).
@@ -80,6 +81,7 @@ impl Builder {
             sqpoll_cpu: None,
             napi: None,
             env_error: None,
+            backend: Backend::Auto,
         }
     }
 
@@ -215,6 +217,14 @@ impl Builder {
         self
     }
 
+    /// Which engine runs the operations (default [`Backend::Auto`]: io_uring, or epoll where
+    /// io_uring is refused or missing; the environment variable `RUNTIME_BACKEND=io_uring|epoll`
+    /// overrides `Auto`). [`capabilities()`](crate::capabilities) says which one runs, and why.
+    pub fn backend(&mut self, backend: Backend) -> &mut Self {
+        self.backend = backend;
+        self
+    }
+
     /// Gives each worker's ring a kernel submission thread (`IORING_SETUP_SQPOLL`; Linux 5.11,
     /// earlier only with `CAP_SYS_ADMIN`) that polls the SQ and sleeps after `idle` without
     /// work (at least 1 ms). Default: off, or `RUNTIME_SQPOLL=<idle ms>`.
@@ -267,7 +277,8 @@ impl Builder {
     /// Invalid sizes give `InvalidInput`. When io_uring cannot be used the error names the cause
     /// and the remedy: `PermissionDenied` (sysctl `kernel.io_uring_disabled`, seccomp),
     /// `Unsupported` (kernel too old), `OutOfMemory` (RLIMIT_MEMLOCK too low, with the current
-    /// limit).
+    /// limit); under [`Backend::Auto`] the first two start the epoll backend instead. A bad
+    /// `RUNTIME_BACKEND` value gives `InvalidInput`.
     pub fn build(&self) -> io::Result<Runtime> {
         let workers = self.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -291,10 +302,26 @@ impl Builder {
         });
         let remote = group.remotes[worker].clone();
         let zcrx = self.zcrx.as_ref().filter(|z| z.mode != ZcrxMode::Off);
+        let backend = self.backend.resolve()?;
+        if backend == Backend::Epoll {
+            let reason = match self.backend {
+                Backend::Epoll => "epoll backend: chosen with Builder::backend".to_owned(),
+                _ => format!("epoll backend: chosen with {BACKEND_ENV}=epoll"),
+            };
+            return self.build_epoll(worker, group, reason);
+        }
         config.cqe32 = zcrx.is_some();
         let mut zcrx_note = None;
         let (driver, info) = match Driver::new(&config, remote.eventfd()) {
             Ok(built) => built,
+            Err(e) if backend == Backend::Auto && Backend::falls_back(&e) => {
+                let reason = format!(
+                    "epoll backend: io_uring is not available to this process, so Backend::Auto \
+                     runs on epoll (same API; io_uring-only features report Unsupported). \
+                     Why: {e}"
+                );
+                return self.build_epoll(worker, group, reason);
+            }
             Err(e) if zcrx.is_some_and(|z| z.mode == ZcrxMode::Auto) => {
                 zcrx_note = Some(format!(
                     "zero-copy receive off: the ring could not be built with \
@@ -358,6 +385,47 @@ impl Builder {
             coop: Rc::default(),
             drain_waiters: Default::default(),
             zcrx: zcrx_inner,
+        });
+        Ok(Runtime::from_handle(handle))
+    }
+
+    /// Builds worker `worker` on the epoll backend; `reason` becomes its first note.
+    fn build_epoll(&self, worker: usize, group: Arc<Group>, reason: String) -> io::Result<Runtime> {
+        let remote = group.remotes[worker].clone();
+        let mut capabilities = Capabilities::epoll(reason);
+        match self.zcrx.as_ref().map(|z| z.mode) {
+            None | Some(ZcrxMode::Off) => {}
+            Some(ZcrxMode::On) => {
+                return Err(crate::driver::unsupported_on_epoll(
+                    "zero-copy receive (ZcrxMode::On)",
+                ));
+            }
+            Some(_) => capabilities.note(
+                "zero-copy receive off: the epoll backend has no ZCRX (receives use \
+                 provided-buffer streams from a user-space pool instead)"
+                    .to_owned(),
+            ),
+        }
+        if self.sqpoll.is_some() || self.napi.is_some() {
+            capabilities.note(
+                "SQPOLL and NAPI busy polling are io_uring ring modes: off on the epoll backend"
+                    .to_owned(),
+            );
+        }
+        let driver = Rc::new(RefCell::new(Driver::new_epoll(remote.eventfd())?));
+        let handle = Rc::new(Handle {
+            driver,
+            scheduler: Scheduler::default(),
+            timers: Rc::new(RefCell::new(Timers::default())),
+            remote,
+            capabilities: RefCell::new(capabilities),
+            task_budget: self.task_budget,
+            shutdown_timeout: self.shutdown_timeout,
+            worker,
+            group,
+            coop: Rc::default(),
+            drain_waiters: Default::default(),
+            zcrx: None,
         });
         Ok(Runtime::from_handle(handle))
     }

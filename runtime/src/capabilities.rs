@@ -8,7 +8,10 @@ use std::fmt;
 
 use std::time::Duration;
 
-use crate::driver::{Napi, RingInfo, RingSetup, SqPoll};
+use crate::{
+    Backend,
+    driver::{Napi, RingInfo, RingSetup, SqPoll},
+};
 
 /// The io_uring features in use by a runtime, read with [`crate::capabilities()`] or
 /// [`Runtime::capabilities`](crate::Runtime::capabilities).
@@ -30,6 +33,7 @@ pub struct Capabilities {
     zcrx: Option<String>,
     opcodes: [u64; 4],
     notes: Vec<String>,
+    backend: Backend,
 }
 
 /// io_uring opcodes the runtime reports by name, with the kernel that introduced them.
@@ -100,7 +104,36 @@ impl Capabilities {
             zcrx: None,
             opcodes,
             notes,
+            backend: Backend::IoUring,
         }
+    }
+
+    /// The capabilities of a runtime on the epoll backend, chosen for `reason` (a note):
+    /// no ring, no io_uring opcode, no io_uring feature.
+    pub(crate) fn epoll(reason: String) -> Capabilities {
+        Capabilities {
+            kernel: crate::driver::kernel_release(),
+            sq_entries: 0,
+            cq_entries: 0,
+            features: 0,
+            cqe32: false,
+            defer_taskrun: false,
+            coop_taskrun: false,
+            taskrun_flag: false,
+            registered_ring_fd: false,
+            zcrx: None,
+            opcodes: [0; 4],
+            notes: vec![reason],
+            sqpoll: None,
+            napi: None,
+            backend: Backend::Epoll,
+        }
+    }
+
+    /// The backend the runtime runs on: [`Backend::IoUring`] or [`Backend::Epoll`] (never
+    /// `Auto`). When it is epoll, the first of the [`notes`](Capabilities::notes) says why.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Records why a feature is not in use, for [`Capabilities::notes`].
@@ -223,6 +256,7 @@ impl Capabilities {
 impl fmt::Debug for Capabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Capabilities")
+            .field("backend", &self.backend)
             .field("kernel", &self.kernel)
             .field("sq_entries", &self.sq_entries)
             .field("cq_entries", &self.cq_entries)
@@ -253,6 +287,17 @@ impl fmt::Display for Capabilities {
             "plain".to_owned()
         };
         writeln!(f, "kernel {}", self.kernel)?;
+        if self.backend == Backend::Epoll {
+            writeln!(
+                f,
+                "backend: epoll (edge-triggered, non-blocking system calls)"
+            )?;
+            for note in &self.notes {
+                writeln!(f, "note: {note}")?;
+            }
+            return Ok(());
+        }
+        writeln!(f, "backend: io_uring")?;
         writeln!(
             f,
             "ring: {} SQ / {} CQ entries{}, mode {mode}, registered fd: {}",

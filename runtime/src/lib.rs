@@ -58,6 +58,7 @@
 //!    cross-thread wake-ups (`wake/`).
 //! 4. [`Runtime`] (the event loop) and [`Builder`], which assemble the layers.
 
+mod backend;
 pub mod buf;
 mod builder;
 mod capabilities;
@@ -80,6 +81,7 @@ mod wait_list;
 mod wake;
 pub mod zcrx;
 
+pub use backend::{BACKEND_ENV, Backend};
 pub use builder::Builder;
 pub use capabilities::Capabilities;
 pub use driver::RingMode;

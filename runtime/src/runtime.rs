@@ -196,8 +196,12 @@ impl Handle {
             self.remote.finish_sleep();
         }
         if let Err(e) = result {
-            // Only a broken ring gets here (closed fd, bad memory); nothing can progress.
-            panic!("io_uring_enter failed: {e}; the runtime's ring is unusable");
+            // Only a broken ring (or epoll instance) gets here (closed fd, bad memory);
+            // nothing can progress.
+            panic!(
+                "the event loop's wait (io_uring_enter, or epoll_wait on the epoll backend) \
+                 failed: {e}; the runtime's ring is unusable"
+            );
         }
         self.dispatch(cqes);
         self.fire_timers();

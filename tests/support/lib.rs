@@ -255,6 +255,24 @@ unsafe impl<T: 'static> runtime::op::OpCode for TrackedRead<T> {
         }
         (res, self.buf)
     }
+
+    fn readiness(&self) -> Option<(std::os::fd::RawFd, runtime::op::Interest)> {
+        use std::os::fd::AsRawFd;
+        Some((self.fd.as_raw_fd(), runtime::op::Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<runtime::op::Completion> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: reads into `buf`, owned by `self` and borrowed mutably for the call.
+        let ret = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+            )
+        };
+        runtime::op::Completion::from_syscall(ret)
+    }
 }
 
 /// A connected loopback TCP pair of runtime streams: (client, server).
@@ -481,6 +499,25 @@ pub fn skip(test: &str, reason: &str) {
             );
         }
     }
+}
+
+/// Whether this process runs its runtimes on the epoll backend: `RUNTIME_BACKEND=epoll`, as
+/// `.ci/run`'s second pass sets it.
+pub fn epoll_selected() -> bool {
+    std::env::var(runtime::BACKEND_ENV).is_ok_and(|v| v.trim().eq_ignore_ascii_case("epoll"))
+}
+
+/// For a test of an io_uring-only behaviour (`what`): on the epoll backend, records a
+/// [`skip`] and returns true, and the test returns at once.
+pub fn skip_on_epoll(test: &str, what: &str) -> bool {
+    if !epoll_selected() {
+        return false;
+    }
+    skip(
+        test,
+        &format!("io_uring only ({what}); this pass runs on epoll"),
+    );
+    true
 }
 
 /// `test: reason` on one line.

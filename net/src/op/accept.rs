@@ -3,15 +3,16 @@
 
 use std::{
     io,
-    os::fd::{FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
 use io_uring::{opcode, squeue, types::DestinationSlot};
 use runtime::{
     direct::DirectTable,
-    op::{Completion, MultishotOp, OpCode},
+    op::{Completion, Interest, MultishotOp, OpCode},
 };
 
+use super::nonblocking;
 use crate::{
     addr::RawAddr,
     socket::{Socket, on_target},
@@ -76,6 +77,24 @@ unsafe impl OpCode for Accept {
         let res = cqe.into_result()?;
         Ok((accepted(res, self.direct.as_ref()), *self.addr))
     }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        *self.addr = RawAddr::empty();
+        let addr = &mut *self.addr;
+        // SAFETY: the boxed address storage and its length, owned by `self`.
+        unsafe {
+            nonblocking::accept(
+                self.socket.as_raw_fd(),
+                addr.as_mut_ptr(),
+                &mut addr.len,
+                false,
+            )
+        }
+    }
 }
 
 /// `IORING_OP_ACCEPT` with `IORING_ACCEPT_MULTISHOT` (Linux 5.19): one CQE per connection.
@@ -109,5 +128,15 @@ unsafe impl MultishotOp for AcceptMulti {
             cqe.into_result()
                 .map(|res| accepted(res, self.direct.as_ref())),
         )
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let null = std::ptr::null_mut();
+        // SAFETY: no address is asked for (null pointers).
+        unsafe { nonblocking::accept(self.socket.as_raw_fd(), null, null.cast(), true) }
     }
 }

@@ -1,6 +1,6 @@
 //! `CancelFd`: cancel every request in flight on one fd.
 
-use std::io;
+use std::{io, os::fd::AsRawFd};
 
 use io_uring::{opcode, squeue, types::CancelBuilder};
 use runtime::op::{Completion, OpCode};
@@ -27,6 +27,12 @@ unsafe impl OpCode for CancelFd {
 
     fn build(&mut self) -> squeue::Entry {
         on_target!(self.socket.uring_fd(), fd => opcode::AsyncCancel2::new(CancelBuilder::fd(fd).all()).build())
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        // The epoll backend's own cancel: its waiters are in the runtime, not the kernel.
+        let n = runtime::op::cancel_fd_waiters(self.socket.as_raw_fd());
+        Some(Completion::new(n.min(i32::MAX as usize) as i32, 0, [0; 2]))
     }
 
     fn complete(self, cqe: Completion) -> io::Result<usize> {

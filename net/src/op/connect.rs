@@ -1,10 +1,15 @@
 //! `Connect`.
 
-use std::{io, net::SocketAddr};
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+};
 
 use io_uring::{opcode, squeue};
-use runtime::op::{Completion, OpCode};
+use runtime::op::{Completion, Interest, OpCode};
 
+use super::nonblocking;
 use crate::{
     addr::RawAddr,
     socket::{Socket, on_target},
@@ -16,6 +21,8 @@ pub(crate) struct Connect {
     socket: Socket,
     /// Boxed: the kernel reads it after submission (tokio-rs/tokio-uring#125).
     addr: Box<RawAddr>,
+    /// On the epoll backend: the non-blocking connect is in progress.
+    started: bool,
 }
 
 impl Connect {
@@ -23,6 +30,7 @@ impl Connect {
         Connect {
             socket,
             addr: Box::new(RawAddr::from_socket_addr(addr)),
+            started: false,
         }
     }
 
@@ -31,6 +39,7 @@ impl Connect {
         Connect {
             socket,
             addr: Box::new(addr),
+            started: false,
         }
     }
 }
@@ -46,5 +55,15 @@ unsafe impl OpCode for Connect {
 
     fn complete(self, cqe: Completion) -> Self::Output {
         (cqe.into_result().map(drop), self.socket)
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Writable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let (fd, addr, len) = (self.socket.as_raw_fd(), self.addr.as_ptr(), self.addr.len);
+        // SAFETY: the boxed address owned by `self`, `len` bytes of it.
+        unsafe { nonblocking::connect(fd, addr, len, &mut self.started) }
     }
 }

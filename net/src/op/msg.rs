@@ -1,15 +1,19 @@
 //! `SendMsg` and `RecvMsg`: datagrams with an address and control messages.
 
-use std::{io, net::SocketAddr, os::fd::AsRawFd};
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+};
 
 use io_uring::{opcode, squeue};
 use runtime::{
     buf::{IoBuf, IoBufMut},
-    op::{Completion, OpCode},
+    op::{Completion, Interest, OpCode},
 };
 
 use super::{
-    MAX_IO,
+    MAX_IO, nonblocking,
     stream::{MsgHdr, superseded},
 };
 use crate::{
@@ -21,11 +25,11 @@ use crate::{
 /// The kernel structures of one message, boxed so their addresses survive moves.
 #[derive(Debug)]
 pub(crate) struct MsgState {
-    hdr: MsgHdr,
+    pub(super) hdr: MsgHdr,
     iov: IoVec,
     /// The `iovec` array of a vectored message (empty otherwise).
     iovs: Vec<IoVec>,
-    addr: RawAddr,
+    pub(super) addr: RawAddr,
 }
 
 /// A plain `iovec`.
@@ -53,7 +57,7 @@ impl MsgState {
 
     /// Points the header at an `iovec` array held by the state (its heap array does not move
     /// with the state, and is not touched again until the next `point_at_many`).
-    fn point_at_many(&mut self, iovs: impl Iterator<Item = libc::iovec>) {
+    pub(super) fn point_at_many(&mut self, iovs: impl Iterator<Item = libc::iovec>) {
         self.iovs.clear();
         self.iovs.extend(iovs.map(IoVec));
         // `IoVec` is a transparent `iovec`.
@@ -63,7 +67,7 @@ impl MsgState {
 
     /// Points the header at the address storage, for the kernel to read (`namelen` = the
     /// address's length) or fill in.
-    fn point_at_addr(&mut self) {
+    pub(super) fn point_at_addr(&mut self) {
         self.hdr.0.msg_name = self.addr.as_mut_ptr().cast();
         self.hdr.0.msg_namelen = self.addr.len;
     }
@@ -71,7 +75,7 @@ impl MsgState {
     /// Reads a receive's answer (`len` = the CQE's result, the datagram's length on the wire
     /// under `MSG_TRUNC`) out of the header, for buffers of `capacity` bytes in all; sets
     /// the control vector's length to what the kernel wrote.
-    fn output(
+    pub(super) fn output(
         &mut self,
         len: usize,
         capacity: usize,
@@ -212,6 +216,20 @@ unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
             self.buf,
             self.control,
         )
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Writable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let (ptr, len) = (self.buf.stable_ptr(), self.len());
+        let hdr = self
+            .state
+            .prepare_send(ptr, len, self.has_addr, self.control.as_mut());
+        // SAFETY: the boxed header, pointing at `buf`'s initialized bytes, the boxed address
+        // and the control vector, all owned by `self`.
+        unsafe { nonblocking::sendmsg(self.socket.as_raw_fd(), hdr, 0) }
     }
 }
 
@@ -360,6 +378,17 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
             .build())
     }
 
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let hdr = self.prepare();
+        // SAFETY: the boxed header, pointing at `buf`'s stable memory, the boxed address
+        // storage and the control vector's spare capacity, all owned by `self`.
+        unsafe { nonblocking::recvmsg(self.socket.as_raw_fd(), hdr, self.flags()) }
+    }
+
     fn complete(mut self, cqe: Completion) -> Self::Output {
         if self.peek && self.socket.has_rescued() {
             return (Err(superseded()), self.buf, self.control);
@@ -388,148 +417,6 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
             self.socket.rescue(Rescued {
                 sequence: cqe.sequence(),
                 data: bufs::gather(std::slice::from_ref(&self.buf), out.copied),
-                peer: out.peer,
-                full_len: out.len,
-                raw_peer: Some(out.addr),
-            });
-        }
-    }
-}
-
-/// `IORING_OP_SENDMSG` of one datagram gathered from several buffers, to an optional address.
-#[derive(Debug)]
-pub(crate) struct SendMsgVectored<B> {
-    socket: Socket,
-    bufs: Vec<B>,
-    state: Box<MsgState>,
-    has_addr: bool,
-    fast: bool,
-}
-
-impl<B: IoBuf> SendMsgVectored<B> {
-    /// `fast` selects the skip-success `MSG_DONTWAIT` path (see `op`'s module docs); it is
-    /// ignored when the buffers hold more than one request can report.
-    pub(crate) fn new(
-        socket: Socket,
-        bufs: Vec<B>,
-        addr: Option<&SocketAddr>,
-        fast: bool,
-    ) -> SendMsgVectored<B> {
-        let state = MsgState::new(addr.map_or_else(RawAddr::empty, RawAddr::from_socket_addr));
-        let total: usize = bufs.iter().map(IoBuf::bytes_init).sum();
-        SendMsgVectored {
-            socket,
-            fast: fast && total <= MAX_IO,
-            bufs,
-            state,
-            has_addr: addr.is_some(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.bufs.iter().map(IoBuf::bytes_init).sum()
-    }
-}
-
-// SAFETY: the SQE points at the boxed `msghdr`, which points at the boxed address and at the
-// state's `iovec` array (heap, not touched after `build`), whose entries cover the buffers'
-// initialized bytes in their stable memory; the fd is kept open by `socket`. All are owned by
-// `self`. With `fast` (only when the total fits the CQE's result), the SQE carries
-// `MSG_DONTWAIT` and `IOSQE_CQE_SKIP_SUCCESS`, so it completes or fails inside the submitting
-// enter, as `skip_success` requires; a datagram is sent whole, so success means `len` bytes.
-unsafe impl<B: IoBuf> OpCode for SendMsgVectored<B> {
-    type Output = (io::Result<usize>, Vec<B>);
-
-    fn build(&mut self) -> squeue::Entry {
-        let state = &mut *self.state;
-        state.point_at_many(self.bufs.iter().map(|b| libc::iovec {
-            iov_base: b.stable_ptr() as *mut libc::c_void,
-            iov_len: b.bytes_init(),
-        }));
-        if self.has_addr {
-            state.point_at_addr();
-        }
-        let mut flags = libc::MSG_NOSIGNAL;
-        if self.fast {
-            flags |= libc::MSG_DONTWAIT;
-        }
-        let sqe = on_target!(self.socket.uring_fd(), fd => opcode::SendMsg::new(fd, &state.hdr.0)
-            .flags(flags as u32)
-            .build());
-        if self.fast {
-            sqe.flags(squeue::Flags::SKIP_SUCCESS)
-        } else {
-            sqe
-        }
-    }
-
-    fn skip_success(&self) -> Option<i32> {
-        self.fast.then(|| self.len() as i32)
-    }
-
-    fn complete(self, cqe: Completion) -> Self::Output {
-        (cqe.into_result().map(|n| n as usize), self.bufs)
-    }
-}
-
-/// `IORING_OP_RECVMSG` of one datagram scattered over several buffers (each filled from its
-/// start, in order), with its source address.
-#[derive(Debug)]
-pub(crate) struct RecvMsgVectored<B> {
-    socket: Socket,
-    bufs: Vec<B>,
-    state: Box<MsgState>,
-}
-
-impl<B: IoBufMut> RecvMsgVectored<B> {
-    pub(crate) fn new(socket: Socket, bufs: Vec<B>) -> RecvMsgVectored<B> {
-        RecvMsgVectored {
-            socket,
-            bufs,
-            state: MsgState::new(RawAddr::empty()),
-        }
-    }
-
-    fn output(&mut self, len: usize, sequence: u64) -> RecvMsgOutput {
-        let capacity = bufs::capacity(&self.bufs);
-        self.state.output(len, capacity, None, sequence)
-    }
-}
-
-// SAFETY: the SQE points at the boxed `msghdr`, which points at the boxed address storage and
-// at the state's `iovec` array (heap, not touched after `build`), whose entries cover each
-// buffer's stable memory (`bytes_total` bytes); the fd is kept open by `socket`. All owned by
-// `self`.
-unsafe impl<B: IoBufMut> OpCode for RecvMsgVectored<B> {
-    type Output = (io::Result<RecvMsgOutput>, Vec<B>);
-
-    fn build(&mut self) -> squeue::Entry {
-        let state = &mut *self.state;
-        state.point_at_many(self.bufs.iter_mut().map(|b| libc::iovec {
-            iov_base: b.stable_mut_ptr().cast(),
-            iov_len: b.bytes_total(),
-        }));
-        state.point_at_addr();
-        on_target!(self.socket.uring_fd(), fd => opcode::RecvMsg::new(fd, &mut state.hdr.0)
-            .flags(libc::MSG_TRUNC as u32)
-            .build())
-    }
-
-    fn complete(mut self, cqe: Completion) -> Self::Output {
-        let res = cqe.into_result().map(|len| {
-            let out = self.output(len as usize, cqe.sequence());
-            bufs::set_init_across(&mut self.bufs, out.copied);
-            out
-        });
-        (res, self.bufs)
-    }
-
-    fn complete_detached(mut self, cqe: Completion) {
-        if let Ok(len) = cqe.into_result() {
-            let out = self.output(len as usize, cqe.sequence());
-            self.socket.rescue(Rescued {
-                sequence: cqe.sequence(),
-                data: bufs::gather(&self.bufs, out.copied),
                 peer: out.peer,
                 full_len: out.len,
                 raw_peer: Some(out.addr),

@@ -1,15 +1,19 @@
 //! Multishot receives into a provided-buffer ring: `RecvMulti` (streams) and `RecvMsgMulti`
 //! (datagrams, with the source address and control messages in front of the payload).
 
-use std::{collections::VecDeque, io, mem};
+use std::{
+    collections::VecDeque,
+    io, mem,
+    os::fd::{AsRawFd, RawFd},
+};
 
 use io_uring::{opcode, squeue};
 use runtime::{
     buf::{BufRing, RxBuf},
-    op::{Completion, MultishotOp},
+    op::{Completion, Interest, MultishotOp},
 };
 
-use super::stream::MsgHdr;
+use super::{nonblocking, stream::MsgHdr};
 use crate::{
     Datagram,
     addr::RawAddr,
@@ -90,6 +94,14 @@ unsafe impl MultishotOp for RecvMulti {
 
     fn next_detached(&mut self, cqe: Completion) {
         rescue_stream_data(&self.socket, &cqe, self.event(&cqe));
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        nonblocking::recv_into_pool(self.socket.as_raw_fd(), &self.ring, self.bundle)
     }
 }
 
@@ -214,6 +226,15 @@ unsafe impl MultishotOp for RecvMsgMulti {
 
     fn next(&mut self, cqe: Completion) -> Option<Self::Item> {
         Some(self.datagram(&cqe))
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let fd = self.socket.as_raw_fd();
+        nonblocking::recvmsg_into_pool(fd, &self.ring, NAME_SPACE, CONTROL_SPACE)
     }
 
     fn next_detached(&mut self, cqe: Completion) {

@@ -297,6 +297,20 @@ unsafe impl<B: IoBufMut> OpCode for Readv<B> {
         (res, self.bufs)
     }
 
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let _ = self.build();
+        let mut hdr = MsgHdr::zeroed();
+        hdr.0.msg_iov = self.iovecs.as_mut_ptr();
+        hdr.0.msg_iovlen = self.iovecs.len();
+        // SAFETY: the header (a live local) points at `iovecs`, whose entries cover the
+        // buffers' stable memory; all owned by `self` and borrowed mutably for the call.
+        unsafe { super::nonblocking::recvmsg(self.socket.as_raw_fd(), &mut hdr.0, 0) }
+    }
+
     fn complete_detached(self, cqe: Completion) {
         rescue_received(&self.socket, cqe, &self.bufs);
     }
@@ -367,6 +381,17 @@ unsafe impl<B: IoBuf> OpCode for Writev<B> {
 
     fn complete(self, cqe: Completion) -> Self::Output {
         (cqe.into_result().map(|n| n as usize), self.bufs)
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        Some((self.socket.as_raw_fd(), Interest::Writable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let _ = self.build();
+        // SAFETY: the boxed header points at `iovecs`, whose entries cover the buffers'
+        // initialized bytes; all owned by `self`.
+        unsafe { super::nonblocking::sendmsg(self.socket.as_raw_fd(), &self.hdr.0, 0) }
     }
 }
 

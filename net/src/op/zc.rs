@@ -8,15 +8,19 @@
 //! a `Multishot` stream, so the buffer stays owned by the request (parked in the driver if the
 //! stream is dropped) until the final CQE.
 
-use std::{io, net::SocketAddr};
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+};
 
 use io_uring::{opcode, squeue};
 use runtime::{
     buf::{IoBuf, fixed_index},
-    op::{Completion, MultishotOp},
+    op::{Completion, Interest, MultishotOp, cqe_flags},
 };
 
-use super::{MAX_IO, msg::MsgState};
+use super::{MAX_IO, msg::MsgState, nonblocking, zc_epoll::ZcEpoll};
 use crate::{
     addr::RawAddr,
     socket::{Socket, on_target},
@@ -48,6 +52,21 @@ pub(crate) struct SendZc<B> {
     /// Whether the send's result reported bytes sent; only then does the notification say
     /// anything about zero copy (a failed send's notification always reads "copied").
     sent_bytes: bool,
+    /// The epoll backend's progress (`zc_epoll.rs`).
+    progress: Progress,
+}
+
+/// Where a zero-copy send stands on the epoll backend.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The first try ran (counted as a request).
+    started: bool,
+    /// Bytes sent by the calls so far.
+    sent: usize,
+    /// The numbers of the first and last successful `MSG_ZEROCOPY` call.
+    ids: Option<(u32, u32)>,
+    /// The result was reported; the notification is awaited.
+    result_posted: bool,
 }
 
 impl<B: IoBuf> SendZc<B> {
@@ -63,6 +82,7 @@ impl<B: IoBuf> SendZc<B> {
             report_usage,
             msg: None,
             sent_bytes: false,
+            progress: Progress::default(),
         }
     }
 
@@ -76,6 +96,7 @@ impl<B: IoBuf> SendZc<B> {
             report_usage,
             msg: Some(MsgState::new(RawAddr::from_socket_addr(addr))),
             sent_bytes: false,
+            progress: Progress::default(),
         }
     }
 
@@ -139,5 +160,77 @@ unsafe impl<B: IoBuf> MultishotOp for SendZc<B> {
 
     fn next_detached(&mut self, cqe: Completion) {
         drop(self.handle(cqe));
+    }
+
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        let fd = self.socket.as_raw_fd();
+        match self.progress.result_posted {
+            false => Some((fd, Interest::Writable)),
+            true => Some((fd, Interest::Error)),
+        }
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        let fd = self.socket.as_raw_fd();
+        let state = self.socket.zc().epoll();
+        if self.progress.result_posted {
+            // Like `SEND_ZC`, a send that moved nothing with zero copy is notified at once.
+            let Some((lo, hi)) = self.progress.ids else {
+                return Some(Completion::new(0, cqe_flags::NOTIF, [0; 2]));
+            };
+            ZcEpoll::drain(state, fd);
+            let copied = ZcEpoll::covered(state, lo, hi)?;
+            let res = if copied { USAGE_COPIED as i32 } else { 0 };
+            return Some(Completion::new(res, cqe_flags::NOTIF, [0; 2]));
+        }
+        if !self.progress.started {
+            self.progress.started = true;
+            self.socket.zc().requested();
+        }
+        if let Err(errno) = ZcEpoll::enable(state, fd) {
+            return Some(Completion::new(-errno, 0, [0; 2]));
+        }
+        let len = self.buf.bytes_init().min(MAX_IO);
+        let all = self.flags & libc::MSG_WAITALL != 0 && self.msg.is_none();
+        let result = loop {
+            let sent = self.progress.sent;
+            let (cqe, id) = ZcEpoll::send_once(state, || match &mut self.msg {
+                // SAFETY: `sent < len` bytes of `buf`'s stable memory, which `self` owns
+                // until the final completion (the notification).
+                None => unsafe {
+                    let ptr = self.buf.stable_ptr().add(sent);
+                    nonblocking::send_with(fd, ptr, len - sent, libc::MSG_ZEROCOPY)
+                },
+                Some(msg) => {
+                    let hdr = msg.prepare_send(self.buf.stable_ptr(), len, true, None);
+                    // SAFETY: the boxed header points at `buf` and the boxed address,
+                    // owned by `self` until the final completion.
+                    unsafe { nonblocking::sendmsg(fd, hdr, libc::MSG_ZEROCOPY) }
+                }
+            });
+            if let Some(id) = id {
+                self.progress.ids = Some((self.progress.ids.map_or(id, |r| r.0), id));
+            }
+            match cqe {
+                None if sent == 0 || all => return None,
+                None => break sent as i32,
+                Some(c) if c.result() > 0 => {
+                    self.progress.sent += c.result() as usize;
+                    if !all || self.progress.sent >= len {
+                        break self.progress.sent as i32;
+                    }
+                }
+                Some(_) if sent > 0 => break sent as i32,
+                Some(c) => break c.result(),
+            }
+        };
+        self.progress.result_posted = true;
+        // A notification follows, as on io_uring (at once when nothing went out zero-copy).
+        Some(Completion::new(result, cqe_flags::MORE, [0; 2]))
+    }
+
+    fn keeps_running(&self) -> bool {
+        // The kernel pins the pages of every call that sent until it notifies.
+        self.progress.ids.is_some()
     }
 }

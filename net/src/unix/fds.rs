@@ -177,6 +177,14 @@ unsafe impl<B: IoBuf> OpCode for SendFds<B> {
         let (res, buf, _) = self.send.complete(cqe);
         (res, buf, self.fds)
     }
+
+    fn readiness(&self) -> Option<(std::os::fd::RawFd, runtime::op::Interest)> {
+        self.send.readiness()
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        self.send.try_nonblocking()
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ pub mod cqe_flags {
     pub const BUF_MORE: u32 = 1 << 4;
     /// Shift of the provided-buffer id inside the flags.
     pub const BUFFER_SHIFT: u32 = 16;
+    /// Not a kernel flag: set by the epoll backend on the `-EOPNOTSUPP` completion of an op
+    /// that has no non-blocking form, so that `into_result` explains the refusal.
+    pub const UNSUPPORTED_BACKEND: u32 = 1 << 15;
 }
 
 /// One completion queue entry, as the driver hands it to an operation.
@@ -39,6 +42,13 @@ impl Completion {
             extra,
             sequence: 0,
         }
+    }
+
+    /// The completion of an op that has no non-blocking form, on the epoll backend:
+    /// `-EOPNOTSUPP`, which [`into_result`](Completion::into_result) turns into an
+    /// `Unsupported` error that names the backend.
+    pub fn unsupported() -> Completion {
+        Completion::new(-libc::EOPNOTSUPP, cqe_flags::UNSUPPORTED_BACKEND, [0; 2])
     }
 
     /// The same completion stamped with the driver's processing order.
@@ -73,6 +83,10 @@ impl Completion {
     pub fn into_result(self) -> io::Result<u32> {
         if self.result >= 0 {
             Ok(self.result as u32)
+        } else if self.flags & cqe_flags::UNSUPPORTED_BACKEND != 0 {
+            Err(super::epoll::unsupported(
+                "this operation has no non-blocking form (it is an io_uring request)",
+            ))
         } else {
             Err(io::Error::from_raw_os_error(-self.result))
         }

@@ -17,7 +17,9 @@
 
 use std::{cell::RefCell, io};
 
-use super::{Action, CANCEL, Driver, MSG_SENT, MSG_WAKE, WAKE, Wait, completion::Completion};
+use super::{
+    Action, CANCEL, Driver, Engine, MSG_SENT, MSG_WAKE, WAKE, Wait, completion::Completion,
+};
 
 /// CQEs copied out of the ring per batch.
 pub(crate) const DISPATCH_BATCH: usize = 256;
@@ -37,6 +39,10 @@ impl Action {
 /// flagged, then resolves skip-success operations. `cqes` is scratch space, reused between
 /// calls so that reaping allocates nothing.
 pub(crate) fn dispatch(driver: &RefCell<Driver>, cqes: &mut Vec<(u64, Completion)>) {
+    if driver.borrow().is_epoll() {
+        super::readiness::dispatch(driver);
+        return;
+    }
     // Bounded, so that a ring kept full by fast peers still lets the loop run its tasks.
     let cq_entries = driver.borrow().cq_entries;
     let mut budget = cq_entries.saturating_mul(4).max(DISPATCH_BATCH);
@@ -76,21 +82,28 @@ impl Driver {
     /// Submits queued SQEs and reaps completions, blocking as `wait` allows (never while CQEs
     /// wait in the CQ). Skipped when there is nothing to submit, reap or flush.
     pub(crate) fn enter(&mut self, mut wait: Wait) -> io::Result<()> {
+        if let Engine::Epoll(poller) = &mut self.ring {
+            self.stats.enters += 1;
+            return poller.poll(wait);
+        }
         // Direct descriptors dropped since the last enter are closed with it.
         self.queue_file_closes();
         // SQEs that found the SQ full go first, in order, so none overtakes another.
         self.flush_backlog()?;
+        let Engine::Uring(ring) = &mut self.ring else {
+            return Ok(());
+        };
         // CQEs already waiting are work to route: blocking would only delay them.
-        if !self.ring.cq_is_empty() {
+        if !ring.cq_is_empty() {
             wait = Wait::No;
         }
         // Nothing to submit (or, with SQPOLL, nothing the awake kernel thread would not take
         // by itself), no task work, no overflow: the enter would do nothing.
         if matches!(wait, Wait::No)
-            && !self.ring.must_enter_to_submit()
-            && !self.ring.has_pending_kernel_work()
+            && !ring.must_enter_to_submit()
+            && !ring.has_pending_kernel_work()
         {
-            if self.urgent_skips > 0 && self.ring.is_sqpoll() {
+            if self.urgent_skips > 0 && ring.is_sqpoll() {
                 // The loop spins until the SQ thread has taken a skip-success SQE: let that
                 // thread run should it share this CPU.
                 std::thread::yield_now();
@@ -98,12 +111,12 @@ impl Driver {
             return Ok(());
         }
         self.stats.enters += 1;
-        self.ring.enter(wait).map(drop)
+        ring.enter(wait).map(drop)
     }
 
     /// Whether overflowed CQEs wait in the kernel for a GETEVENTS enter (counted).
     pub(crate) fn cq_overflowed(&mut self) -> bool {
-        let overflowed = self.ring.cq_overflowed();
+        let overflowed = self.uring().is_some_and(|ring| ring.cq_overflowed());
         if overflowed {
             self.stats.cq_overflows += 1;
         }
@@ -112,12 +125,18 @@ impl Driver {
 
     /// Copies up to `max` CQEs out of the ring into `out` as (user_data, completion).
     pub(crate) fn reap(&mut self, out: &mut Vec<(u64, Completion)>, max: usize) {
-        self.ring.reap(out, max);
+        if let Some(ring) = self.uring() {
+            ring.reap(out, max);
+        }
     }
 
     /// Whether any skip-success operation, urgent or lazy, waits to learn its outcome.
     pub(crate) fn has_any_skip_pending(&self) -> bool {
-        !self.skip_pending.is_empty()
+        match &self.ring {
+            // Detached ops waiting for readiness are the epoll engine's pending chains.
+            Engine::Epoll(poller) => !poller.parked.is_empty(),
+            Engine::Uring(_) => !self.skip_pending.is_empty(),
+        }
     }
 
     /// Whether skip-success operations wait to learn their outcome; the loop must not block.
@@ -129,14 +148,15 @@ impl Driver {
     /// every queued SQE has been consumed and every CQE produced so far has been reaped, and
     /// none was a final CQE for them. Otherwise leaves them pending for a later turn.
     pub(crate) fn resolve_skipped(&mut self, out: &mut Vec<(u64, Completion)>) {
+        if self.skip_pending.is_empty() || !self.backlog.is_empty() {
+            return;
+        }
+        let Engine::Uring(ring) = &mut self.ring else {
+            return;
+        };
         // The order of the checks matters with SQPOLL: the SQ head is read before the CQ
         // tail, so the CQ seen is at least what the kernel thread posted for those SQEs.
-        if self.skip_pending.is_empty()
-            || !self.backlog.is_empty()
-            || !self.ring.sq_consumed()
-            || !self.ring.cq_is_empty()
-            || self.ring.cq_overflowed()
-        {
+        if !ring.sq_consumed() || !ring.cq_is_empty() || ring.cq_overflowed() {
             return;
         }
         // Every pending one is resolved now: those still in the kernel's hands succeeded,

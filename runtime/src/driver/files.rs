@@ -113,7 +113,14 @@ impl Driver {
         } else {
             DEFAULT_FILE_SLOTS.min(nofile_soft_limit().clamp(1, u64::from(MAX_FILE_SLOTS)) as u32)
         };
-        match self.ring.register_file_table(slots) {
+        let Some(ring) = self.uring() else {
+            let reason = "direct descriptors off: registered files are io_uring's, and this \
+                          runtime runs on the epoll backend; sockets use ordinary descriptors";
+            self.note(reason.to_owned());
+            self.files.failed = Some(reason.to_owned());
+            return Err(io::Error::new(io::ErrorKind::Unsupported, reason));
+        };
+        match ring.register_file_table(slots) {
             Ok(()) => {
                 let table = Rc::new(FileTable {
                     slots,

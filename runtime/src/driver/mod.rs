@@ -1,5 +1,7 @@
 //! The driver: one io_uring, the table of operations in flight on it, and everything that
-//! moves an operation from its SQE to its final CQE. It knows nothing of tasks, timers,
+//! moves an operation from its SQE to its final CQE. Where io_uring cannot be used, the same
+//! driver runs on an epoll engine instead (`Engine::Epoll`; `epoll.rs`, `readiness.rs`), and
+//! operations are done by their own non-blocking system calls. It knows nothing of tasks, timers,
 //! buffer pools or the builder: the layers above call it, never the other way round.
 //!
 //! # Invariants
@@ -42,6 +44,8 @@
 //! | `setup.rs` | `RingMode`, `RingConfig`, setup-flag fallbacks, the probe (`RingInfo`) |
 //! | `ring.rs` | the only user of `io_uring::IoUring`: push, enter, reap |
 //! | `completion.rs` | `Completion`, one CQE copied out of the ring |
+//! | `epoll.rs` | `Poller`: the epoll engine, one edge-triggered instance, the fd table, waiters |
+//! | `readiness.rs` | the driver's side of the epoll engine: prepare, stamp, wait, park, route |
 //!
 //! # One read, from the call to its CQE and back
 //!
@@ -73,10 +77,12 @@
 
 mod completion;
 mod dispatch;
+mod epoll;
 mod files;
 mod kick;
 mod lifecycle;
 mod napi;
+mod readiness;
 mod register;
 mod ring;
 mod setup;
@@ -87,7 +93,7 @@ mod tests;
 
 use std::{
     any::Any,
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::VecDeque,
     io,
     os::fd::{AsRawFd, OwnedFd},
@@ -103,11 +109,14 @@ use crate::current;
 
 pub use completion::{Completion, cqe_flags};
 pub(crate) use dispatch::{DISPATCH_BATCH, dispatch};
+pub use epoll::Interest;
+pub(crate) use epoll::{ReadyOp, forget_fd, unsupported as unsupported_on_epoll};
 pub(crate) use files::{FileTable, MAX_FILE_SLOTS, nofile_soft_limit};
 pub(crate) use kick::{KickTarget, signal_eventfd};
 pub(crate) use lifecycle::Parked;
 use lifecycle::Slot;
 pub(crate) use napi::Napi;
+pub(crate) use readiness::{cancel_fd, detach as detach_ready};
 pub(crate) use register::{Refill, refill};
 pub(crate) use ring::Wait;
 pub use setup::RingMode;
@@ -125,6 +134,22 @@ const MSG_WAKE: u64 = u64::MAX - 2;
 const MSG_SENT: u64 = (RESERVED_GENERATION as u64) << 32 | 1 << 31;
 /// Generations never handed to slots, so slot `user_data` cannot collide with the above.
 const RESERVED_GENERATION: u32 = u32::MAX;
+
+/// Which engine runs the driver's operations.
+///
+/// Chosen once, when the driver is built (`Builder::backend`), and never changed. The io_uring
+/// path matches on it once per enter and per queued SQE; ops find out which engine runs them
+/// from a thread-local flag read in `Op::new` (`current_is_epoll`), so neither path borrows
+/// the driver to ask. The epoll engine queues no SQE and has no op table: its ops are done by
+/// their own non-blocking system calls (`OpCode::try_nonblocking`), and only what would
+/// block reaches it (`epoll.rs`, `readiness.rs`).
+#[derive(Debug)]
+pub(crate) enum Engine {
+    /// io_uring: SQEs in, CQEs out.
+    Uring(ring::Ring),
+    /// epoll and non-blocking system calls (`epoll.rs`).
+    Epoll(epoll::Poller),
+}
 
 /// Work the caller runs once the driver borrow has ended ([`Action::run`]).
 pub(crate) enum Action {
@@ -162,6 +187,33 @@ thread_local! {
         const { current::Slot::new() };
 }
 
+thread_local! {
+    /// Whether the driver in [`CURRENT`] runs on the epoll engine: read by every `Op::new`
+    /// without borrowing the driver (set with [`CURRENT`] by `executor::context::enter`).
+    static EPOLL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the current thread's driver runs on the epoll engine (false outside a runtime).
+pub(crate) fn current_is_epoll() -> bool {
+    EPOLL.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Marks the current thread's driver as epoll-driven (or not) until the guard is dropped.
+pub(crate) fn set_current_epoll(epoll: bool) -> EpollGuard {
+    let previous = EPOLL.with(|e| e.replace(epoll));
+    EpollGuard(previous)
+}
+
+/// Restores the previous [`set_current_epoll`] value on drop.
+#[derive(Debug)]
+pub(crate) struct EpollGuard(bool);
+
+impl Drop for EpollGuard {
+    fn drop(&mut self) {
+        let _ = EPOLL.try_with(|e| e.set(self.0));
+    }
+}
+
 /// The driver of the runtime running on this thread: all an operation needs of it.
 ///
 /// # Panics
@@ -186,7 +238,7 @@ pub(crate) const FIXED_BUFFER_SLOTS: usize = 4096;
 
 /// One ring and its op table (see the module docs).
 pub(crate) struct Driver {
-    ring: ring::Ring,
+    ring: Engine,
     /// Values that must outlive the ring (`keep_until_closed`); declared after `ring`, so they
     /// are dropped after the ring fd is closed.
     keep_alive: Vec<Rc<dyn Any>>,
@@ -251,21 +303,56 @@ impl Driver {
         wake_eventfd: Arc<OwnedFd>,
     ) -> io::Result<(Driver, RingInfo)> {
         let (ring, info) = ring::Ring::new(config)?;
-        let mut driver = Driver {
+        let mut driver = Driver::with_engine(Engine::Uring(ring), config.entries, wake_eventfd);
+        driver.msg_ring = info.supports_opcode(opcode::MsgRingData::CODE);
+        driver.opcodes = info.opcodes;
+        driver.cq_entries = info.cq_entries as usize;
+        driver.files.wanted = config.direct_descriptors;
+        driver.arm_wake();
+        if config.direct_descriptors > 0 {
+            // A refusal is noted (`files.rs`); sockets then use ordinary descriptors.
+            let _ = driver.file_table(0);
+        }
+        Ok((driver, info))
+    }
+
+    /// A driver on the epoll engine (see `epoll.rs`), woken through `wake_eventfd`.
+    pub(crate) fn new_epoll(wake_eventfd: Arc<OwnedFd>) -> io::Result<Driver> {
+        let poller = epoll::Poller::new(wake_eventfd.clone())?;
+        let mut driver = Driver::with_engine(Engine::Epoll(poller), 0, wake_eventfd);
+        // What the ops' non-blocking forms cover (`is_supported` answers for this runtime).
+        for code in [
+            opcode::Nop::CODE,
+            opcode::Read::CODE,
+            opcode::Accept::CODE,
+            opcode::Connect::CODE,
+            opcode::Send::CODE,
+            opcode::Recv::CODE,
+            opcode::SendMsg::CODE,
+            opcode::RecvMsg::CODE,
+            opcode::Readv::CODE,
+            opcode::AsyncCancel::CODE,
+            opcode::SendZc::CODE,
+            opcode::SendMsgZc::CODE,
+        ] {
+            driver.opcodes[usize::from(code / 64)] |= 1 << (code % 64);
+        }
+        Ok(driver)
+    }
+
+    fn with_engine(ring: Engine, entries: u32, wake_eventfd: Arc<OwnedFd>) -> Driver {
+        Driver {
             ring,
             keep_alive: Vec::new(),
             refills: Vec::new(),
             fixed_slots: Vec::new(),
             buf_groups: Vec::new(),
-            files: files::Files {
-                wanted: config.direct_descriptors,
-                ..files::Files::default()
-            },
-            msg_ring: info.supports_opcode(opcode::MsgRingData::CODE),
-            opcodes: info.opcodes,
+            files: files::Files::default(),
+            msg_ring: false,
+            opcodes: [0; 4],
             notes: Vec::new(),
             msg_targets: Slab::new(),
-            slots: Slab::with_capacity(config.entries as usize),
+            slots: Slab::with_capacity(entries as usize),
             next_generation: 0,
             backlog: VecDeque::new(),
             wake: WakeRead {
@@ -273,7 +360,7 @@ impl Driver {
                 buf: Box::new([0; 8]),
                 armed: false,
             },
-            cq_entries: info.cq_entries as usize,
+            cq_entries: DISPATCH_BATCH,
             in_flight: 0,
             parked: 0,
             closed: false,
@@ -283,13 +370,20 @@ impl Driver {
             next_sequence: 1,
             stats: DriverStats::default(),
             napi: None,
-        };
-        driver.arm_wake();
-        if config.direct_descriptors > 0 {
-            // A refusal is noted (`files.rs`); sockets then use ordinary descriptors.
-            let _ = driver.file_table(0);
         }
-        Ok((driver, info))
+    }
+
+    /// Whether this driver runs on the epoll engine.
+    pub(crate) fn is_epoll(&self) -> bool {
+        matches!(self.ring, Engine::Epoll(_))
+    }
+
+    /// The io_uring of this driver; `None` on the epoll engine.
+    pub(super) fn uring(&mut self) -> Option<&mut ring::Ring> {
+        match &mut self.ring {
+            Engine::Uring(ring) => Some(ring),
+            Engine::Epoll(_) => None,
+        }
     }
 
     pub(crate) fn stats(&self) -> (DriverStats, usize, usize) {
@@ -297,7 +391,8 @@ impl Driver {
     }
 
     fn arm_wake(&mut self) {
-        if self.closed || self.wake.armed {
+        // The epoll engine watches the eventfd itself.
+        if self.closed || self.wake.armed || self.is_epoll() {
             return;
         }
         self.wake.armed = true;
@@ -314,13 +409,17 @@ impl Driver {
     /// Pushes an SQE, flushing the SQ to the kernel once if it is full; if it is still full,
     /// keeps the SQE in the backlog for the next turn. Order is preserved.
     fn queue_sqe(&mut self, sqe: squeue::Entry) {
+        let Engine::Uring(ring) = &mut self.ring else {
+            // No SQE is ever queued on the epoll engine (`Op` runs system calls instead).
+            return;
+        };
         if self.backlog.is_empty() {
-            if self.ring.push(&sqe).is_ok() {
+            if ring.push(&sqe).is_ok() {
                 return;
             }
             // SQ full: hand the queued SQEs to the kernel now, then retry.
             self.stats.enters += 1;
-            if self.ring.enter(Wait::No).is_ok() && self.ring.push(&sqe).is_ok() {
+            if ring.enter(Wait::No).is_ok() && ring.push(&sqe).is_ok() {
                 return;
             }
         }
@@ -330,13 +429,16 @@ impl Driver {
 
     /// Moves backlogged SQEs into the SQ, entering the kernel as often as needed.
     fn flush_backlog(&mut self) -> io::Result<()> {
+        let Engine::Uring(ring) = &mut self.ring else {
+            return Ok(());
+        };
         while let Some(sqe) = self.backlog.front() {
-            if self.ring.push(sqe).is_ok() {
+            if ring.push(sqe).is_ok() {
                 self.backlog.pop_front();
                 continue;
             }
             self.stats.enters += 1;
-            let consumed = self.ring.enter(Wait::No)?;
+            let consumed = ring.enter(Wait::No)?;
             if consumed == 0 {
                 // The kernel took nothing (e.g. transient EAGAIN); retry on the next turn.
                 break;

@@ -99,7 +99,7 @@ impl Driver {
             op_param: IO_URING_NAPI_TRACKING_DYNAMIC,
             ..IoUringNapi::default()
         };
-        self.ring
+        self.ring_for("NAPI busy polling")?
             .register_napi_raw(IORING_REGISTER_NAPI, &mut arg)
             .map_err(|e| {
                 io::Error::new(
@@ -122,7 +122,7 @@ impl Driver {
             return Ok(());
         }
         let mut arg = IoUringNapi::default();
-        self.ring
+        self.ring_for("NAPI busy polling")?
             .register_napi_raw(IORING_UNREGISTER_NAPI, &mut arg)?;
         self.napi = None;
         Ok(())

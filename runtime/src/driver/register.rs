@@ -63,7 +63,8 @@ impl Driver {
     /// slots (or the ring closes), and no operation may use a slot after it was cleared.
     pub(crate) unsafe fn register_buffers(&mut self, iovecs: &[libc::iovec]) -> io::Result<u16> {
         if self.fixed_slots.is_empty() {
-            self.ring.register_buffer_table(FIXED_BUFFER_SLOTS as u32)?;
+            self.ring_for("fixed buffers (FixedBufPool)")?
+                .register_buffer_table(FIXED_BUFFER_SLOTS as u32)?;
             self.fixed_slots = vec![false; FIXED_BUFFER_SLOTS];
         }
         let n = iovecs.len();
@@ -82,7 +83,10 @@ impl Driver {
                 )
             })?;
         // SAFETY: forwarded to the caller; the slots were free.
-        unsafe { self.ring.update_buffers(base as u32, iovecs)? };
+        unsafe {
+            self.ring_for("fixed buffers (FixedBufPool)")?
+                .update_buffers(base as u32, iovecs)?
+        };
         self.fixed_slots[base..base + n].fill(true);
         Ok(base as u16)
     }
@@ -98,8 +102,11 @@ impl Driver {
             };
             n
         ];
+        let Some(ring) = self.uring() else {
+            return false;
+        };
         // SAFETY: empty iovecs describe no memory; they only clear the slots.
-        if unsafe { self.ring.update_buffers(u32::from(base), &empty) }.is_ok() {
+        if unsafe { ring.update_buffers(u32::from(base), &empty) }.is_ok() {
             let base = usize::from(base);
             self.fixed_slots[base..base + n].fill(false);
             true
@@ -125,7 +132,7 @@ impl Driver {
             .ok_or_else(|| io::Error::other("no free provided-buffer group id"))?;
         // SAFETY: forwarded to the caller.
         unsafe {
-            self.ring
+            self.ring_for("provided-buffer rings")?
                 .register_buf_ring(ring_addr, entries, bgid, flags)?
         };
         self.buf_groups.push(bgid);
@@ -135,7 +142,10 @@ impl Driver {
     /// Unregisters group `bgid`; only on success may its memory be freed.
     #[must_use]
     pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) -> bool {
-        if self.ring.unregister_buf_ring(bgid).is_ok() {
+        if self
+            .uring()
+            .is_some_and(|ring| ring.unregister_buf_ring(bgid).is_ok())
+        {
             self.buf_groups.retain(|&g| g != bgid);
             true
         } else {
@@ -143,9 +153,20 @@ impl Driver {
         }
     }
 
-    /// The ring fd, for registrations made with raw syscalls.
+    /// The ring fd, for registrations made with raw syscalls; -1 on the epoll engine,
+    /// which has no ring (the builder registers nothing there).
     pub(crate) fn ring_fd(&self) -> std::os::fd::RawFd {
-        self.ring.raw_fd()
+        match &self.ring {
+            super::Engine::Uring(ring) => ring.raw_fd(),
+            super::Engine::Epoll(_) => -1,
+        }
+    }
+
+    /// The ring, for a registration that only io_uring offers: on the epoll engine, an
+    /// `Unsupported` error naming `feature`.
+    pub(super) fn ring_for(&mut self, feature: &str) -> io::Result<&mut super::ring::Ring> {
+        self.uring()
+            .ok_or_else(|| super::epoll::unsupported(feature))
     }
 
     /// Whether the probe reported opcode `code` supported.

@@ -52,7 +52,12 @@ pub(crate) fn drain(driver: &RefCell<Driver>, timeout: Duration) {
             break;
         }
         dispatch(driver, &mut cqes);
-        if driver.borrow_mut().ring.sq_consumed() || Instant::now() >= chain_deadline {
+        // (The epoll engine has no SQ: every turn counts.)
+        let consumed = driver
+            .borrow_mut()
+            .uring()
+            .is_none_or(|ring| ring.sq_consumed());
+        if consumed || Instant::now() >= chain_deadline {
             turns += 1;
         } else {
             std::thread::yield_now();
@@ -60,6 +65,16 @@ pub(crate) fn drain(driver: &RefCell<Driver>, timeout: Duration) {
     }
 
     driver.borrow_mut().begin_shutdown();
+    // The epoll engine's parked ops that hold nothing the kernel uses end now.
+    loop {
+        let parked = driver.borrow_mut().take_parked_ready();
+        if parked.is_empty() {
+            break;
+        }
+        for op in parked {
+            op.finish(super::Completion::new(-libc::ECANCELED, 0, [0; 2]));
+        }
+    }
     let deadline = Instant::now() + timeout;
     while driver.borrow().has_unfinished() {
         let now = Instant::now();
@@ -104,12 +119,19 @@ impl Driver {
 
     /// Whether the kernel may still touch memory owned by this driver or its operations.
     pub(crate) fn has_unfinished(&self) -> bool {
-        self.in_flight > 0 || self.wake.armed || !self.backlog.is_empty()
+        let parked = match &self.ring {
+            super::Engine::Epoll(poller) => !poller.parked.is_empty(),
+            super::Engine::Uring(_) => false,
+        };
+        self.in_flight > 0 || self.wake.armed || !self.backlog.is_empty() || parked
     }
 
     /// Gives up on operations the kernel did not finish: their memory is leaked, never freed.
     pub(crate) fn leak_unfinished(&mut self) {
         self.gave_up = true;
+        if let super::Engine::Epoll(poller) = &mut self.ring {
+            self.stats.leaked += poller.leak_parked() as u64;
+        }
         for (_, slot) in self.slots.iter_mut() {
             if let Lifecycle::Parked(_) = slot.state {
                 let Lifecycle::Parked(parked) =

@@ -6,6 +6,10 @@
 //! non-final CQEs go to `OpCode::on_more` → the final CQE goes to `OpCode::complete` → `Done`.
 //! Dropping in `Submitted` parks `data` in the driver until the final CQE.
 //!
+//! On the epoll backend (`epoll`), `Unsubmitted(T)` is the only state before `Done`: each
+//! poll tries the op's non-blocking system call and completes with its result, or waits for
+//! the fd's readiness; nothing is lent to the kernel, so dropping frees the value at once.
+//!
 //! These states say only where the op's value is (here, or lent to the kernel under `key`);
 //! what the kernel side has reached is the slot's one `Lifecycle` (`driver/lifecycle.rs`),
 //! which `poll_cqe` and `detach` read and move on.
@@ -25,7 +29,7 @@ use std::{
 };
 
 use super::{Completion, OpCode, cancel};
-use crate::driver::{self, Driver, Parked};
+use crate::driver::{self, Driver, Parked, ReadyOp};
 
 /// A future driving one io_uring operation to its final completion.
 ///
@@ -37,6 +41,16 @@ pub struct Op<T: OpCode> {
     /// The driver of the ring the op runs on: the only part of the runtime it needs.
     driver: Rc<RefCell<Driver>>,
     state: State<T>,
+    /// The driver runs on the epoll engine: the op is performed by `try_nonblocking` on
+    /// readiness (see `poll_ready`); `Unsubmitted` then means "not done yet", never "in the
+    /// kernel".
+    epoll: bool,
+    /// On the epoll engine: [`Op::cancel`] was called, the next poll completes with
+    /// `ECANCELED`.
+    cancelled: bool,
+    /// On the epoll engine: the fd's cancel epoch when the op began waiting; a different
+    /// one when it is polled again means its fd's ops were cancelled meanwhile.
+    epoch: Option<u32>,
 }
 
 enum State<T> {
@@ -61,6 +75,9 @@ impl<T: OpCode> Op<T> {
         Op {
             driver: driver::current(),
             state: State::Unsubmitted(data),
+            epoll: driver::current_is_epoll(),
+            cancelled: false,
+            epoch: None,
         }
     }
 
@@ -77,6 +94,11 @@ impl<T: OpCode> Op<T> {
     /// result if it won the race), and hands its resources back as usual. Does nothing before
     /// the first poll or after completion.
     pub fn cancel(&mut self) {
+        if self.epoll {
+            // Nothing is in the kernel: the next poll completes with `ECANCELED`.
+            self.cancelled = matches!(self.state, State::Unsubmitted(_));
+            return;
+        }
         if let State::Submitted {
             key,
             ref mut cancel_sent,
@@ -105,9 +127,17 @@ impl<T: OpCode> Op<T> {
     /// at once). Call [`Detached::expedite`] when something comes to depend on its outcome.
     pub fn detach(mut self) -> Detached {
         let driver = self.driver.clone();
+        let epoll = self.epoll;
         // `self` is dropped in state `Done`: its destructor does nothing.
         let state = std::mem::replace(&mut self.state, State::Done);
         drop(self);
+        if epoll {
+            let key = match state {
+                State::Unsubmitted(data) => driver::detach_ready(&driver, data),
+                _ => None,
+            };
+            return Detached { driver, key };
+        }
         let (key, data) = match state {
             State::Done => return Detached { driver, key: None },
             State::Submitted { key, data, .. } => (key, data),
@@ -156,7 +186,11 @@ impl Detached {
     /// has completed.
     pub fn expedite(&self) {
         if let Some(key) = self.key {
-            self.driver.borrow_mut().expedite(key);
+            let mut driver = self.driver.borrow_mut();
+            // An op parked on the epoll engine is tried again on readiness, not held back.
+            if !driver.is_epoll() {
+                driver.expedite(key);
+            }
         }
     }
 }
@@ -168,6 +202,9 @@ impl<T: OpCode> Future for Op<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T::Output> {
         let this = self.get_mut();
+        if this.epoll {
+            return this.poll_ready(cx);
+        }
         if let State::Unsubmitted(_) = this.state {
             let State::Unsubmitted(mut data) = std::mem::replace(&mut this.state, State::Done)
             else {
@@ -207,6 +244,73 @@ impl<T: OpCode> Future for Op<T> {
             };
             return Poll::Ready(data.complete(cqe));
         }
+    }
+}
+
+impl<T: OpCode> Op<T> {
+    /// The epoll engine's poll: try the system call, else wait for the fd's readiness.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<T::Output> {
+        let State::Unsubmitted(data) = &mut self.state else {
+            panic!("`Op` polled after it completed");
+        };
+        let cqe = if self.cancelled || cancel::reason().is_some() {
+            Completion::new(-libc::ECANCELED, 0, [0; 2])
+        } else {
+            match data.readiness() {
+                // No fd to wait for: it finishes at once or not at all (NOP).
+                // (The borrow ends before the try: it may use the driver, as `CancelFd` does.)
+                None if self.driver.borrow().is_closed() => {
+                    Completion::new(-libc::ECANCELED, 0, [0; 2])
+                }
+                None => data
+                    .try_nonblocking()
+                    .unwrap_or_else(Completion::unsupported),
+                Some((fd, interest)) => {
+                    // An op that may finish without waiting takes its share of the turn.
+                    ready!(crate::coop::poll_proceed(cx));
+                    let prepared = self.driver.borrow_mut().prepare(fd);
+                    match prepared {
+                        Err(errno) => Completion::new(-errno, 0, [0; 2]),
+                        Ok(epoch) if self.epoch.is_some_and(|e| e != epoch) => {
+                            Completion::new(-libc::ECANCELED, 0, [0; 2])
+                        }
+                        Ok(epoch) => match data.try_nonblocking() {
+                            Some(cqe) => self.driver.borrow_mut().stamp(cqe),
+                            None => {
+                                self.epoch = Some(epoch);
+                                self.driver
+                                    .borrow_mut()
+                                    .wait_ready(fd, interest, cx.waker());
+                                return Poll::Pending;
+                            }
+                        },
+                    }
+                }
+            }
+        };
+        let State::Unsubmitted(data) = std::mem::replace(&mut self.state, State::Done) else {
+            unreachable!("state matched just above")
+        };
+        Poll::Ready(data.complete(cqe))
+    }
+}
+
+/// A detached op's value, parked on the epoll engine until readiness lets it finish.
+impl<T: OpCode> ReadyOp for T {
+    fn readiness(&self) -> Option<(std::os::fd::RawFd, super::Interest)> {
+        OpCode::readiness(self)
+    }
+
+    fn retry(&mut self) -> Option<Completion> {
+        OpCode::try_nonblocking(self)
+    }
+
+    fn finish(self: Box<Self>, cqe: Completion) {
+        (*self).complete_detached(cqe);
+    }
+
+    fn finish_owned(self, cqe: Completion) {
+        self.complete_detached(cqe);
     }
 }
 

@@ -31,20 +31,24 @@
 //!
 //! - for a completion backend (this crate's io_uring driver): [`OpCode::build`] gives the
 //!   SQE, and each CQE goes to [`OpCode::on_more`] / [`OpCode::complete`];
-//! - for a readiness backend (epoll plus non-blocking system calls, which a later backend may
-//!   add): [`OpCode::try_nonblocking`] performs the same operation once without blocking and
+//! - for the epoll backend (`Backend::Epoll`, or `Auto` where io_uring is refused):
+//!   [`OpCode::try_nonblocking`] performs the same operation once without blocking and
 //!   reports its outcome as the [`Completion`] the kernel would have posted (`res` is the
 //!   system call's return value or `-errno`), and [`OpCode::readiness`] names the fd and
-//!   [`Interest`] to wait for when it would block. The backend would call `try_nonblocking`,
-//!   hand a `Some` to `complete`, and otherwise wait for readiness and try again; since
-//!   nothing is in the kernel between tries, dropping such an op frees it at once. Like the
-//!   driver, it would stamp each completion with the next [`Completion::sequence`], which
-//!   receives use to keep rescued bytes in stream order.
+//!   [`Interest`] to wait for when it would block. `Op` calls `try_nonblocking` (after the
+//!   driver made the fd non-blocking and registered it with epoll, once per fd), hands a
+//!   `Some` to `complete`, and otherwise waits for readiness and tries again; since nothing
+//!   is in the kernel between tries, dropping such an op frees it at once. Each completion is
+//!   stamped with the driver's next [`Completion::sequence`], as a CQE would be. A detached
+//!   op that would block waits in the driver and is tried again on readiness.
+//!   [`MultishotOp`] has the same two methods: each `Some` with `IORING_CQE_F_MORE` is one
+//!   more item.
 //!
 //! Either way the socket code only builds op values and awaits [`Op`]: which backend runs
 //! them is the runtime's choice, made in `Op` and the driver, not in the caller. Ops without
-//! a non-blocking form keep the defaults (`None`), which a readiness backend reports as
-//! unsupported.
+//! a non-blocking form keep the defaults (`None`), which the epoll backend completes with
+//! [`Completion::unsupported`]: an `Unsupported` error that names the backend. See
+//! `docs/epoll.md` of this repository.
 
 pub mod cancel;
 mod future;
@@ -54,7 +58,7 @@ mod nop;
 mod tests;
 mod timeout;
 
-pub use crate::driver::{Completion, cqe_flags};
+pub use crate::driver::{Completion, Interest, cqe_flags};
 pub use cancel::{CancelExt, CancelOutput, CancelReason, Cancelled, WithCancel, is_cancelled};
 pub use future::{Detached, Op};
 pub use multishot::{Multishot, MultishotOp};
@@ -65,13 +69,31 @@ use std::os::fd::RawFd;
 
 use io_uring::squeue;
 
-/// Whether the current thread's ring supports opcode `code` (from `IORING_REGISTER_PROBE`).
+/// Whether the current thread's ring supports opcode `code` (from `IORING_REGISTER_PROBE`);
+/// on the epoll backend, whether the runtime's ops run it through a non-blocking form
+/// (sends and receives, accept, connect, `SEND_ZC` as `MSG_ZEROCOPY`, ...).
 ///
 /// # Panics
 ///
 /// Panics outside a runtime.
 pub fn is_supported(code: u8) -> bool {
     crate::driver::current().borrow().supports_opcode(code)
+}
+
+/// Tells the runtime that `fd`, which operations may have used, is about to be closed or to
+/// leave the runtime's care (`into_raw_fd`): the epoll backend forgets its registration, so
+/// that a later file given the same number is registered afresh. Call it right before the
+/// close. Costs nothing while no runtime runs on epoll; the io_uring backend needs nothing.
+pub fn forget_fd(fd: RawFd) {
+    crate::driver::forget_fd(fd);
+}
+
+/// For the epoll backend: cancels every operation waiting on `fd` in this thread's
+/// runtime, as `IORING_OP_ASYNC_CANCEL` with `IORING_ASYNC_CANCEL_FD | ALL` does on io_uring
+/// (each completes with `ECANCELED`); returns how many there were. Does nothing (0) on
+/// io_uring or outside a runtime. An op's `try_nonblocking` may call it (`CancelFd` does).
+pub fn cancel_fd_waiters(fd: RawFd) -> usize {
+    crate::driver::cancel_fd(fd)
 }
 
 /// An io_uring request: builds its SQE and turns its final CQE into a result.
@@ -156,16 +178,6 @@ pub unsafe trait OpCode: 'static {
     fn try_nonblocking(&mut self) -> Option<Completion> {
         None
     }
-}
-
-/// The readiness an op waits for on a readiness backend ([`OpCode::readiness`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Interest {
-    /// Data (or a connection, or end of stream) to read: `EPOLLIN`.
-    Readable,
-    /// Room to write: `EPOLLOUT`.
-    Writable,
 }
 
 impl Completion {

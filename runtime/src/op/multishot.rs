@@ -20,8 +20,10 @@ use std::{
 use futures_core::Stream;
 use io_uring::squeue;
 
-use super::Completion;
-use crate::driver::{self, Driver, Parked};
+use std::os::fd::RawFd;
+
+use super::{Completion, Interest};
+use crate::driver::{self, Driver, Parked, ReadyOp};
 
 /// A multishot io_uring request: one SQE, many CQEs.
 ///
@@ -46,6 +48,31 @@ pub unsafe trait MultishotOp: 'static {
     fn next_detached(&mut self, cqe: Completion) {
         drop(self.next(cqe));
     }
+
+    /// For the epoll backend: the fd and readiness to wait for when
+    /// [`try_nonblocking`](MultishotOp::try_nonblocking) would block. `None` (the default):
+    /// no non-blocking form, which the epoll backend reports as one final
+    /// [`Completion::unsupported`] handed to `next`.
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        None
+    }
+
+    /// For the epoll backend: produces the next completion the request would have posted,
+    /// with one non-blocking system call, or `None` when it would block. A completion with
+    /// `IORING_CQE_F_MORE` ([`cqe_flags::MORE`](super::cqe_flags::MORE)) keeps the stream
+    /// armed; one without it ends the request, as on io_uring.
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        None
+    }
+
+    /// For the epoll backend: whether a dropped stream must run on to its final completion
+    /// because the kernel still references its memory (a zero-copy send awaiting its
+    /// notification). Then the request is parked in the driver and tried on readiness, its
+    /// completions going to [`next_detached`](MultishotOp::next_detached). Default false:
+    /// nothing is in the kernel, and the data is dropped with the stream.
+    fn keeps_running(&self) -> bool {
+        false
+    }
 }
 
 /// A stream of the items of one multishot request (see the module docs).
@@ -54,6 +81,11 @@ pub struct Multishot<T: MultishotOp> {
     /// The driver of the ring the request runs on.
     driver: Rc<RefCell<Driver>>,
     state: State<T>,
+    /// The driver runs on the epoll engine: items come from `try_nonblocking` on readiness,
+    /// and `Unsubmitted` means "armed" (nothing is ever in the kernel).
+    epoll: bool,
+    /// On the epoll engine: the fd's cancel epoch when the stream began waiting (see `Op`).
+    epoch: Option<u32>,
 }
 
 enum State<T> {
@@ -77,6 +109,8 @@ impl<T: MultishotOp> Multishot<T> {
         Multishot {
             driver: driver::current(),
             state: State::Unsubmitted(data),
+            epoll: driver::current_is_epoll(),
+            epoch: None,
         }
     }
 
@@ -143,6 +177,9 @@ impl<T: MultishotOp> Stream for Multishot<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T::Item>> {
         let this = self.get_mut();
+        if this.epoll {
+            return this.poll_ready(cx);
+        }
         // `data` never leaves `this.state` while user code (`build`, `next`) runs: if that code
         // panics, the state still says where the data is, so `Drop` parks and cancels a request
         // the kernel still owns instead of freeing what it uses.
@@ -202,8 +239,79 @@ impl<T: MultishotOp> Stream for Multishot<T> {
     }
 }
 
+impl<T: MultishotOp> Multishot<T> {
+    /// The epoll engine's poll: one non-blocking try per item, else wait for readiness.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Option<T::Item>> {
+        loop {
+            let State::Unsubmitted(data) = &mut self.state else {
+                return Poll::Ready(None);
+            };
+            let cqe = match data.readiness() {
+                // (The borrow ends before the try: it may use the driver, as `CancelFd` does.)
+                None if self.driver.borrow().is_closed() => {
+                    Completion::new(-libc::ECANCELED, 0, [0; 2])
+                }
+                None => data
+                    .try_nonblocking()
+                    .unwrap_or_else(Completion::unsupported),
+                Some((fd, interest)) => {
+                    ready!(crate::coop::poll_proceed(cx));
+                    let prepared = self.driver.borrow_mut().prepare(fd);
+                    match prepared {
+                        Err(errno) => Completion::new(-errno, 0, [0; 2]),
+                        Ok(epoch) if self.epoch.take().is_some_and(|e| e != epoch) => {
+                            // Cancelled (`CancelFd`): the request ends, as on io_uring.
+                            Completion::new(-libc::ECANCELED, 0, [0; 2])
+                        }
+                        Ok(epoch) => match data.try_nonblocking() {
+                            Some(cqe) => self.driver.borrow_mut().stamp(cqe),
+                            None => {
+                                self.epoch = Some(epoch);
+                                self.driver
+                                    .borrow_mut()
+                                    .wait_ready(fd, interest, cx.waker());
+                                return Poll::Pending;
+                            }
+                        },
+                    }
+                }
+            };
+            let item = if cqe.has_more() {
+                data.next(cqe)
+            } else {
+                let State::Unsubmitted(data) = std::mem::replace(&mut self.state, State::Empty)
+                else {
+                    unreachable!("state matched just above")
+                };
+                self.state = State::Finished(data);
+                let State::Finished(data) = &mut self.state else {
+                    unreachable!("state set just above")
+                };
+                data.next(cqe)
+            };
+            match item {
+                Some(item) => return Poll::Ready(Some(item)),
+                None if self.is_finished() => return Poll::Ready(None),
+                None => continue,
+            }
+        }
+    }
+}
+
 impl<T: MultishotOp> Drop for Multishot<T> {
     fn drop(&mut self) {
+        if self.epoll {
+            if let State::Unsubmitted(data) = &self.state
+                && data.keeps_running()
+            {
+                let State::Unsubmitted(data) = std::mem::replace(&mut self.state, State::Empty)
+                else {
+                    unreachable!("state matched just above")
+                };
+                driver::detach_ready(&self.driver, ReadyStream(data));
+            }
+            return;
+        }
         let State::Submitted { key, data } = std::mem::replace(&mut self.state, State::Empty)
         else {
             return;
@@ -219,6 +327,38 @@ impl<T: MultishotOp> Drop for Multishot<T> {
         if let Some((parked, cqe)) = released {
             parked.finish(cqe);
         }
+    }
+}
+
+/// A dropped stream's data on the epoll backend, tried on readiness until its final
+/// completion.
+struct ReadyStream<T>(T);
+
+impl<T: MultishotOp> ReadyOp for ReadyStream<T> {
+    fn readiness(&self) -> Option<(RawFd, Interest)> {
+        self.0.readiness()
+    }
+
+    fn retry(&mut self) -> Option<Completion> {
+        loop {
+            let cqe = self.0.try_nonblocking()?;
+            if !cqe.has_more() {
+                return Some(cqe);
+            }
+            self.0.next_detached(cqe);
+        }
+    }
+
+    fn finish(mut self: Box<Self>, cqe: Completion) {
+        self.0.next_detached(cqe);
+    }
+
+    fn finish_owned(mut self, cqe: Completion) {
+        self.0.next_detached(cqe);
+    }
+
+    fn in_kernel(&self) -> bool {
+        self.0.keeps_running()
     }
 }
 

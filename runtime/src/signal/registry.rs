@@ -219,6 +219,17 @@ unsafe impl OpCode for EventfdRead {
         cqe.into_result().map(drop)
     }
 
+    fn readiness(&self) -> Option<(RawFd, crate::op::Interest)> {
+        Some((self.fd, crate::op::Interest::Readable))
+    }
+
+    fn try_nonblocking(&mut self) -> Option<Completion> {
+        // SAFETY: reads 8 bytes into the boxed buffer owned by `self`; the eventfd is
+        // non-blocking on this backend (made so when it was registered).
+        let ret = unsafe { libc::read(self.fd, self.buf.as_mut_ptr().cast(), 8) };
+        Completion::from_syscall(ret)
+    }
+
     fn complete_detached(self, cqe: Completion) {
         let runtime = self.runtime;
         // Runs on the thread of the ring (the driver's contract); the next waiting `Signal`

@@ -89,6 +89,15 @@ impl BufRingBuilder {
         let ring = Mapping::new(entries as usize * std::mem::size_of::<RingEntry>())?;
         let bufs = Mapping::new(entries as usize * self.buf_len)?;
         let mut incremental = self.incremental;
+        let user_space = driver.borrow().is_epoll();
+        if user_space && incremental {
+            incremental = false;
+            driver.borrow_mut().note(
+                "incremental buffer consumption is io_uring's (IOU_PBUF_RING_INC); on the epoll \
+                 backend buffer rings consume whole buffers"
+                    .to_owned(),
+            );
+        }
         let register = |flags| {
             // SAFETY: `ring` is page-aligned memory of `entries` entries and, like every
             // buffer in `bufs`, lives in the `RingInner` built below, which unregisters the
@@ -99,17 +108,22 @@ impl BufRingBuilder {
                     .register_buf_ring(ring.as_ptr() as u64, entries as u16, flags)
             }
         };
-        let bgid = match register(if incremental { IOU_PBUF_RING_INC } else { 0 }) {
-            Ok(bgid) => bgid,
-            Err(e) if incremental && e.raw_os_error() == Some(libc::EINVAL) => {
-                incremental = false;
-                driver.borrow_mut().note(format!(
-                    "incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12) rejected \
-                     ({e}); buffer rings consume whole buffers"
-                ));
-                register(0)?
+        // The epoll backend's pool is not registered: its receives select from it.
+        let bgid = if user_space {
+            u16::MAX
+        } else {
+            match register(if incremental { IOU_PBUF_RING_INC } else { 0 }) {
+                Ok(bgid) => bgid,
+                Err(e) if incremental && e.raw_os_error() == Some(libc::EINVAL) => {
+                    incremental = false;
+                    driver.borrow_mut().note(format!(
+                        "incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12) rejected \
+                         ({e}); buffer rings consume whole buffers"
+                    ));
+                    register(0)?
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         let inner = Rc::new(RingInner {
             driver: driver.clone(),
@@ -119,6 +133,8 @@ impl BufRingBuilder {
             ring,
             bufs,
             incremental,
+            user_space,
+            head: Cell::new(0),
             tail: Cell::new(0),
             published: RefCell::new(Published::new(entries as u16)),
             // Pop order 0, 1, 2...: the lowest ids (and pages) are used first.

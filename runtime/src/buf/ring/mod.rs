@@ -40,6 +40,7 @@ use std::{
 };
 
 mod builder;
+mod user;
 
 pub use builder::BufRingBuilder;
 
@@ -104,6 +105,10 @@ pub(crate) struct RingInner {
     ring: Mapping,
     bufs: Mapping,
     incremental: bool,
+    /// The epoll backend: no kernel selects from the ring, receives do (`user.rs`).
+    user_space: bool,
+    /// With `user_space`: the emulated kernel head (`user.rs`).
+    head: Cell<u16>,
     /// Our copy of the tail (the kernel only reads the shared one).
     tail: Cell<u16>,
     published: RefCell<Published>,
@@ -460,6 +465,10 @@ impl Refill for RingInner {
 
 impl Drop for RingInner {
     fn drop(&mut self) {
+        if self.user_space {
+            // Never registered: nothing but this pool uses the mappings.
+            return;
+        }
         let unregistered = match self.driver.try_borrow_mut() {
             Ok(mut driver) => driver.unregister_buf_ring(self.bgid),
             Err(_) => false,

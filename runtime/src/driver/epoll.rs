@@ -1,0 +1,459 @@
+//! The readiness engine: one edge-triggered epoll instance per driver, for where io_uring
+//! cannot be used (a seccomp profile or `kernel.io_uring_disabled` refuses it).
+//!
+//! Operations run as non-blocking system calls (`OpCode::try_nonblocking`) performed by the
+//! op layer (`op/future.rs`); only those that would block reach this file, as a waiter on
+//! their fd's readiness (`OpCode::readiness`). Nothing is ever in the kernel's hands between
+//! tries, so an op waiting here owns all its resources and dropping it frees them at once.
+//!
+//! # Invariants
+//!
+//! - Each fd is added to the epoll instance once (`EPOLLIN | EPOLLOUT | EPOLLRDHUP |
+//!   EPOLLET`) and made `O_NONBLOCK`, the first time an op names it (`prepare`), and forgotten
+//!   when its owner closes it (`forget_fd`). Edge-triggered: an op always tries its system
+//!   call before it waits, and registers as a waiter only after the try said `EAGAIN`, so an
+//!   edge that came between the two is reported by the next `epoll_wait`, never lost.
+//! - A readiness event wakes every waiter of that direction; each tries again, and those
+//!   that find `EAGAIN` wait again. Spurious wake-ups are harmless.
+//! - Ops detached on this engine (sends written behind, the signal read) wait in `parked`;
+//!   their retries run after the driver borrow ended, like any parked op's finish.
+//! - The wake-up eventfd is registered under [`WAKE_KEY`] and read (reset) whenever it fires.
+//! - Fds closed while no driver of theirs is current reach every live engine through its
+//!   `inbox`, which is drained before the next fd is prepared, so a reused fd number is never
+//!   taken for the old, registered file.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::Waker,
+    time::Duration,
+};
+
+use slab::Slab;
+
+use super::{Wait, completion::Completion};
+
+/// `epoll_event.u64` of the wake-up eventfd (no fd number is this large).
+const WAKE_KEY: u64 = u64::MAX;
+
+/// Events read per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// The readiness an op waits for on the epoll backend ([`OpCode::readiness`]).
+///
+/// [`OpCode::readiness`]: crate::op::OpCode::readiness
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interest {
+    /// Data (or a connection, or end of stream) to read: `EPOLLIN`.
+    Readable,
+    /// Room to write: `EPOLLOUT`.
+    Writable,
+    /// A message on the socket's error queue (`EPOLLERR`): zero-copy send notifications.
+    Error,
+}
+
+/// An op detached on this engine, waiting for readiness to try again (implemented by the op
+/// layer for every `OpCode`).
+pub(crate) trait ReadyOp {
+    /// The fd and readiness to wait for (`OpCode::readiness`).
+    fn readiness(&self) -> Option<(RawFd, Interest)>;
+    /// One more non-blocking try (`OpCode::try_nonblocking`).
+    fn retry(&mut self) -> Option<Completion>;
+    /// Finishes the op with its completion. Runs after the driver borrow ended.
+    fn finish(self: Box<Self>, cqe: Completion);
+    /// [`finish`](ReadyOp::finish) for an op that was never boxed (it completed at once).
+    fn finish_owned(self, cqe: Completion)
+    where
+        Self: Sized;
+    /// Whether the kernel still references the op's memory (a zero-copy send awaiting its
+    /// notification): shutdown then waits for it, bounded, and leaks it past the deadline,
+    /// instead of finishing it with `ECANCELED`.
+    fn in_kernel(&self) -> bool {
+        false
+    }
+}
+
+/// Who waits for an fd's readiness.
+enum Waiter {
+    Task(Waker),
+    /// An op in `Poller::parked`.
+    Parked(usize),
+}
+
+/// What a readiness event asks the caller to do once the driver borrow ended.
+pub(crate) enum Ready {
+    Wake(Waker),
+    Retry(usize),
+}
+
+/// One fd's registration and waiters.
+#[derive(Default)]
+struct FdSlot {
+    registered: bool,
+    /// Bumped by every `cancel`: an op that waited under an older epoch was cancelled.
+    epoch: u32,
+    readers: Vec<Waiter>,
+    writers: Vec<Waiter>,
+    errors: Vec<Waiter>,
+}
+
+/// Fds closed while no driver of theirs was current, per live engine.
+type Inbox = Arc<(AtomicBool, Mutex<Vec<RawFd>>)>;
+
+/// Every live engine's inbox (see the module docs).
+static INBOXES: Mutex<Vec<Inbox>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Tells every live epoll engine that `fd` is about to be closed (or handed out of the
+/// runtime's care): its registration is forgotten, so a later file with the same number is
+/// registered afresh. Cheap when no epoll engine exists.
+pub(crate) fn forget_fd(fd: RawFd) {
+    if !LIVE.load(Ordering::Relaxed) {
+        return;
+    }
+    let inboxes = lock(&INBOXES);
+    for inbox in inboxes.iter() {
+        lock(&inbox.1).push(fd);
+        inbox.0.store(true, Ordering::Release);
+    }
+}
+
+/// Whether any epoll engine is alive (so closing fds must be reported).
+static LIVE: AtomicBool = AtomicBool::new(false);
+
+/// The epoll engine of one driver (see the module docs).
+pub(crate) struct Poller {
+    epoll: OwnedFd,
+    /// Held open for as long as it is registered.
+    wake: Arc<OwnedFd>,
+    events: Vec<libc::epoll_event>,
+    /// Events read by the last wait, not routed yet.
+    pending: usize,
+    fds: Vec<FdSlot>,
+    pub(crate) parked: Slab<Option<Box<dyn ReadyOp>>>,
+    inbox: Inbox,
+    /// Scratch space for `route`, reused so that routing allocates nothing.
+    pub(crate) scratch: Vec<Ready>,
+}
+
+impl Poller {
+    /// A new epoll instance with `wake` registered.
+    pub(crate) fn new(wake: Arc<OwnedFd>) -> io::Result<Poller> {
+        // SAFETY: epoll_create1 takes no pointers.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("epoll_create1 failed ({e}): the epoll backend cannot start"),
+            ));
+        }
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nothing else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: WAKE_KEY,
+        };
+        // SAFETY: both fds are open; `event` is a live local the kernel only reads.
+        let ret = unsafe {
+            libc::epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                wake.as_raw_fd(),
+                &mut event,
+            )
+        };
+        if ret < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("registering the wake-up eventfd with epoll failed: {e}"),
+            ));
+        }
+        let inbox: Inbox = Arc::default();
+        lock(&INBOXES).push(inbox.clone());
+        LIVE.store(true, Ordering::Relaxed);
+        Ok(Poller {
+            epoll,
+            wake,
+            events: Vec::with_capacity(EVENTS),
+            pending: 0,
+            fds: Vec::new(),
+            parked: Slab::new(),
+            inbox,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Makes `fd` non-blocking and registers it, once; `Err(errno)` when epoll refuses it
+    /// (a regular file, say).
+    pub(crate) fn prepare(&mut self, fd: RawFd) -> Result<u32, i32> {
+        if self.inbox.0.load(Ordering::Acquire) {
+            self.drain_inbox();
+        }
+        let index = usize::try_from(fd).map_err(|_| libc::EBADF)?;
+        if let Some(slot) = self.fds.get(index).filter(|s| s.registered) {
+            return Ok(slot.epoch);
+        }
+        if self.fds.len() <= index {
+            self.fds.resize_with(index + 1, FdSlot::default);
+        }
+        // Non-blocking once, for every op on this fd: accept4 and connect have no per-call
+        // flag, and a read of an eventfd would otherwise block the thread. The flag stays on
+        // the file when it leaves the runtime (`into_std`), as with tokio.
+        let on: libc::c_int = 1;
+        // SAFETY: FIONBIO reads one int from a live local; `fd` is open (owned by the op).
+        if unsafe { libc::ioctl(fd, libc::FIONBIO, &on) } < 0 {
+            return Err(errno());
+        }
+        // Both directions at once, edge-triggered: one registration serves every op on the
+        // fd for its whole life, so no op pays an `epoll_ctl`. `EPOLLERR` and `EPOLLHUP` are
+        // always reported (the kernel adds them); `EPOLLRDHUP` makes a peer's shutdown wake
+        // readers even when no data comes with it. The key is the fd number: a table index.
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: index as u64,
+        };
+        // SAFETY: the epoll fd and `fd` are open; `event` is a live local the kernel reads.
+        let ret =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        // EEXIST: the file is registered under this number already (a forgotten slot whose
+        // file was not closed after all, e.g. a duplicate kept it open): it reports to us.
+        if ret < 0 && errno() != libc::EEXIST {
+            return Err(errno());
+        }
+        self.fds[index].registered = true;
+        Ok(self.fds[index].epoch)
+    }
+
+    /// Cancels everything waiting on `fd` (`IORING_ASYNC_CANCEL_FD | ALL`'s counterpart):
+    /// bumps its epoch, so woken ops that waited before complete with `ECANCELED`, and
+    /// appends their wake-ups and the parked ops' keys to `out`. Returns how many waited.
+    pub(crate) fn cancel(&mut self, fd: RawFd, out: &mut Vec<Ready>) -> usize {
+        let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) else {
+            return 0;
+        };
+        slot.epoch = slot.epoch.wrapping_add(1);
+        let before = out.len();
+        for list in [&mut slot.readers, &mut slot.writers, &mut slot.errors] {
+            out.extend(list.drain(..).map(Ready::from));
+        }
+        out.len() - before
+    }
+
+    /// Forgets the registrations of fds closed since the last call: the numbers may be
+    /// handed to new files, which must be registered afresh. The kernel itself removed the
+    /// old registrations when the files closed (unless a duplicate kept one open, whose
+    /// later events then only wake the new file's waiters spuriously).
+    fn drain_inbox(&mut self) {
+        self.inbox.0.store(false, Ordering::Release);
+        let closed = std::mem::take(&mut *lock(&self.inbox.1));
+        for fd in closed {
+            if let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) {
+                // Nothing waits on a closed fd (its ops hold it open), but release anyway.
+                *slot = FdSlot::default();
+            }
+        }
+    }
+
+    /// Registers `waiter`, for `fd`'s next `interest` event; `fd` was prepared.
+    fn wait(&mut self, fd: RawFd, interest: Interest, waiter: Waiter) {
+        let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) else {
+            return;
+        };
+        let list = match interest {
+            Interest::Readable => &mut slot.readers,
+            Interest::Writable => &mut slot.writers,
+            Interest::Error => &mut slot.errors,
+        };
+        // A task polled again before its event (a spurious wake-up, a `select!` loop) is
+        // already listed: one entry per task, so a busy fd's list stays short.
+        if let Waiter::Task(waker) = &waiter
+            && list
+                .iter()
+                .any(|w| matches!(w, Waiter::Task(old) if old.will_wake(waker)))
+        {
+            return;
+        }
+        list.push(waiter);
+    }
+
+    /// A task waits for `fd`'s `interest`.
+    pub(crate) fn wait_task(&mut self, fd: RawFd, interest: Interest, waker: &Waker) {
+        self.wait(fd, interest, Waiter::Task(waker.clone()));
+    }
+
+    /// A detached op waits for `fd`'s `interest`; returns its key.
+    pub(crate) fn park(&mut self, fd: RawFd, interest: Interest, op: Box<dyn ReadyOp>) -> usize {
+        let key = self.parked.insert(Some(op));
+        self.wait(fd, interest, Waiter::Parked(key));
+        key
+    }
+
+    /// A parked op that tried again and would still block waits again under its key.
+    pub(crate) fn repark(
+        &mut self,
+        key: usize,
+        fd: RawFd,
+        interest: Interest,
+        op: Box<dyn ReadyOp>,
+    ) {
+        if let Some(entry) = self.parked.get_mut(key) {
+            *entry = Some(op);
+            self.wait(fd, interest, Waiter::Parked(key));
+        }
+    }
+
+    /// Waits for events as `wait` allows (`epoll_wait`; never longer than the timeout,
+    /// rounded up to a millisecond).
+    pub(crate) fn poll(&mut self, wait: Wait) -> io::Result<()> {
+        // Events not routed yet are work: reading more now could only delay them.
+        if self.pending > 0 {
+            return Ok(());
+        }
+        // Millisecond resolution, rounded up: a timer never fires early, and the loop's
+        // timer wheel wakes whatever is due when the wait returns.
+        let timeout = match wait {
+            Wait::No => 0,
+            Wait::Forever => -1,
+            Wait::Timeout(d) => millis_up(d),
+        };
+        self.events.clear();
+        // SAFETY: the kernel writes at most `capacity` events into the vector's spare
+        // capacity; `set_len` below covers exactly the count it reports.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.capacity() as i32,
+                timeout,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EINTR) => Ok(()),
+                _ => Err(e),
+            };
+        }
+        // SAFETY: the kernel initialized the first `n` (at most `capacity`) events.
+        unsafe { self.events.set_len(n as usize) };
+        self.pending = n as usize;
+        Ok(())
+    }
+
+    /// Turns the events of the last wait into wake-ups and retries, appended to `out`.
+    pub(crate) fn route(&mut self, out: &mut Vec<Ready>) {
+        let n = std::mem::take(&mut self.pending);
+        // Each event wakes every waiter of the directions it reports, in the order they
+        // registered; each tries its system call again and waits again on `EAGAIN`. Errors
+        // and hang-ups wake both directions, since both calls will now return at once.
+        for i in 0..n {
+            let libc::epoll_event { events, u64: key } = self.events[i];
+            if key == WAKE_KEY {
+                let mut counter = [0u8; 8];
+                // SAFETY: reads 8 bytes into a live local. The eventfd fired, so its counter
+                // is non-zero and the read returns at once (resetting it).
+                unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+                continue;
+            }
+            let Some(slot) = self.fds.get_mut(key as usize) else {
+                continue;
+            };
+            let events = events as i32;
+            let hangup = events & (libc::EPOLLHUP | libc::EPOLLERR) != 0;
+            if hangup || events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) != 0 {
+                out.extend(slot.readers.drain(..).map(Ready::from));
+            }
+            if hangup || events & libc::EPOLLOUT != 0 {
+                out.extend(slot.writers.drain(..).map(Ready::from));
+            }
+            if events & libc::EPOLLERR != 0 {
+                out.extend(slot.errors.drain(..).map(Ready::from));
+            }
+        }
+    }
+
+    /// Takes every parked op the kernel holds nothing of (shutdown finishes them); those it
+    /// still references stay parked.
+    pub(crate) fn take_parked(&mut self) -> Vec<Box<dyn ReadyOp>> {
+        let keys: Vec<usize> = self
+            .parked
+            .iter()
+            .filter(|(_, op)| op.as_ref().is_some_and(|op| !op.in_kernel()))
+            .map(|(key, _)| key)
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.parked.remove(key))
+            .collect()
+    }
+
+    /// Shutdown gave up: the parked ops the kernel still references are leaked, never
+    /// freed. Returns how many.
+    pub(crate) fn leak_parked(&mut self) -> usize {
+        let n = self.parked.len();
+        for op in self.parked.drain().flatten() {
+            std::mem::forget(op);
+        }
+        n
+    }
+}
+
+impl From<Waiter> for Ready {
+    fn from(waiter: Waiter) -> Ready {
+        match waiter {
+            Waiter::Task(waker) => Ready::Wake(waker),
+            Waiter::Parked(key) => Ready::Retry(key),
+        }
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        let mut inboxes = lock(&INBOXES);
+        inboxes.retain(|inbox| !Arc::ptr_eq(inbox, &self.inbox));
+        LIVE.store(!inboxes.is_empty(), Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller")
+            .field("epoll", &self.epoll.as_raw_fd())
+            .field("parked", &self.parked.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error of an io_uring-only feature asked for on the epoll backend.
+pub(crate) fn unsupported(feature: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{feature}: not supported on the epoll backend, which this runtime runs on \
+             (see runtime::capabilities() for why); it needs io_uring \
+             (Builder::backend(Backend::IoUring) or RUNTIME_BACKEND=io_uring where io_uring is \
+             allowed)"
+        ),
+    )
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// `d` in whole milliseconds, rounded up, for `epoll_wait`.
+fn millis_up(d: Duration) -> i32 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    ms.min(i32::MAX as u128) as i32
+}

@@ -1,0 +1,224 @@
+//! The driver's side of the epoll engine: what `Op` and `Multishot` call on it (prepare an
+//! fd, stamp a completion, wait, park a detached op), and the routing of readiness events to
+//! the tasks and parked ops waiting for them.
+//!
+//! # Invariants
+//!
+//! - Every completion an op produced without the ring is stamped with the driver's next
+//!   sequence number (`stamp`), as a CQE would be, so rescued bytes keep stream order.
+//! - A parked op's retry runs with no driver borrow held; the op is taken out of its slab
+//!   entry meanwhile and put back (same key) if it would still block.
+//! - After shutdown began, parked ops are finished with `ECANCELED` and nothing new is
+//!   accepted: nothing is in the kernel's hands, so nothing needs to be waited for.
+
+use std::{cell::RefCell, os::fd::RawFd, task::Waker};
+
+use super::{
+    Driver, Engine,
+    completion::Completion,
+    epoll::{Interest, Ready, ReadyOp},
+};
+
+/// Routes the events of the last `epoll_wait`: wakes waiting tasks and retries parked ops,
+/// with no driver borrow held while either runs.
+pub(crate) fn dispatch(driver: &RefCell<Driver>) {
+    // The routing happens inside the borrow, into the poller's scratch vector (taken out and
+    // put back, so nothing is allocated per turn); wakers and retries run after it ended.
+    let mut ready = {
+        let mut d = driver.borrow_mut();
+        let Engine::Epoll(poller) = &mut d.ring else {
+            return;
+        };
+        let mut ready = std::mem::take(&mut poller.scratch);
+        poller.route(&mut ready);
+        ready
+    };
+    for item in ready.drain(..) {
+        match item {
+            Ready::Wake(waker) => waker.wake(),
+            Ready::Retry(key) => retry(driver, key),
+        }
+    }
+    if let Engine::Epoll(poller) = &mut driver.borrow_mut().ring {
+        poller.scratch = ready;
+    }
+}
+
+/// Cancels every op waiting on `fd` on the current thread's epoll engine: waiting tasks
+/// are woken and their ops complete with `ECANCELED`; parked ops finish with it now.
+/// Returns how many were cancelled (0 on io_uring, where `IORING_OP_ASYNC_CANCEL` does it).
+pub(crate) fn cancel_fd(fd: RawFd) -> usize {
+    let Some(driver) = super::try_current() else {
+        return 0;
+    };
+    let mut out = Vec::new();
+    let (n, parked) = {
+        let Ok(mut d) = driver.try_borrow_mut() else {
+            return 0;
+        };
+        let Engine::Epoll(poller) = &mut d.ring else {
+            return 0;
+        };
+        let n = poller.cancel(fd, &mut out);
+        let mut parked = Vec::new();
+        out.retain(|r| match r {
+            Ready::Retry(key) => {
+                if let Some(Some(op)) = poller.parked.try_remove(*key) {
+                    parked.push(op);
+                }
+                false
+            }
+            Ready::Wake(_) => true,
+        });
+        (n, parked)
+    };
+    for op in parked {
+        op.finish(Completion::new(-libc::ECANCELED, 0, [0; 2]));
+    }
+    for r in out {
+        if let Ready::Wake(waker) = r {
+            waker.wake();
+        }
+    }
+    n
+}
+
+/// Tries parked op `key` once more: finishes it, or parks it again.
+fn retry(driver: &RefCell<Driver>, key: usize) {
+    let taken = {
+        let mut d = driver.borrow_mut();
+        let closed = d.closed;
+        match &mut d.ring {
+            Engine::Epoll(poller) => match poller.parked.get_mut(key).and_then(Option::take) {
+                Some(op) if closed && !op.in_kernel() => {
+                    poller.parked.remove(key);
+                    drop(d);
+                    op.finish(Completion::new(-libc::ECANCELED, 0, [0; 2]));
+                    return;
+                }
+                other => other,
+            },
+            Engine::Uring(_) => None,
+        }
+    };
+    // Taken out already (or cancelled meanwhile, then `None`): nothing to do.
+    let Some(mut op) = taken else { return };
+    // The retry runs without the driver borrowed: it is the op's own system call, and its
+    // completion may run user code (a send behind finishing wakes its flushers).
+    match op.retry() {
+        Some(cqe) => {
+            let cqe = {
+                let mut d = driver.borrow_mut();
+                if let Engine::Epoll(poller) = &mut d.ring {
+                    poller.parked.try_remove(key);
+                }
+                d.stamp(cqe)
+            };
+            op.finish(cqe);
+        }
+        None => {
+            // Would block again: it waits for the next edge under the same key, which the
+            // `Detached` handle still names.
+            let Some((fd, interest)) = op.readiness() else {
+                op.finish(Completion::unsupported());
+                return;
+            };
+            let mut d = driver.borrow_mut();
+            if let Engine::Epoll(poller) = &mut d.ring {
+                poller.repark(key, fd, interest, op);
+            }
+        }
+    }
+}
+
+/// Runs a detached op on the epoll engine: tries it now, and parks it if it would block.
+/// Returns its key while it is parked.
+pub(crate) fn detach<O: ReadyOp + 'static>(driver: &RefCell<Driver>, mut op: O) -> Option<u64> {
+    let Some((fd, interest)) = op.readiness() else {
+        let closed = driver.borrow().closed;
+        let cqe = match closed {
+            true => Completion::new(-libc::ECANCELED, 0, [0; 2]),
+            false => op.retry().unwrap_or_else(Completion::unsupported),
+        };
+        op.finish_owned(cqe);
+        return None;
+    };
+    let prepared = {
+        let mut d = driver.borrow_mut();
+        // What the kernel still references runs on, even during shutdown (bounded there).
+        if d.closed && !op.in_kernel() {
+            Err(libc::ECANCELED)
+        } else {
+            d.register_fd(fd)
+        }
+    };
+    if let Err(errno) = prepared {
+        op.finish_owned(Completion::new(-errno, 0, [0; 2]));
+        return None;
+    }
+    // Parked ops are not tied to an epoch: a cancel of their fd finishes them itself.
+    // The common case for a send behind: the socket had room, the op is done before
+    // `detach` returns, and nothing is parked (nor boxed: no allocation).
+    if let Some(cqe) = op.retry() {
+        let cqe = driver.borrow_mut().stamp(cqe);
+        op.finish_owned(cqe);
+        return None;
+    }
+    let mut d = driver.borrow_mut();
+    let Engine::Epoll(poller) = &mut d.ring else {
+        drop(d);
+        op.finish_owned(Completion::new(-libc::EOPNOTSUPP, 0, [0; 2]));
+        return None;
+    };
+    Some(poller.park(fd, interest, Box::new(op)) as u64)
+}
+
+impl Driver {
+    /// Readies `fd` for an op on the epoll engine: refuses after shutdown (`ECANCELED`),
+    /// registers the fd once (`Poller::prepare`), counts the op.
+    pub(crate) fn prepare(&mut self, fd: RawFd) -> Result<u32, i32> {
+        if self.closed {
+            return Err(libc::ECANCELED);
+        }
+        self.register_fd(fd)
+    }
+
+    /// Registers `fd` with the epoll engine (once) and counts the op, even after shutdown
+    /// began (for ops the kernel still references).
+    fn register_fd(&mut self, fd: RawFd) -> Result<u32, i32> {
+        self.stats.submitted += 1;
+        match &mut self.ring {
+            Engine::Epoll(poller) => poller.prepare(fd),
+            Engine::Uring(_) => Err(libc::EOPNOTSUPP),
+        }
+    }
+
+    /// Whether shutdown began (no new operation is accepted).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Stamps a completion produced by a system call with the next sequence number.
+    pub(crate) fn stamp(&mut self, cqe: Completion) -> Completion {
+        self.stats.completions += 1;
+        let cqe = cqe.with_sequence(self.next_sequence);
+        self.next_sequence += 1;
+        cqe
+    }
+
+    /// A task waits for `fd`'s `interest` on the epoll engine.
+    pub(crate) fn wait_ready(&mut self, fd: RawFd, interest: Interest, waker: &Waker) {
+        if let Engine::Epoll(poller) = &mut self.ring {
+            poller.wait_task(fd, interest, waker);
+        }
+    }
+
+    /// Shutdown on the epoll engine: the parked ops the kernel holds nothing of, to be
+    /// finished with `ECANCELED` (the others are waited for, see `shutdown.rs`).
+    pub(crate) fn take_parked_ready(&mut self) -> Vec<Box<dyn ReadyOp>> {
+        match &mut self.ring {
+            Engine::Epoll(poller) => poller.take_parked(),
+            Engine::Uring(_) => Vec::new(),
+        }
+    }
+}

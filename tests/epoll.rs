@@ -1,0 +1,304 @@
+//! The epoll backend chosen explicitly (`Builder::backend(Backend::Epoll)`), in either CI
+//! pass: what it says about itself, how io_uring-only features behave on it (unsupported or
+//! falling back, per their policy), and the guarantees that are its own (fds registered once
+//! and forgotten when closed, timers driving `epoll_wait`, wakes between workers without
+//! `MSG_RING`, zero-copy sends through `MSG_ZEROCOPY`, pool-backed receive streams).
+
+use std::{
+    io::{Read, Write},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{TrackedBuf, eventually};
+use net::{TcpListener, TcpStream, ZeroCopy};
+use runtime::{Backend, Builder, Runtime, buf::BufRing};
+
+fn epoll() -> Runtime {
+    Builder::new()
+        .backend(Backend::Epoll)
+        .worker_threads(1)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn capabilities_name_the_backend_and_why() {
+    let rt = epoll();
+    let caps = rt.capabilities();
+    assert_eq!(caps.backend(), Backend::Epoll);
+    assert!(caps.notes()[0].contains("Builder::backend"), "{caps}");
+    assert!(caps.to_string().contains("backend: epoll"), "{caps}");
+    assert!(!caps.defer_taskrun() && caps.sq_entries() == 0, "{caps}");
+    // An explicit choice wins over the environment.
+    let rt = Builder::new().backend(Backend::IoUring).build();
+    if let Ok(rt) = rt {
+        assert_eq!(rt.capabilities().backend(), Backend::IoUring);
+    }
+}
+
+/// An op that has only an io_uring form (here `IORING_OP_TIMEOUT`) completes with an
+/// `Unsupported` error that names the backend.
+#[test]
+fn an_op_without_a_nonblocking_form_says_unsupported_naming_the_backend() {
+    let rt = epoll();
+    rt.block_on(async {
+        let op = runtime::op::Op::new(runtime::op::Timeout::new(Duration::from_millis(1)));
+        let err = op.await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Unsupported, "{err}");
+        assert!(err.to_string().contains("epoll backend"), "{err}");
+        // A NOP has a non-blocking form.
+        runtime::op::nop().await.unwrap();
+    });
+}
+
+/// Fixed buffers follow their policy: not registered, they work as ordinary buffers, with a
+/// note that says why.
+#[test]
+fn fixed_buffers_fall_back_to_ordinary_buffers() {
+    let rt = epoll();
+    rt.block_on(async {
+        let pool = runtime::buf::FixedBufPool::new(2, 4096).unwrap();
+        assert!(!pool.is_registered());
+        let note = runtime::capabilities()
+            .notes()
+            .iter()
+            .find(|n| n.contains("fixed buffers"))
+            .cloned()
+            .expect("a note about fixed buffers");
+        assert!(note.contains("epoll backend"), "{note}");
+        // Its buffers are still handed out, as ordinary memory.
+        assert!(pool.try_get().is_some());
+    });
+}
+
+/// ZCRX: `On` is an error naming the feature and the backend; `Auto` falls back with a note.
+#[test]
+fn zero_copy_receive_is_unsupported_or_falls_back() {
+    let mut config = runtime::zcrx::ZcrxConfig::new("lo", 0);
+    config.mode(runtime::zcrx::ZcrxMode::On);
+    let err = Builder::new()
+        .backend(Backend::Epoll)
+        .zcrx(config.clone())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("zero-copy receive"), "{err}");
+    assert!(err.to_string().contains("epoll backend"), "{err}");
+    config.mode(runtime::zcrx::ZcrxMode::Auto);
+    let rt = Builder::new()
+        .backend(Backend::Epoll)
+        .zcrx(config)
+        .build()
+        .unwrap();
+    let caps = rt.capabilities();
+    assert!(caps.zcrx().is_none());
+    assert!(
+        caps.notes()
+            .iter()
+            .any(|n| n.contains("zero-copy receive off") && n.contains("epoll backend")),
+        "{caps}"
+    );
+}
+
+/// `MSG_RING` is io_uring's: workers wake each other through their eventfds, and no wake-up
+/// is lost.
+#[test]
+fn workers_wake_each_other_without_msg_ring() {
+    let rt = Builder::new()
+        .backend(Backend::Epoll)
+        .worker_threads(2)
+        .pin_cores(false)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx, mut rx) = runtime::sync::mpsc::channel::<u32>(8);
+        let producer = runtime::spawn_on(1, async move {
+            for i in 0..2000 {
+                tx.send(i).await.unwrap();
+            }
+            runtime::metrics().msg_ring_kicks
+        });
+        let mut sum = 0u64;
+        for _ in 0..2000 {
+            let v = runtime::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a wake-up was lost")
+                .unwrap();
+            sum += u64::from(v);
+        }
+        assert_eq!(sum, 1999 * 2000 / 2);
+        assert_eq!(producer.await.unwrap(), 0);
+        assert_eq!(runtime::metrics().msg_ring_kicks, 0);
+    });
+}
+
+/// The timer wheel bounds `epoll_wait`: an idle loop wakes for its sleeps, on time.
+#[test]
+fn timers_drive_the_wait() {
+    let rt = epoll();
+    rt.block_on(async {
+        for ms in [1u64, 20, 50] {
+            let start = Instant::now();
+            runtime::time::sleep(Duration::from_millis(ms)).await;
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(ms), "{took:?}");
+            assert!(took < Duration::from_millis(ms + 500), "{took:?}");
+        }
+    });
+}
+
+/// A bound no loopback round takes. An op waiting for readiness that is never reported only
+/// completes when something else wakes its task (the timeout's own timer, which makes it try
+/// again), so a round then takes this long; the test measures each round against a quarter.
+const STUCK: Duration = Duration::from_secs(1);
+
+/// Fd numbers are reused as sockets come and go, inside and outside `block_on`: each new
+/// socket is registered afresh, so none waits for readiness that is never reported.
+#[test]
+fn reused_fd_numbers_are_registered_afresh() {
+    let rt = epoll();
+    let listener = rt.block_on(async { TcpListener::bind("127.0.0.1:0").unwrap() });
+    let addr = listener.local_addr().unwrap();
+    for round in 0..50u8 {
+        let start = Instant::now();
+        // The previous round's sockets were dropped outside the runtime's `block_on`.
+        let (client, server) = rt.block_on(async {
+            let connect = TcpStream::connect(addr);
+            let client = runtime::time::timeout(STUCK, connect)
+                .await
+                .expect("connect on a reused fd number never completed")
+                .unwrap();
+            let accept = listener.accept();
+            let (server, _) = runtime::time::timeout(STUCK, accept)
+                .await
+                .expect("accept never completed")
+                .unwrap();
+            (client, server)
+        });
+        let (mut client, mut server) = (client, server);
+        rt.block_on(async {
+            let echo = runtime::spawn(async move {
+                let (res, buf) = server.read(Vec::with_capacity(8)).await;
+                res.unwrap();
+                let (res, _) = server.write_all(buf).await;
+                res.unwrap();
+                server.flush().await.unwrap();
+                server
+            });
+            let (res, _) = client.write_all(vec![round; 4]).await;
+            res.unwrap();
+            let read = client.read_exact(vec![0u8; 4]);
+            let (res, got) = runtime::time::timeout(STUCK, read)
+                .await
+                .expect("a reused fd number never became readable");
+            res.unwrap();
+            assert_eq!(got, vec![round; 4]);
+            drop(echo.await.unwrap());
+        });
+        drop(client);
+        let took = start.elapsed();
+        assert!(
+            took < STUCK / 4,
+            "round {round} took {took:?}: an op waited for readiness never reported"
+        );
+    }
+}
+
+/// Multishot accept maps to repeated accepts on readiness.
+#[test]
+fn incoming_accepts_every_connection() {
+    let rt = epoll();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients = std::thread::spawn(move || {
+            (0..20)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect::<Vec<_>>()
+        });
+        let mut incoming = listener.incoming();
+        for _ in 0..20 {
+            let stream = runtime::time::timeout(Duration::from_secs(5), incoming.next())
+                .await
+                .expect("a connection was not accepted")
+                .unwrap();
+            drop(stream.unwrap());
+        }
+        drop(clients.join().unwrap());
+    });
+}
+
+/// `MSG_ZEROCOPY`: the buffer comes back only after the kernel's notification, loopback
+/// reports copying, and `Auto` then switches the socket to ordinary sends.
+#[test]
+fn zero_copy_sends_wait_for_the_notification_and_auto_switches_on_loopback() {
+    let rt = epoll();
+    rt.block_on(async {
+        let (mut stream, peer) = integration_tests::stream_with_std_peer().await;
+        stream.set_zero_copy(ZeroCopy::On);
+        let reader = std::thread::spawn(move || {
+            let mut peer = peer;
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).unwrap();
+            got
+        });
+        let (buf, flag) = TrackedBuf::new(vec![7u8; 64 * 1024]);
+        let (res, buf) = stream.send_zc_all(buf).await;
+        res.unwrap();
+        let stats = stream.zero_copy_stats();
+        assert!(stats.zc_requests >= 1, "{stats:?}");
+        assert_eq!(stats.notifications, stats.zc_requests, "{stats:?}");
+        assert!(stats.copied >= 1, "loopback copies: {stats:?}");
+        assert!(!flag.dropped());
+        drop(buf);
+        assert!(flag.dropped());
+
+        stream.set_zero_copy(ZeroCopy::Auto);
+        let (res, _) = stream.send_zc_all(vec![8u8; 4096]).await;
+        res.unwrap();
+        let (res, _) = stream.send_zc_all(vec![9u8; 4096]).await;
+        res.unwrap();
+        let stats = stream.zero_copy_stats();
+        assert_eq!(
+            stats.switched_to_copy,
+            Some(net::SwitchReason::KernelCopied),
+            "{stats:?}"
+        );
+        assert!(stats.copy_sends >= 1, "{stats:?}");
+        drop(stream);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 64 * 1024 + 8192);
+    });
+}
+
+/// Pool-backed receive streams: an idle connection holds no buffer, each `RxBuf` goes back
+/// to the pool on drop, and an empty pool applies backpressure without losing data.
+#[test]
+fn pool_backed_streams_hold_no_buffer_while_idle_and_lose_nothing() {
+    let rt = epoll();
+    rt.block_on(async {
+        let ring = BufRing::builder().entries(4).buf_len(1024).build().unwrap();
+        assert!(ring.is_user_space());
+        let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
+        let mut received = stream.recv_stream(&ring);
+        runtime::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(ring.stats().in_use, 0, "idle: no buffer taken");
+        let data: Vec<u8> = (0..16 * 1024u32).map(|i| (i % 251) as u8).collect();
+        peer.write_all(&data).unwrap();
+        drop(peer);
+        let mut got = Vec::new();
+        let mut held = Vec::new();
+        while let Some(buf) = received.next().await {
+            let buf = buf.unwrap();
+            got.extend_from_slice(&buf);
+            // Hold up to all four buffers at once: the fifth receive waits for one.
+            held.push(buf);
+            if held.len() == 4 {
+                held.clear();
+            }
+        }
+        assert_eq!(got, data);
+        drop(held);
+        assert!(eventually(Duration::from_secs(1), || ring.stats().in_use == 0));
+    });
+}
