@@ -77,11 +77,17 @@ pub(crate) struct ZcState {
     policy: Cell<ZeroCopy>,
     /// Boxed on first use: most sockets never send zero-copy, and every byte here is paid
     /// by every connection.
-    stats: OnceCell<Box<Cell<ZeroCopyStats>>>,
+    extra: OnceCell<Box<ZcExtra>>,
     /// The kernel rejected `IORING_SEND_ZC_REPORT_USAGE` (before Linux 6.2).
     no_usage_report: Cell<bool>,
-    /// The epoll backend's `MSG_ZEROCOPY` bookkeeping, boxed on first use.
-    epoll: OnceCell<Box<RefCell<ZcEpoll>>>,
+}
+
+/// The part of [`ZcState`] only sockets that sent zero-copy pay for.
+#[derive(Debug, Default)]
+struct ZcExtra {
+    stats: Cell<ZeroCopyStats>,
+    /// The epoll backend's `MSG_ZEROCOPY` bookkeeping.
+    epoll: RefCell<ZcEpoll>,
 }
 
 /// How a zero-copy send goes out now.
@@ -101,7 +107,7 @@ impl ZcState {
     }
 
     pub(crate) fn stats(&self) -> ZeroCopyStats {
-        self.stats.get().map(|s| s.get()).unwrap_or_default()
+        self.extra.get().map(|x| x.stats.get()).unwrap_or_default()
     }
 
     pub(crate) fn path(&self) -> ZcPath {
@@ -113,7 +119,7 @@ impl ZcState {
     }
 
     fn update(&self, f: impl FnOnce(&mut ZeroCopyStats)) {
-        let stats = self.stats.get_or_init(Box::default);
+        let stats = &self.extra.get_or_init(Box::default).stats;
         let mut s = stats.get();
         f(&mut s);
         stats.set(s);
@@ -152,7 +158,7 @@ impl ZcState {
 
     /// The epoll backend's `MSG_ZEROCOPY` state of this socket.
     pub(crate) fn epoll(&self) -> &RefCell<ZcEpoll> {
-        self.epoll.get_or_init(Box::default)
+        &self.extra.get_or_init(Box::default).epoll
     }
 
     pub(crate) fn usage_report_rejected(&self) {

@@ -81,11 +81,29 @@ pub struct Multishot<T: MultishotOp> {
     /// The driver of the ring the request runs on.
     driver: Rc<RefCell<Driver>>,
     state: State<T>,
-    /// The driver runs on the epoll engine: items come from `try_nonblocking` on readiness,
-    /// and `Unsubmitted` means "armed" (nothing is ever in the kernel).
-    epoll: bool,
-    /// On the epoll engine: the fd's cancel epoch when the stream began waiting (see `Op`).
-    epoch: Option<u32>,
+    /// Which engine the driver runs (one word, with the epoch: every idle connection's
+    /// receive stream holds this).
+    engine: Engine,
+}
+
+/// The engine a [`Multishot`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Uring,
+    /// Items come from `try_nonblocking` on readiness, and `Unsubmitted` means "armed"
+    /// (nothing is ever in the kernel). It holds the fd's cancel epoch when the stream began
+    /// waiting (see `Op`).
+    Epoll(Option<u32>),
+}
+
+impl Engine {
+    /// On the epoll engine: the cancel epoch recorded when the stream began waiting, taken.
+    fn take_epoch(&mut self) -> Option<u32> {
+        match self {
+            Engine::Epoll(epoch) => epoch.take(),
+            Engine::Uring => None,
+        }
+    }
 }
 
 enum State<T> {
@@ -109,8 +127,11 @@ impl<T: MultishotOp> Multishot<T> {
         Multishot {
             driver: driver::current(),
             state: State::Unsubmitted(data),
-            epoll: driver::current_is_epoll(),
-            epoch: None,
+            engine: if driver::current_is_epoll() {
+                Engine::Epoll(None)
+            } else {
+                Engine::Uring
+            },
         }
     }
 
@@ -177,7 +198,7 @@ impl<T: MultishotOp> Stream for Multishot<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T::Item>> {
         let this = self.get_mut();
-        if this.epoll {
+        if this.engine != Engine::Uring {
             return this.poll_ready(cx);
         }
         // `data` never leaves `this.state` while user code (`build`, `next`) runs: if that code
@@ -259,14 +280,14 @@ impl<T: MultishotOp> Multishot<T> {
                     let prepared = self.driver.borrow_mut().prepare(fd);
                     match prepared {
                         Err(errno) => Completion::new(-errno, 0, [0; 2]),
-                        Ok(epoch) if self.epoch.take().is_some_and(|e| e != epoch) => {
+                        Ok(epoch) if self.engine.take_epoch().is_some_and(|e| e != epoch) => {
                             // Cancelled (`CancelFd`): the request ends, as on io_uring.
                             Completion::new(-libc::ECANCELED, 0, [0; 2])
                         }
                         Ok(epoch) => match data.try_nonblocking() {
                             Some(cqe) => self.driver.borrow_mut().stamp(cqe),
                             None => {
-                                self.epoch = Some(epoch);
+                                self.engine = Engine::Epoll(Some(epoch));
                                 self.driver
                                     .borrow_mut()
                                     .wait_ready(fd, interest, cx.waker());
@@ -300,7 +321,7 @@ impl<T: MultishotOp> Multishot<T> {
 
 impl<T: MultishotOp> Drop for Multishot<T> {
     fn drop(&mut self) {
-        if self.epoll {
+        if self.engine != Engine::Uring {
             if let State::Unsubmitted(data) = &self.state
                 && data.keeps_running()
             {
