@@ -412,22 +412,8 @@ impl UdpSocket {
     /// (`UDP_GRO`, Linux 5.0); read the segment size with
     /// [`cmsg::gro_segment_size`](super::cmsg::gro_segment_size).
     pub fn set_gro(&self, on: bool) -> io::Result<()> {
-        let value: libc::c_int = on.into();
-        // SAFETY: setsockopt reads one `c_int` from the live local `value`.
-        let ret = unsafe {
-            libc::setsockopt(
-                self.socket.as_raw_fd(),
-                super::cmsg::SOL_UDP,
-                super::cmsg::UDP_GRO,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        self.socket
+            .set_int_option(super::cmsg::SOL_UDP, super::cmsg::UDP_GRO, on.into())
     }
 
     /// The local address.
