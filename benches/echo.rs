@@ -216,43 +216,30 @@ const SERVERS: [Server; 8] = [
     },
 ];
 
-/// The servers to choose from: [`SERVERS`], plus, when `BASELINE_DIR` names a folder holding
-/// another build of the runtime's four example servers (`echo_runtime`, `udp_echo_runtime`,
-/// `echo_ring`, `udp_echo_ring`, e.g. `target/release` of a checkout of the previous commit
-/// built with `cargo build --profile bench -p benches --bins`), those as `runtime-base` and
-/// `runtime-ring-base`: a refactor's before and after, measured in one run.
+/// The servers to choose from: [`SERVERS`], plus, for each folder `BASELINE_DIR` names that
+/// holds another build of the runtime's four example servers (`echo_runtime`,
+/// `udp_echo_runtime`, `echo_ring`, `udp_echo_ring`, e.g. `target/release` of a checkout of the
+/// previous commit built with `cargo build --profile bench -p benches --bins`), those as
+/// `runtime-base` and `runtime-ring-base` (`-base-<name>` for the second folder on): a
+/// refactor's before and after, measured in one run.
 fn all_servers() -> Result<Vec<Server>, Box<dyn std::error::Error>> {
     let mut all: Vec<Server> = SERVERS.into_iter().collect();
-    let Ok(dir) = std::env::var("BASELINE_DIR") else {
-        return Ok(all);
-    };
-    let exe = |name: &str| -> Result<&'static str, String> {
-        let path = std::path::Path::new(&dir).join(name);
-        if !path.is_file() {
-            return Err(format!(
-                "BASELINE_DIR: {} is missing: build the baseline with `cargo build --profile \
-                 bench -p benches --bins` in its checkout",
-                path.display()
-            ));
-        }
-        Ok(Box::leak(
-            path.to_string_lossy().into_owned().into_boxed_str(),
-        ))
-    };
-    all.push(Server {
-        key: "runtime-base",
-        ours: true,
-        tcp: ("baseline (tcp_echo)", exe("echo_runtime")?),
-        udp: ("baseline (udp_echo)", exe("udp_echo_runtime")?),
-        mode: Mode::Default,
-    });
-    all.push(Server {
-        key: "runtime-ring-base",
-        ours: true,
-        tcp: ("baseline (tcp_echo_ring)", exe("echo_ring")?),
-        udp: ("baseline (udp_echo_ring)", exe("udp_echo_ring")?),
-        mode: Mode::Default,
-    });
+    for base in benches::baselines() {
+        all.push(Server {
+            key: base.key("runtime"),
+            ours: true,
+            tcp: (base.label("tcp_echo"), base.exe("echo_runtime")?),
+            udp: (base.label("udp_echo"), base.exe("udp_echo_runtime")?),
+            mode: Mode::Default,
+        });
+        all.push(Server {
+            key: base.key("runtime-ring"),
+            ours: true,
+            tcp: (base.label("tcp_echo_ring"), base.exe("echo_ring")?),
+            udp: (base.label("udp_echo_ring"), base.exe("udp_echo_ring")?),
+            mode: Mode::Default,
+        });
+    }
     Ok(all)
 }
 

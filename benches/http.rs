@@ -26,6 +26,7 @@
 //! cargo bench -p benches --bench http                       # ROUNDS=3 MEASURE_MS=2000
 //! ROUNDS=1 MEASURE_MS=300 WARMUP_MS=100 IDLE_CONNS=1000 cargo bench -p benches --bench http
 //! BASELINE_DIR=../base/target/release SERVERS=runtime,runtime-base,tokio cargo bench -p benches --bench http
+//! (several comma-separated folders add `runtime-base-<name>` rows: bisecting in one run)
 //! ```
 //!
 //! Output: the Markdown tables on stdout and in `target/bench/http.md`.
@@ -274,38 +275,34 @@ fn report(cfg: &Config, sections: &[(Workload, Vec<Vec<Sample>>)], servers: &[&S
     md
 }
 
-/// The servers to choose from: [`SERVERS`], plus, when `BASELINE_DIR` names a folder holding
-/// another build of `http_runtime` (e.g. `target/release` of a checkout of the previous commit
-/// built with `cargo build --profile bench -p benches --bins`), that build as `runtime-base`
-/// and `runtime-ring-base`: a change's before and after, measured in one run.
+/// The servers to choose from: [`SERVERS`], plus, for each folder `BASELINE_DIR` names that
+/// holds another build of `http_runtime` (e.g. `target/release` of a checkout of the previous
+/// commit built with `cargo build --profile bench -p benches --bins`), that build as
+/// `runtime-base` and `runtime-ring-base` (`-base-<name>` from the second folder on): a
+/// change's before and after, measured in one run.
 fn all_servers() -> Result<Vec<Server>, Box<dyn Error>> {
     let mut all: Vec<Server> = SERVERS.into_iter().collect();
-    let Ok(dir) = std::env::var("BASELINE_DIR") else {
-        return Ok(all);
-    };
-    let path = std::path::Path::new(&dir).join("http_runtime");
-    if !path.is_file() {
-        return Err(format!(
-            "BASELINE_DIR: {} is missing: build the baseline with `cargo build --profile bench \
-             -p benches --bins` in its checkout",
-            path.display()
-        )
-        .into());
+    for base in benches::baselines() {
+        let exe = base.exe("http_runtime")?;
+        all.push(Server {
+            key: base.key("runtime"),
+            label: leak_label(base.label("http_server")),
+            exe,
+            args: &[],
+        });
+        all.push(Server {
+            key: base.key("runtime-ring"),
+            label: leak_label(base.label("http_server --ring")),
+            exe,
+            args: &["--ring"],
+        });
     }
-    let exe: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
-    all.push(Server {
-        key: "runtime-base",
-        label: "hyper on runtime, baseline build (http_server)",
-        exe,
-        args: &[],
-    });
-    all.push(Server {
-        key: "runtime-ring-base",
-        label: "hyper on runtime, baseline build (http_server --ring)",
-        exe,
-        args: &["--ring"],
-    });
     Ok(all)
+}
+
+/// "hyper on runtime, baseline … (…)" for a baseline build's row.
+fn leak_label(baseline: &str) -> &'static str {
+    Box::leak(format!("hyper on runtime, {baseline}").into_boxed_str())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

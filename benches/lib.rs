@@ -327,3 +327,91 @@ pub fn pin_client() -> Result<(bool, usize), String> {
     pin_to(1).map_err(|e| format!("pinning the client to CPU 1: {e}"))?;
     Ok((true, cpus))
 }
+
+/// One build of the runtime's servers named by `BASELINE_DIR`: the folder its executables are
+/// in, and the suffix its servers' keys get (`-base` for the first folder, `-base-<name>` for
+/// each further one, `<name>` being the folder's name or, for a `target/release`, its
+/// checkout's).
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// The folder holding the build's executables.
+    pub dir: std::path::PathBuf,
+    /// `-base`, or `-base-<name>`.
+    pub suffix: &'static str,
+}
+
+impl Baseline {
+    /// The executable `name` of this build, or an error saying how to build it.
+    ///
+    /// # Errors
+    ///
+    /// When the folder does not hold `name`.
+    pub fn exe(&self, name: &str) -> Result<&'static str, String> {
+        let path = self.dir.join(name);
+        if !path.is_file() {
+            return Err(format!(
+                "BASELINE_DIR: {} is missing: build the baseline with `cargo build --profile \
+                 bench -p benches --bins` in its checkout",
+                path.display()
+            ));
+        }
+        Ok(leak(path.to_string_lossy().into_owned()))
+    }
+
+    /// "baseline (`what`)", or "baseline <name> (`what`)" from the second build on.
+    pub fn label(&self, what: &str) -> &'static str {
+        let name = self.suffix.strip_prefix("-base-");
+        leak(name.map_or_else(
+            || format!("baseline ({what})"),
+            |n| format!("baseline {n} ({what})"),
+        ))
+    }
+
+    /// `prefix` followed by this build's suffix, e.g. `runtime-ring-base-c96b264`.
+    pub fn key(&self, prefix: &str) -> &'static str {
+        leak(format!("{prefix}{}", self.suffix))
+    }
+}
+
+/// The builds named by `BASELINE_DIR`, a comma-separated list of folders (each e.g. the
+/// `target/release` of a checkout of an earlier commit), so one run can measure a change's
+/// before and after, or bisect a regression across several commits.
+pub fn baselines() -> Vec<Baseline> {
+    let Ok(list) = std::env::var("BASELINE_DIR") else {
+        return Vec::new();
+    };
+    let dirs: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    dirs.iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let dir = std::path::PathBuf::from(dir);
+            let suffix = if i == 0 {
+                "-base"
+            } else {
+                leak(format!("-base-{}", build_name(&dir)))
+            };
+            Baseline { dir, suffix }
+        })
+        .collect()
+}
+
+/// The name a build folder is known by: its own, or its checkout's for `<checkout>/target/*`.
+fn build_name(dir: &std::path::Path) -> String {
+    let name = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let in_target = dir
+        .parent()
+        .filter(|p| name(p).as_deref() == Some("target"));
+    in_target
+        .and_then(|target| target.parent().and_then(name))
+        .or_else(|| name(dir))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// A string that lives as long as the benchmark process (server tables hold `&'static str`).
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}

@@ -74,13 +74,17 @@ impl Section<'_> {
     }
 
     /// Every (server, peer) pair: each row against each peer that is not itself, and each of
-    /// ours against its own baseline build (`BASELINE_DIR`: `runtime` / `runtime-base`), the
+    /// ours against its own baseline builds (`BASELINE_DIR`: `runtime` / `runtime-base`), the
     /// before-and-after of a change.
     fn pairs(&self) -> Vec<(&Row<'_>, &Row<'_>)> {
         let mut out = Vec::new();
         for row in &self.rows {
             let is_peer = |p: &Row<'_>| {
-                !p.server.ours || p.server.key.strip_suffix("-base") == Some(row.server.key)
+                !p.server.ours
+                    || p.server
+                        .key
+                        .strip_prefix(row.server.key)
+                        .is_some_and(|rest| rest == "-base" || rest.starts_with("-base-"))
             };
             for peer in self.rows.iter().filter(|p| is_peer(p)) {
                 if peer.server.key != row.server.key {
