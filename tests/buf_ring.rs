@@ -109,8 +109,13 @@ async fn a_thousand_connections_through_a_64_buffer_ring() {
     let rearms = server.await.unwrap();
     drop(streams);
     let stats = ring.stats();
-    assert!(stats.exhausted > 0, "the ring never ran dry: {stats:?}");
-    assert!(rearms > 0, "no stream was ever re-armed");
+    // On the epoll backend a receive takes buffers only when data is there and a returned
+    // buffer is published at once, so 64 buffers run dry only while consumers hold them all,
+    // which these do not (epoll.rs holds a whole pool to see a stream wait for buffers).
+    if !integration_tests::epoll_selected() {
+        assert!(stats.exhausted > 0, "the ring never ran dry: {stats:?}");
+        assert!(rearms > 0, "no stream was ever re-armed");
+    }
     assert_eq!(stats.in_use, 0, "{stats:?}");
     assert_eq!(stats.taken, stats.returned, "{stats:?}");
     assert_eq!(stats.malformed, 0);

@@ -291,14 +291,114 @@ fn pool_backed_streams_hold_no_buffer_while_idle_and_lose_nothing() {
         while let Some(buf) = received.next().await {
             let buf = buf.unwrap();
             got.extend_from_slice(&buf);
-            // Hold up to all four buffers at once: the fifth receive waits for one.
             held.push(buf);
             if held.len() == 4 {
+                // All four held: the next receive finds the pool dry and waits for a buffer.
+                let next = runtime::time::timeout(Duration::from_millis(20), received.next());
+                if let Ok(Some(_)) = next.await {
+                    panic!("a fifth buffer out of a pool of four");
+                }
                 held.clear();
             }
         }
         assert_eq!(got, data);
+        assert!(
+            ring.stats().exhausted > 0,
+            "all four held: the pool ran dry"
+        );
+        assert!(
+            received.rearms() > 0,
+            "the stream waited for a buffer and went on"
+        );
         drop(held);
         assert!(eventually(Duration::from_secs(1), || ring.stats().in_use == 0));
+    });
+}
+
+/// Writes `bytes` on `peer` from another thread after a pause, so a receive that starts now
+/// finds the socket empty.
+fn write_later(
+    mut peer: std::net::TcpStream,
+    bytes: &'static [u8],
+) -> std::thread::JoinHandle<std::net::TcpStream> {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        peer.write_all(bytes).unwrap();
+        peer
+    })
+}
+
+#[test]
+fn a_read_that_emptied_the_socket_waits_for_the_next_event_without_trying() {
+    let rt = epoll();
+    rt.block_on(async {
+        let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
+        peer.write_all(b"first").unwrap();
+        let (res, buf) = stream.read(vec![0u8; 64]).await;
+        assert_eq!(&buf[..res.unwrap()], b"first");
+        // That read filled 5 of 64 bytes: the socket is empty, so the next read waits for
+        // the peer's write without a system call that could only say EAGAIN: one try.
+        let writer = write_later(peer, b"second");
+        let before = runtime::metrics().ops_submitted;
+        let (res, buf) = stream.read(buf).await;
+        assert_eq!(&buf[..res.unwrap()], b"second");
+        assert_eq!(
+            runtime::metrics().ops_submitted - before,
+            1,
+            "one try per read"
+        );
+        // A read that filled its buffer says nothing about what is left: the next one tries.
+        let mut peer = writer.join().unwrap();
+        peer.write_all(b"0123456789").unwrap();
+        let (res, small) = stream.read(vec![0u8; 4]).await;
+        assert_eq!(&small[..res.unwrap()], b"0123");
+        let (res, rest) = stream.read(vec![0u8; 64]).await;
+        assert_eq!(&rest[..res.unwrap()], b"456789");
+    });
+}
+
+#[test]
+fn a_pool_receive_that_emptied_the_socket_waits_for_the_next_event_without_trying() {
+    let rt = epoll();
+    rt.block_on(async {
+        let ring = BufRing::builder().entries(4).buf_len(1024).build().unwrap();
+        let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
+        let mut received = stream.recv_stream(&ring);
+        peer.write_all(b"first").unwrap();
+        assert_eq!(&received.next().await.unwrap().unwrap()[..], b"first");
+        let writer = write_later(peer, b"second");
+        let before = runtime::metrics().ops_submitted;
+        assert_eq!(&received.next().await.unwrap().unwrap()[..], b"second");
+        assert_eq!(
+            runtime::metrics().ops_submitted - before,
+            1,
+            "one try per item"
+        );
+        drop(writer.join().unwrap());
+        assert!(
+            received.next().await.is_none(),
+            "end of stream after the peer closed"
+        );
+    });
+}
+
+#[test]
+fn the_end_of_a_stream_is_read_after_a_read_that_emptied_the_socket() {
+    let rt = epoll();
+    rt.block_on(async {
+        let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
+        peer.write_all(b"01234567").unwrap();
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        let (res, buf) = stream.read(vec![0u8; 4]).await;
+        assert_eq!(&buf[..res.unwrap()], b"0123");
+        // Let the loop read the event that reports both the data and the end (EPOLLRDHUP):
+        // no later event will report the end again.
+        runtime::time::sleep(Duration::from_millis(20)).await;
+        let (res, buf) = stream.read(vec![0u8; 64]).await;
+        assert_eq!(&buf[..res.unwrap()], b"4567");
+        // That read emptied the socket, but the end stays readable.
+        let eof = runtime::time::timeout(Duration::from_secs(2), stream.read(buf)).await;
+        let (res, _) = eof.expect("the end of the stream was reported before the read that emptied the socket, and is still there");
+        assert_eq!(res.unwrap(), 0);
     });
 }

@@ -48,7 +48,7 @@ use runtime::op::{Completion, Detached, Interest, Op, OpCode};
 
 use super::socket::Socket;
 use crate::{
-    op::{MAX_IO, SendMode},
+    op::{MAX_IO, SendMode, nonblocking},
     spares,
 };
 
@@ -138,22 +138,47 @@ pub(crate) fn take_error(socket: &Socket) -> Option<io::Error> {
 /// Copies `bytes` to be sent behind the caller's back. Returns false (and does nothing) when
 /// they are too many to copy, or too many are staged already: the caller then waits for
 /// [`flush`] and sends them itself.
-pub(crate) fn try_stage(socket: &Socket, bytes: &[u8]) -> bool {
-    let mut guard = state(socket);
-    let behind = &mut *guard;
-    if bytes.len() > COPY_MAX || behind.staged.len() + bytes.len() > STAGED_MAX {
+///
+/// Where ops run inline (the epoll backend, `runtime::op::runs_inline`), a send then costs
+/// a system call of its own in any case: with nothing in flight, the bytes are sent at once
+/// from the caller's slice, and only what the socket had no room for is copied and sent
+/// behind (tokio's write, without its wait).
+pub(crate) fn try_stage(socket: &Socket, mut bytes: &[u8]) -> bool {
+    if bytes.len() > COPY_MAX {
         return false;
     }
-    if let Some(in_flight) = &behind.in_flight {
+    if let Some(mut guard) = existing(socket)
+        && guard.in_flight.is_some()
+    {
+        let behind = &mut *guard;
+        if behind.staged.len() + bytes.len() > STAGED_MAX {
+            return false;
+        }
         if behind.staged.capacity() == 0 {
             behind.staged = spares::take();
         }
         behind.staged.extend_from_slice(bytes);
         // The staged bytes wait for this send's outcome.
-        in_flight.expedite();
+        if let Some(in_flight) = &behind.in_flight {
+            in_flight.expedite();
+        }
         return true;
     }
-    drop(guard);
+    // Nothing in flight, so nothing staged: these bytes are next in the stream.
+    if runtime::op::runs_inline() {
+        let sent = nonblocking::send_slice(socket.as_raw_fd(), bytes);
+        match sent.map(|cqe| cqe.result()) {
+            Some(n) if n >= 0 && n as usize == bytes.len() => return true,
+            Some(n) if n > 0 => bytes = &bytes[n as usize..],
+            // A failure is the socket's, reported by its next operation as if sent behind.
+            Some(errno) if errno < 0 => {
+                failed(socket, io::Error::from_raw_os_error(-errno));
+                return true;
+            }
+            // No room (`EAGAIN`): the send behind waits for some.
+            _ => {}
+        }
+    }
     let mut data = spares::take();
     data.extend_from_slice(bytes);
     start(socket, data, false);
@@ -386,8 +411,25 @@ pub(crate) fn try_send_datagram(
     bytes: &[u8],
     addr: Option<std::net::SocketAddr>,
 ) -> bool {
+    if bytes.len() > COPY_MAX {
+        return false;
+    }
+    // Where ops run inline (see `try_stage`), the datagram goes out at once from the slice;
+    // only one the socket had no room for is copied and sent behind.
+    if runtime::op::runs_inline() {
+        let raw = addr.as_ref().map(crate::addr::RawAddr::from_socket_addr);
+        match nonblocking::send_to_slice(socket.as_raw_fd(), bytes, raw.as_ref()) {
+            None => {}
+            Some(cqe) => {
+                if let Err(e) = cqe.into_result() {
+                    state(socket).error.get_or_insert(e);
+                }
+                return true;
+            }
+        }
+    }
     let mut behind = state(socket);
-    if bytes.len() > COPY_MAX || behind.datagrams >= DATAGRAMS_MAX {
+    if behind.datagrams >= DATAGRAMS_MAX {
         return false;
     }
     behind.datagrams += 1;

@@ -20,6 +20,28 @@ pub(crate) unsafe fn send(fd: RawFd, ptr: *const u8, len: usize) -> Option<Compl
     unsafe { send_with(fd, ptr, len, 0) }
 }
 
+/// `send(2)` of `bytes`, for a caller that sends from a slice it holds (write-behind on
+/// the epoll backend).
+pub(crate) fn send_slice(fd: RawFd, bytes: &[u8]) -> Option<Completion> {
+    // SAFETY: `bytes` is a live slice, only read, for the duration of the call.
+    unsafe { send(fd, bytes.as_ptr(), bytes.len()) }
+}
+
+/// `sendto(2)` of `bytes` as one datagram, to `addr` (or the connected peer), for a caller
+/// that sends from a slice it holds (datagrams written behind on the epoll backend).
+pub(crate) fn send_to_slice(
+    fd: RawFd,
+    bytes: &[u8],
+    addr: Option<&crate::addr::RawAddr>,
+) -> Option<Completion> {
+    let (name, len) = addr.map_or((std::ptr::null(), 0), |a| (a.as_ptr(), a.len));
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    // SAFETY: `bytes` is a live slice, only read, and `name..name + len` the live address
+    // (or null with length 0), for the duration of the call.
+    let ret = unsafe { libc::sendto(fd, bytes.as_ptr().cast(), bytes.len(), flags, name, len) };
+    Completion::from_syscall(ret)
+}
+
 /// `send(2)` with `flags` (plus `MSG_NOSIGNAL | MSG_DONTWAIT`).
 ///
 /// # Safety
@@ -166,12 +188,15 @@ fn filled(outcome: Filled, bid: Option<u16>) -> Option<Completion> {
 }
 
 /// A multishot stream receive's next completion on the epoll backend: one `recvmsg(2)` into
-/// the next pool buffer (with `bundle`, up to 16 consecutive ones).
+/// the next pool buffer (with `bundle`, up to 16 consecutive ones). `emptied` says whether
+/// the bytes filled less than the buffers offered (the socket is empty now).
 pub(crate) fn recv_into_pool(
     fd: RawFd,
     ring: &runtime::buf::BufRing,
     bundle: bool,
+    emptied: &mut bool,
 ) -> Option<Completion> {
+    *emptied = false;
     let buf_len = ring.buf_len();
     let (outcome, bid) = ring.fill_next(if bundle { 16 } else { 1 }, |iovs| {
         if iovs.is_empty() {
@@ -185,6 +210,8 @@ pub(crate) fn recv_into_pool(
         match unsafe { recvmsg(fd, &mut hdr.0, 0) } {
             None => (Filled::WouldBlock, 0),
             Some(c) if c.result() > 0 => {
+                let offered = iovs.iter().map(|iov| iov.iov_len).sum();
+                *emptied = super::stream::short(&c, offered);
                 let used = (c.result() as usize).div_ceil(buf_len);
                 (Filled::Data(c.result()), used)
             }

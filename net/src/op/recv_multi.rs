@@ -37,6 +37,8 @@ pub(crate) struct RecvMulti {
     socket: Socket,
     ring: BufRing,
     bundle: bool,
+    /// On the epoll backend: the last receive filled less than it offered.
+    emptied: bool,
 }
 
 impl RecvMulti {
@@ -45,6 +47,7 @@ impl RecvMulti {
             socket,
             ring,
             bundle,
+            emptied: false,
         }
     }
 
@@ -101,7 +104,12 @@ unsafe impl MultishotOp for RecvMulti {
     }
 
     fn try_nonblocking(&mut self) -> Option<Completion> {
-        nonblocking::recv_into_pool(self.socket.as_raw_fd(), &self.ring, self.bundle)
+        let fd = self.socket.as_raw_fd();
+        nonblocking::recv_into_pool(fd, &self.ring, self.bundle, &mut self.emptied)
+    }
+
+    fn emptied(&self, _cqe: &Completion) -> bool {
+        self.emptied
     }
 }
 

@@ -67,6 +67,12 @@ impl<B: IoBufMut> Recv<B> {
     }
 }
 
+/// Whether a stream receive's completion `cqe` brought some bytes but fewer than the
+/// `offered` room: the socket had no more, so it is empty now (`OpCode::emptied`).
+pub(crate) fn short(cqe: &Completion, offered: usize) -> bool {
+    cqe.result() > 0 && (cqe.result() as usize) < offered
+}
+
 /// The error of a request whose result is not used (`ECANCELED`).
 pub(crate) fn superseded() -> io::Error {
     io::Error::from_raw_os_error(libc::ECANCELED)
@@ -119,6 +125,11 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
             )
         };
         Completion::from_syscall(ret)
+    }
+
+    fn emptied(&self, cqe: &Completion) -> bool {
+        // A stream receive that filled less than it offered took all the socket had.
+        !self.peek && short(cqe, self.buf.bytes_total().min(MAX_IO))
     }
 
     fn complete_detached(self, cqe: Completion) {
@@ -309,6 +320,10 @@ unsafe impl<B: IoBufMut> OpCode for Readv<B> {
         // SAFETY: the header (a live local) points at `iovecs`, whose entries cover the
         // buffers' stable memory; all owned by `self` and borrowed mutably for the call.
         unsafe { super::nonblocking::recvmsg(self.socket.as_raw_fd(), &mut hdr.0, 0) }
+    }
+
+    fn emptied(&self, cqe: &Completion) -> bool {
+        short(cqe, self.iovecs.iter().map(|iov| iov.iov_len).sum())
     }
 
     fn complete_detached(self, cqe: Completion) {

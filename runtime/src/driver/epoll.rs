@@ -15,6 +15,15 @@
 //!   edge that came between the two is reported by the next `epoll_wait`, never lost.
 //! - A readiness event wakes every waiter of that direction; each tries again, and those
 //!   that find `EAGAIN` wait again. Spurious wake-ups are harmless.
+//! - Each fd remembers, per direction, whether it may be ready (`FdSlot::ready`): set when
+//!   it is registered and by every event of that direction, cleared only when a try found
+//!   the direction empty (`EAGAIN`, or a stream receive that filled less than it offered,
+//!   which emptied the socket: tokio's rule too). An op whose direction is clear waits
+//!   without trying: edge-triggered epoll reports the next arrival after the clear, since
+//!   the clear happens in the same loop turn as the try that found it empty, before the next
+//!   `epoll_wait`. A direction that reported its end (`EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR`)
+//!   is never cleared again: the end is reported once and read any number of times.
+//!   Clearing is only ever an optimisation: a set bit costs one system call.
 //! - Ops detached on this engine (sends written behind, the signal read) wait in `parked`;
 //!   their retries run after the driver borrow ended, like any parked op's finish.
 //! - The wake-up eventfd is registered under [`WAKE_KEY`] and read (reset) whenever it fires.
@@ -91,10 +100,33 @@ pub(crate) enum Ready {
     Retry(usize),
 }
 
+/// [`FdSlot::ready`]: the fd may have data (or a connection, or end of stream) to read.
+const READABLE: u8 = 1;
+/// [`FdSlot::ready`]: the fd may have room to write.
+const WRITABLE: u8 = 2;
+/// [`FdSlot::ready`]: the read side reached its end (`EPOLLRDHUP`, `EPOLLHUP`, `EPOLLERR`):
+/// every read returns at once from now on, and no further event will say so, so
+/// `READABLE` is never cleared again.
+const READ_CLOSED: u8 = 4;
+/// [`FdSlot::ready`]: the write side is broken (`EPOLLHUP`, `EPOLLERR`); `WRITABLE` stays.
+const WRITE_CLOSED: u8 = 8;
+
+/// The bit of [`FdSlot::ready`] that `interest` is tracked under; 0 (never cleared, always
+/// tried) for the error queue.
+fn ready_bit(interest: Interest) -> u8 {
+    match interest {
+        Interest::Readable => READABLE,
+        Interest::Writable => WRITABLE,
+        Interest::Error => 0,
+    }
+}
+
 /// One fd's registration and waiters.
 #[derive(Default)]
 struct FdSlot {
     registered: bool,
+    /// Directions that may be ready (`READABLE | WRITABLE`, see the module docs).
+    ready: u8,
     /// Bumped by every `cancel`: an op that waited under an older epoch was cancelled.
     epoch: u32,
     readers: Vec<Waiter>,
@@ -230,8 +262,39 @@ impl Poller {
         if ret < 0 && errno() != libc::EEXIST {
             return Err(errno());
         }
-        self.fds[index].registered = true;
-        Ok(self.fds[index].epoch)
+        let slot = &mut self.fds[index];
+        slot.registered = true;
+        // Whatever the fd holds already is reported by the add, but an op is about to try
+        // anyway: it starts as possibly ready both ways.
+        slot.ready = READABLE | WRITABLE;
+        Ok(slot.epoch)
+    }
+
+    /// Whether `fd` may be ready for `interest` (see the module docs): false only after a
+    /// try found it empty and no event of that direction came since.
+    pub(crate) fn may_be_ready(&self, fd: RawFd, interest: Interest) -> bool {
+        let bit = ready_bit(interest);
+        bit == 0
+            || usize::try_from(fd)
+                .ok()
+                .and_then(|i| self.fds.get(i))
+                .is_none_or(|slot| slot.ready & bit != 0)
+    }
+
+    /// A try on `fd` found `interest`'s direction empty: later ops wait for its next event
+    /// instead of trying, unless that direction has closed (the end of a stream is reported
+    /// once, and then read any number of times).
+    pub(crate) fn clear_ready(&mut self, fd: RawFd, interest: Interest) {
+        if let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) {
+            let closed = match interest {
+                Interest::Readable => slot.ready & READ_CLOSED != 0,
+                Interest::Writable => slot.ready & WRITE_CLOSED != 0,
+                Interest::Error => true,
+            };
+            if !closed {
+                slot.ready &= !ready_bit(interest);
+            }
+        }
     }
 
     /// Cancels everything waiting on `fd` (`IORING_ASYNC_CANCEL_FD | ALL`'s counterpart):
@@ -370,10 +433,17 @@ impl Poller {
             };
             let events = events as i32;
             let hangup = events & (libc::EPOLLHUP | libc::EPOLLERR) != 0;
+            if hangup {
+                slot.ready |= READ_CLOSED | WRITE_CLOSED;
+            } else if events & libc::EPOLLRDHUP != 0 {
+                slot.ready |= READ_CLOSED;
+            }
             if hangup || events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) != 0 {
+                slot.ready |= READABLE;
                 out.extend(slot.readers.drain(..).map(Ready::from));
             }
             if hangup || events & libc::EPOLLOUT != 0 {
+                slot.ready |= WRITABLE;
                 out.extend(slot.writers.drain(..).map(Ready::from));
             }
             if events & libc::EPOLLERR != 0 {

@@ -10,6 +10,9 @@
 //!   entry meanwhile and put back (same key) if it would still block.
 //! - After shutdown began, parked ops are finished with `ECANCELED` and nothing new is
 //!   accepted: nothing is in the kernel's hands, so nothing needs to be waited for.
+//! - An op's try ([`try_ready`]) runs only while its fd's direction may be ready, and a try
+//!   that found the direction empty clears it before the op waits (see `epoll.rs`); the
+//!   op counts in `stats.submitted` only when it tries.
 
 use std::{cell::RefCell, os::fd::RawFd, task::Waker};
 
@@ -41,6 +44,64 @@ pub(crate) fn dispatch(driver: &RefCell<Driver>) {
     }
     if let Engine::Epoll(poller) = &mut driver.borrow_mut().ring {
         poller.scratch = ready;
+    }
+}
+
+/// One step of an op (or a multishot stream's next item) on the epoll engine, for `Op` and
+/// `Multishot`: registers `fd` (once), completes with `ECANCELED` when the fd's ops were
+/// cancelled since the op began waiting (`waited` is the epoch it recorded), and otherwise
+/// runs `attempt` (the op's non-blocking system call) if `interest` may be ready.
+///
+/// `attempt` returns the completion, and whether it emptied the direction (a stream
+/// receive that filled less than it offered), or `None` for `EAGAIN`. Returns the
+/// completion (stamped when it came from the system call), or, once `waker` waits for the
+/// fd's next `interest` event, `Err` with the epoch the op records while it waits.
+pub(crate) fn try_ready(
+    driver: &RefCell<Driver>,
+    fd: RawFd,
+    interest: Interest,
+    waited: Option<u32>,
+    waker: &Waker,
+    attempt: impl FnOnce() -> Option<(Completion, bool)>,
+) -> Result<Completion, u32> {
+    let epoch = {
+        let mut d = driver.borrow_mut();
+        let epoch = match d.prepare(fd) {
+            Err(errno) => return Ok(Completion::new(-errno, 0, [0; 2])),
+            Ok(epoch) if waited.is_some_and(|e| e != epoch) => {
+                return Ok(Completion::new(-libc::ECANCELED, 0, [0; 2]));
+            }
+            Ok(epoch) => epoch,
+        };
+        let Engine::Epoll(poller) = &mut d.ring else {
+            return Ok(Completion::new(-libc::EOPNOTSUPP, 0, [0; 2]));
+        };
+        if !poller.may_be_ready(fd, interest) {
+            // A try since the last event found nothing: the next event is what to wait for.
+            poller.wait_task(fd, interest, waker);
+            return Err(epoch);
+        }
+        d.stats.submitted += 1;
+        epoch
+    };
+    // The try runs without the driver borrowed: it may use the driver, as `CancelFd` does.
+    let tried = attempt();
+    let mut d = driver.borrow_mut();
+    let Engine::Epoll(poller) = &mut d.ring else {
+        return Ok(Completion::new(-libc::EOPNOTSUPP, 0, [0; 2]));
+    };
+    match tried {
+        Some((cqe, emptied)) => {
+            if emptied {
+                poller.clear_ready(fd, interest);
+            }
+            Ok(d.stamp(cqe))
+        }
+        None => {
+            poller.clear_ready(fd, interest);
+            poller.wait_task(fd, interest, waker);
+            Err(epoch)
+        }
     }
 }
 
@@ -159,6 +220,7 @@ pub(crate) fn detach<O: ReadyOp + 'static>(driver: &RefCell<Driver>, mut op: O) 
     // Parked ops are not tied to an epoch: a cancel of their fd finishes them itself.
     // The common case for a send behind: the socket had room, the op is done before
     // `detach` returns, and nothing is parked (nor boxed: no allocation).
+    driver.borrow_mut().stats.submitted += 1;
     if let Some(cqe) = op.retry() {
         let cqe = driver.borrow_mut().stamp(cqe);
         op.finish_owned(cqe);
@@ -175,18 +237,17 @@ pub(crate) fn detach<O: ReadyOp + 'static>(driver: &RefCell<Driver>, mut op: O) 
 
 impl Driver {
     /// Readies `fd` for an op on the epoll engine: refuses after shutdown (`ECANCELED`),
-    /// registers the fd once (`Poller::prepare`), counts the op.
-    pub(crate) fn prepare(&mut self, fd: RawFd) -> Result<u32, i32> {
+    /// registers the fd once (`Poller::prepare`).
+    fn prepare(&mut self, fd: RawFd) -> Result<u32, i32> {
         if self.closed {
             return Err(libc::ECANCELED);
         }
         self.register_fd(fd)
     }
 
-    /// Registers `fd` with the epoll engine (once) and counts the op, even after shutdown
-    /// began (for ops the kernel still references).
+    /// Registers `fd` with the epoll engine (once), even after shutdown began (for ops the
+    /// kernel still references).
     fn register_fd(&mut self, fd: RawFd) -> Result<u32, i32> {
-        self.stats.submitted += 1;
         match &mut self.ring {
             Engine::Epoll(poller) => poller.prepare(fd),
             Engine::Uring(_) => Err(libc::EOPNOTSUPP),
@@ -204,13 +265,6 @@ impl Driver {
         let cqe = cqe.with_sequence(self.next_sequence);
         self.next_sequence += 1;
         cqe
-    }
-
-    /// A task waits for `fd`'s `interest` on the epoll engine.
-    pub(crate) fn wait_ready(&mut self, fd: RawFd, interest: Interest, waker: &Waker) {
-        if let Engine::Epoll(poller) = &mut self.ring {
-            poller.wait_task(fd, interest, waker);
-        }
     }
 
     /// Shutdown on the epoll engine: the parked ops the kernel holds nothing of, to be

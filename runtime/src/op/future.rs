@@ -7,8 +7,11 @@
 //! Dropping in `Submitted` parks `data` in the driver until the final CQE.
 //!
 //! On the epoll backend (`epoll`), `Unsubmitted(T)` is the only state before `Done`: each
-//! poll tries the op's non-blocking system call and completes with its result, or waits for
+//! poll tries the op's non-blocking system call (unless its fd's direction was found empty
+//! since the last event: `driver::try_ready`) and completes with its result, or waits for
 //! the fd's readiness; nothing is lent to the kernel, so dropping frees the value at once.
+//! A cancel that finds it waiting tries it once more, so data that came meanwhile wins over
+//! the cancel, as a CQE that beats its `ASYNC_CANCEL` does on io_uring.
 //!
 //! These states say only where the op's value is (here, or lent to the kernel under `key`);
 //! what the kernel side has reached is the slot's one `Lifecycle` (`driver/lifecycle.rs`),
@@ -254,7 +257,17 @@ impl<T: OpCode> Op<T> {
             panic!("`Op` polled after it completed");
         };
         let cqe = if self.cancelled || cancel::reason().is_some() {
-            Completion::new(-libc::ECANCELED, 0, [0; 2])
+            // A cancel that finds the op waiting races its completion, as on io_uring: one
+            // last try, whose result wins if it has one (its fd may have become ready since
+            // the loop last read events). An op never polled before never starts.
+            let last = match self.epoch.take() {
+                Some(_) if !self.driver.borrow().is_closed() => data.try_nonblocking(),
+                _ => None,
+            };
+            match last {
+                Some(cqe) => self.driver.borrow_mut().stamp(cqe),
+                None => Completion::new(-libc::ECANCELED, 0, [0; 2]),
+            }
         } else {
             match data.readiness() {
                 // No fd to wait for: it finishes at once or not at all (NOP).
@@ -268,22 +281,24 @@ impl<T: OpCode> Op<T> {
                 Some((fd, interest)) => {
                     // An op that may finish without waiting takes its share of the turn.
                     ready!(crate::coop::poll_proceed(cx));
-                    let prepared = self.driver.borrow_mut().prepare(fd);
-                    match prepared {
-                        Err(errno) => Completion::new(-errno, 0, [0; 2]),
-                        Ok(epoch) if self.epoch.is_some_and(|e| e != epoch) => {
-                            Completion::new(-libc::ECANCELED, 0, [0; 2])
-                        }
-                        Ok(epoch) => match data.try_nonblocking() {
-                            Some(cqe) => self.driver.borrow_mut().stamp(cqe),
-                            None => {
-                                self.epoch = Some(epoch);
-                                self.driver
-                                    .borrow_mut()
-                                    .wait_ready(fd, interest, cx.waker());
-                                return Poll::Pending;
-                            }
+                    let tried = driver::try_ready(
+                        &self.driver,
+                        fd,
+                        interest,
+                        self.epoch.take(),
+                        cx.waker(),
+                        || {
+                            let cqe = data.try_nonblocking()?;
+                            let emptied = data.emptied(&cqe);
+                            Some((cqe, emptied))
                         },
+                    );
+                    match tried {
+                        Ok(cqe) => cqe,
+                        Err(epoch) => {
+                            self.epoch = Some(epoch);
+                            return Poll::Pending;
+                        }
                     }
                 }
             }

@@ -88,6 +88,14 @@ pub fn forget_fd(fd: RawFd) {
     crate::driver::forget_fd(fd);
 }
 
+/// Whether ops on this thread's runtime run as non-blocking system calls inside their
+/// first poll (the epoll backend), not as requests a later enter submits (io_uring): code
+/// that stages work so that it shares the next enter (write-behind sends) may then do it at
+/// once, in the caller's call. False outside a runtime.
+pub fn runs_inline() -> bool {
+    crate::driver::current_is_epoll()
+}
+
 /// For the epoll backend: cancels every operation waiting on `fd` in this thread's
 /// runtime, as `IORING_OP_ASYNC_CANCEL` with `IORING_ASYNC_CANCEL_FD | ALL` does on io_uring
 /// (each completes with `ECANCELED`); returns how many there were. Does nothing (0) on
@@ -177,6 +185,18 @@ pub unsafe trait OpCode: 'static {
     /// number of times until it returns `Some`. The io_uring driver does not call it.
     fn try_nonblocking(&mut self) -> Option<Completion> {
         None
+    }
+
+    /// For a readiness backend: whether `cqe`, a completion [`try_nonblocking`] just
+    /// returned, shows that its direction of the fd is now empty, so the next op of that
+    /// direction waits for an event instead of trying: true for a stream receive that filled
+    /// less than it offered (the socket had no more). False (the default) when unsure; true
+    /// when more may be there loses a wake-up, so only a sure emptiness says true.
+    ///
+    /// [`try_nonblocking`]: OpCode::try_nonblocking
+    fn emptied(&self, cqe: &Completion) -> bool {
+        let _ = cqe;
+        false
     }
 }
 

@@ -65,6 +65,14 @@ pub unsafe trait MultishotOp: 'static {
         None
     }
 
+    /// For the epoll backend: whether `cqe`, a completion
+    /// [`try_nonblocking`](MultishotOp::try_nonblocking) just returned, emptied its
+    /// direction of the fd (see `OpCode::emptied`). False (the default) when unsure.
+    fn emptied(&self, cqe: &Completion) -> bool {
+        let _ = cqe;
+        false
+    }
+
     /// For the epoll backend: whether a dropped stream must run on to its final completion
     /// because the kernel still references its memory (a zero-copy send awaiting its
     /// notification). Then the request is parked in the driver and tried on readiness, its
@@ -277,23 +285,25 @@ impl<T: MultishotOp> Multishot<T> {
                     .unwrap_or_else(Completion::unsupported),
                 Some((fd, interest)) => {
                     ready!(crate::coop::poll_proceed(cx));
-                    let prepared = self.driver.borrow_mut().prepare(fd);
-                    match prepared {
-                        Err(errno) => Completion::new(-errno, 0, [0; 2]),
-                        Ok(epoch) if self.engine.take_epoch().is_some_and(|e| e != epoch) => {
-                            // Cancelled (`CancelFd`): the request ends, as on io_uring.
-                            Completion::new(-libc::ECANCELED, 0, [0; 2])
-                        }
-                        Ok(epoch) => match data.try_nonblocking() {
-                            Some(cqe) => self.driver.borrow_mut().stamp(cqe),
-                            None => {
-                                self.engine = Engine::Epoll(Some(epoch));
-                                self.driver
-                                    .borrow_mut()
-                                    .wait_ready(fd, interest, cx.waker());
-                                return Poll::Pending;
-                            }
+                    let tried = driver::try_ready(
+                        &self.driver,
+                        fd,
+                        interest,
+                        self.engine.take_epoch(),
+                        cx.waker(),
+                        || {
+                            let cqe = data.try_nonblocking()?;
+                            let emptied = data.emptied(&cqe);
+                            Some((cqe, emptied))
                         },
+                    );
+                    match tried {
+                        // Cancelled (`CancelFd`): `ECANCELED` ends the request, as on io_uring.
+                        Ok(cqe) => cqe,
+                        Err(epoch) => {
+                            self.engine = Engine::Epoll(Some(epoch));
+                            return Poll::Pending;
+                        }
                     }
                 }
             };

@@ -46,6 +46,11 @@ impl BufRing {
         let mut bids = [0u16; 16];
         let mut n = 0;
         if inner.user_space {
+            // Nothing published but buffers free (returned since the last loop turn's top-up):
+            // publish now rather than fail the receive; no kernel races this pool.
+            if inner.published.borrow().is_empty() && !inner.free.borrow().is_empty() {
+                inner.top_up();
+            }
             let base = inner.ring.as_ptr().cast::<RingEntry>();
             let mask = inner.entries - 1;
             let tail = shared_tail(base).load(Ordering::Acquire);
