@@ -134,6 +134,8 @@ pub(crate) mod sealed {
     /// How an address form resolves.
     #[derive(Debug)]
     pub enum Resolution {
+        /// One numeric address (no allocation: `send_to` resolves one per datagram).
+        One(SocketAddr),
         /// Already numeric.
         Ready(Vec<SocketAddr>),
         /// Needs the system resolver: host and port.
@@ -154,7 +156,7 @@ macro_rules! ready_addr {
         impl sealed::Sealed for $t {
             fn resolution(&self) -> io::Result<Resolution> {
                 let $v = self;
-                Ok(Resolution::Ready(vec![$e]))
+                Ok(Resolution::One($e))
             }
         }
         impl ToSocketAddrs for $t {}
@@ -187,7 +189,7 @@ impl ToSocketAddrs for Vec<SocketAddr> {}
 impl sealed::Sealed for str {
     fn resolution(&self) -> io::Result<Resolution> {
         if let Ok(addr) = self.parse::<SocketAddr>() {
-            return Ok(Resolution::Ready(vec![addr]));
+            return Ok(Resolution::One(addr));
         }
         let (host, port) = self.rsplit_once(':').ok_or_else(|| {
             invalid(format!(
@@ -215,16 +217,13 @@ impl sealed::Sealed for (&str, u16) {
     fn resolution(&self) -> io::Result<Resolution> {
         let (host, port) = *self;
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(Resolution::Ready(vec![SocketAddr::new(ip, port)]));
+            return Ok(Resolution::One(SocketAddr::new(ip, port)));
         }
         // `[::1]` style literals.
         if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
             && let Ok(ip) = inner.parse::<Ipv6Addr>()
         {
-            return Ok(Resolution::Ready(vec![SocketAddr::new(
-                IpAddr::V6(ip),
-                port,
-            )]));
+            return Ok(Resolution::One(SocketAddr::new(IpAddr::V6(ip), port)));
         }
         if host.is_empty() {
             return Err(invalid("empty host name in socket address".to_owned()));
@@ -258,20 +257,26 @@ fn invalid(msg: String) -> io::Error {
 /// resolve.
 pub(crate) async fn resolve<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<Vec<SocketAddr>> {
     match addr.resolution()? {
+        Resolution::One(addr) => Ok(vec![addr]),
         Resolution::Ready(addrs) => non_empty(addrs),
         Resolution::Lookup(host, port) => lookup(host, port).await,
     }
 }
 
-/// The first address `addr` resolves to.
+/// The first address `addr` resolves to (without allocating for a numeric one).
 pub(crate) async fn resolve_first<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<SocketAddr> {
-    Ok(resolve(addr).await?[0])
+    match addr.resolution()? {
+        Resolution::One(addr) => Ok(addr),
+        Resolution::Ready(addrs) => Ok(non_empty(addrs)?[0]),
+        Resolution::Lookup(host, port) => Ok(lookup(host, port).await?[0]),
+    }
 }
 
 /// Resolves `addr` on the calling thread, blocking for host-name lookups (used by the
 /// synchronous `bind` calls, which run at start-up).
 pub(crate) fn resolve_blocking<A: ToSocketAddrs + ?Sized>(addr: &A) -> io::Result<Vec<SocketAddr>> {
     match addr.resolution()? {
+        Resolution::One(addr) => Ok(vec![addr]),
         Resolution::Ready(addrs) => non_empty(addrs),
         Resolution::Lookup(host, port) => lookup_blocking(&host, port),
     }
@@ -334,6 +339,7 @@ mod tests {
     #[test]
     fn literal_forms_need_no_lookup() {
         let ready = |r: Resolution| match r {
+            Resolution::One(a) => vec![a],
             Resolution::Ready(a) => a,
             Resolution::Lookup(h, _) => panic!("looked up {h}"),
         };

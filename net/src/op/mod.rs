@@ -14,6 +14,7 @@ mod accept;
 mod cancel;
 mod connect;
 mod msg;
+mod msg_box;
 mod msg_vectored;
 pub(crate) mod nonblocking;
 mod recv_multi;

@@ -13,7 +13,9 @@ use runtime::{
 };
 
 use super::{
-    MAX_IO, nonblocking,
+    MAX_IO,
+    msg_box::MsgBox,
+    nonblocking,
     stream::{MsgHdr, superseded},
 };
 use crate::{
@@ -43,8 +45,9 @@ impl std::fmt::Debug for IoVec {
 }
 
 impl MsgState {
-    pub(crate) fn new(addr: RawAddr) -> Box<MsgState> {
-        Box::new(MsgState {
+    /// A state for a message to or from `addr`, to be boxed ([`MsgBox::new`]).
+    pub(super) fn new(addr: RawAddr) -> MsgState {
+        MsgState {
             hdr: MsgHdr::zeroed(),
             iov: IoVec(libc::iovec {
                 iov_base: std::ptr::null_mut(),
@@ -52,7 +55,18 @@ impl MsgState {
             }),
             iovs: Vec::new(),
             addr,
-        })
+        }
+    }
+
+    /// Makes a used state as new, for `addr` (keeping its `iovec` array's allocation).
+    pub(super) fn reset(&mut self, addr: RawAddr) {
+        self.hdr = MsgHdr::zeroed();
+        self.iov.0 = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        self.iovs.clear();
+        self.addr = addr;
     }
 
     /// Points the header at an `iovec` array held by the state (its heap array does not move
@@ -134,7 +148,7 @@ pub(crate) struct SendMsg<B> {
     socket: Socket,
     buf: B,
     control: Option<Vec<u8>>,
-    state: Box<MsgState>,
+    state: MsgBox,
     has_addr: bool,
     fast: bool,
 }
@@ -165,7 +179,7 @@ impl<B: IoBuf> SendMsg<B> {
             socket,
             buf,
             control,
-            state: MsgState::new(addr.unwrap_or_else(RawAddr::empty)),
+            state: MsgBox::new(addr.unwrap_or_else(RawAddr::empty)),
             has_addr: addr.is_some(),
             fast,
         }
@@ -260,7 +274,7 @@ pub(crate) struct RecvMsg<B> {
     socket: Socket,
     buf: B,
     control: Option<Vec<u8>>,
-    state: Box<MsgState>,
+    state: MsgBox,
     /// `MSG_PEEK`: the datagram stays queued for the next receive.
     peek: bool,
     /// On a stream socket: no `MSG_TRUNC` (it means "discard" there).
@@ -273,7 +287,7 @@ impl<B: IoBufMut> RecvMsg<B> {
             socket,
             buf,
             control,
-            state: MsgState::new(RawAddr::empty()),
+            state: MsgBox::new(RawAddr::empty()),
             peek: false,
             stream: false,
         }

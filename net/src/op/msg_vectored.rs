@@ -13,11 +13,7 @@ use runtime::{
     op::{Completion, Interest, OpCode},
 };
 
-use super::{
-    MAX_IO,
-    msg::{MsgState, RecvMsgOutput},
-    nonblocking,
-};
+use super::{MAX_IO, msg::RecvMsgOutput, msg_box::MsgBox, nonblocking};
 use crate::{
     addr::RawAddr,
     bufs,
@@ -29,7 +25,7 @@ use crate::{
 pub(crate) struct SendMsgVectored<B> {
     socket: Socket,
     bufs: Vec<B>,
-    state: Box<MsgState>,
+    state: MsgBox,
     has_addr: bool,
     fast: bool,
 }
@@ -43,7 +39,7 @@ impl<B: IoBuf> SendMsgVectored<B> {
         addr: Option<&SocketAddr>,
         fast: bool,
     ) -> SendMsgVectored<B> {
-        let state = MsgState::new(addr.map_or_else(RawAddr::empty, RawAddr::from_socket_addr));
+        let state = MsgBox::new(addr.map_or_else(RawAddr::empty, RawAddr::from_socket_addr));
         let total: usize = bufs.iter().map(IoBuf::bytes_init).sum();
         SendMsgVectored {
             socket,
@@ -123,7 +119,7 @@ unsafe impl<B: IoBuf> OpCode for SendMsgVectored<B> {
 pub(crate) struct RecvMsgVectored<B> {
     socket: Socket,
     bufs: Vec<B>,
-    state: Box<MsgState>,
+    state: MsgBox,
 }
 
 impl<B: IoBufMut> RecvMsgVectored<B> {
@@ -131,7 +127,7 @@ impl<B: IoBufMut> RecvMsgVectored<B> {
         RecvMsgVectored {
             socket,
             bufs,
-            state: MsgState::new(RawAddr::empty()),
+            state: MsgBox::new(RawAddr::empty()),
         }
     }
 

@@ -20,7 +20,7 @@ use runtime::{
     op::{Completion, Interest, MultishotOp, cqe_flags},
 };
 
-use super::{MAX_IO, msg::MsgState, nonblocking, zc_epoll::ZcEpoll};
+use super::{MAX_IO, msg_box::MsgBox, nonblocking, zc_epoll::ZcEpoll};
 use crate::{
     addr::RawAddr,
     socket::{Socket, on_target},
@@ -48,7 +48,7 @@ pub(crate) struct SendZc<B> {
     flags: i32,
     report_usage: bool,
     /// For `SENDMSG_ZC` to an address: the boxed message structures.
-    msg: Option<Box<MsgState>>,
+    msg: Option<MsgBox>,
     /// Whether the send's result reported bytes sent; only then does the notification say
     /// anything about zero copy (a failed send's notification always reads "copied").
     sent_bytes: bool,
@@ -94,7 +94,7 @@ impl<B: IoBuf> SendZc<B> {
             buf,
             flags: libc::MSG_NOSIGNAL,
             report_usage,
-            msg: Some(MsgState::new(RawAddr::from_socket_addr(addr))),
+            msg: Some(MsgBox::new(RawAddr::from_socket_addr(addr))),
             sent_bytes: false,
             progress: Progress::default(),
         }

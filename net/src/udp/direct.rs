@@ -10,9 +10,11 @@
 //!
 //! # Invariants
 //!
-//! - A receive tries directly only when `skip` is 0. A miss doubles how many receives then go
-//!   through the ring before the next try (1, 3, 7, ... up to [`SKIP_MAX`]); finding a datagram
-//!   (or an error) resets it, so a busy socket keeps receiving directly.
+//! - A receive tries directly only when `skip` is 0, and never on the epoll backend, whose
+//!   ops try their system call first anyway (`runtime::op::runs_inline`). A miss doubles how
+//!   many receives then go through the ring before the next try (1, 3, 7, ... up to
+//!   [`SKIP_MAX`]); finding a datagram (or an error) resets it, so a busy socket keeps
+//!   receiving directly.
 //! - Every direct try first takes a unit of the thread's cooperative budget
 //!   (`runtime::coop`), so the loop still enters the ring at least every
 //!   `runtime::coop::BUDGET` direct receives, and other tasks run in between.
@@ -32,8 +34,12 @@ pub(super) struct DirectRecv {
 }
 
 impl DirectRecv {
-    /// Whether this receive tries directly; counts it down otherwise.
+    /// Whether this receive tries directly; counts it down otherwise. Never where ops run
+    /// inline (the epoll backend): there the receive's own first try is that system call.
     pub(super) fn should_try(&self) -> bool {
+        if runtime::op::runs_inline() {
+            return false;
+        }
         match self.skip.get() {
             0 => true,
             n => {
