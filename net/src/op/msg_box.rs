@@ -26,8 +26,13 @@ use crate::addr::RawAddr;
 /// The most spare boxes a thread keeps (a burst of datagrams in flight).
 const SPARES_MAX: usize = 64;
 
+/// The thread's spare boxes. Boxed each: a box is what an op takes and gives back, so its
+/// heap address is the one the kernel is pointed at.
+#[allow(clippy::vec_box)]
+type Spares = RefCell<Vec<Box<MsgState>>>;
+
 thread_local! {
-    static SPARES: RefCell<Vec<Box<MsgState>>> = const { RefCell::new(Vec::new()) };
+    static SPARES: Spares = const { RefCell::new(Vec::new()) };
 }
 
 /// A boxed [`MsgState`] that goes back to its thread's spares when dropped.
