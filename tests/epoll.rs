@@ -402,3 +402,21 @@ fn the_end_of_a_stream_is_read_after_a_read_that_emptied_the_socket() {
         assert_eq!(res.unwrap(), 0);
     });
 }
+
+#[test]
+fn a_small_write_goes_out_in_the_call_and_counts_as_one_op() {
+    let rt = epoll();
+    rt.block_on(async {
+        let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
+        let before = runtime::metrics().ops_submitted;
+        let (res, _) = stream.write_all(b"hello".to_vec()).await;
+        res.unwrap();
+        // Sent inline from the caller's bytes (nothing was in flight), not staged behind.
+        assert_eq!(runtime::metrics().ops_submitted - before, 1);
+        assert_eq!(runtime::metrics().ops_parked, 0, "nothing left behind");
+        let mut got = [0u8; 5];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        stream.flush().await.unwrap();
+    });
+}

@@ -167,6 +167,7 @@ pub(crate) fn try_stage(socket: &Socket, mut bytes: &[u8]) -> bool {
     // Nothing in flight, so nothing staged: these bytes are next in the stream.
     if runtime::op::runs_inline() {
         let sent = nonblocking::send_slice(socket.as_raw_fd(), bytes);
+        runtime::op::count_inline_op();
         match sent.map(|cqe| cqe.result()) {
             Some(n) if n >= 0 && n as usize == bytes.len() => return true,
             Some(n) if n > 0 => bytes = &bytes[n as usize..],
@@ -418,7 +419,9 @@ pub(crate) fn try_send_datagram(
     // only one the socket had no room for is copied and sent behind.
     if runtime::op::runs_inline() {
         let raw = addr.as_ref().map(crate::addr::RawAddr::from_socket_addr);
-        match nonblocking::send_to_slice(socket.as_raw_fd(), bytes, raw.as_ref()) {
+        let sent = nonblocking::send_to_slice(socket.as_raw_fd(), bytes, raw.as_ref());
+        runtime::op::count_inline_op();
+        match sent {
             None => {}
             Some(cqe) => {
                 if let Err(e) = cqe.into_result() {

@@ -254,6 +254,12 @@ impl Driver {
         }
     }
 
+    /// An operation performed in place as a system call by its caller (`op::count_inline_op`).
+    pub(crate) fn count_inline_op(&mut self) {
+        self.stats.submitted += 1;
+        self.stats.completions += 1;
+    }
+
     /// Whether shutdown began (no new operation is accepted).
     pub(crate) fn is_closed(&self) -> bool {
         self.closed

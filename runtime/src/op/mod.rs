@@ -96,6 +96,18 @@ pub fn runs_inline() -> bool {
     crate::driver::current_is_epoll()
 }
 
+/// Counts, in [`metrics`](crate::metrics)' `ops_submitted` and `completions`, an operation
+/// that the caller performed itself as a system call because ops run inline
+/// ([`runs_inline`]; a write-behind send sent at once), so per-message counts stay what
+/// they would be through an op. Does nothing outside a runtime.
+pub fn count_inline_op() {
+    if let Some(driver) = crate::driver::try_current()
+        && let Ok(mut driver) = driver.try_borrow_mut()
+    {
+        driver.count_inline_op();
+    }
+}
+
 /// For the epoll backend: cancels every operation waiting on `fd` in this thread's
 /// runtime, as `IORING_OP_ASYNC_CANCEL` with `IORING_ASYNC_CANCEL_FD | ALL` does on io_uring
 /// (each completes with `ECANCELED`); returns how many there were. Does nothing (0) on
