@@ -142,6 +142,24 @@ impl MsgState {
     }
 }
 
+/// The `IORING_OP_SENDMSG` SQE of the message `hdr` describes, on `target` (no SIGPIPE). With
+/// `fast`, the skip-success path: `MSG_DONTWAIT` together with `IOSQE_CQE_SKIP_SUCCESS`, as the
+/// skip-success contract requires. The caller keeps `hdr`, what it points at and the fd valid
+/// until the final CQE.
+pub(super) fn sendmsg_sqe(
+    target: crate::socket::Target,
+    hdr: *const libc::msghdr,
+    fast: bool,
+) -> squeue::Entry {
+    let flags = libc::MSG_NOSIGNAL | if fast { libc::MSG_DONTWAIT } else { 0 };
+    let sqe = on_target!(target, fd => opcode::SendMsg::new(fd, hdr).flags(flags as u32).build());
+    if fast {
+        sqe.flags(squeue::Flags::SKIP_SUCCESS)
+    } else {
+        sqe
+    }
+}
+
 /// `IORING_OP_SENDMSG` of one buffer, to an optional address, with optional control data.
 #[derive(Debug)]
 pub(crate) struct SendMsg<B> {
@@ -206,18 +224,7 @@ unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
             self.has_addr,
             self.control.as_mut(),
         );
-        let mut flags = libc::MSG_NOSIGNAL;
-        if self.fast {
-            flags |= libc::MSG_DONTWAIT;
-        }
-        let sqe = on_target!(self.socket.uring_fd(), fd => opcode::SendMsg::new(fd, hdr)
-            .flags(flags as u32)
-            .build());
-        if self.fast {
-            sqe.flags(squeue::Flags::SKIP_SUCCESS)
-        } else {
-            sqe
-        }
+        sendmsg_sqe(self.socket.uring_fd(), hdr, self.fast)
     }
 
     fn skip_success(&self) -> Option<i32> {

@@ -78,19 +78,7 @@ unsafe impl<B: IoBuf> OpCode for SendMsgVectored<B> {
 
     fn build(&mut self) -> squeue::Entry {
         self.prepare();
-        let state = &mut *self.state;
-        let mut flags = libc::MSG_NOSIGNAL;
-        if self.fast {
-            flags |= libc::MSG_DONTWAIT;
-        }
-        let sqe = on_target!(self.socket.uring_fd(), fd => opcode::SendMsg::new(fd, &state.hdr.0)
-            .flags(flags as u32)
-            .build());
-        if self.fast {
-            sqe.flags(squeue::Flags::SKIP_SUCCESS)
-        } else {
-            sqe
-        }
+        super::msg::sendmsg_sqe(self.socket.uring_fd(), &self.state.hdr.0, self.fast)
     }
 
     fn skip_success(&self) -> Option<i32> {
