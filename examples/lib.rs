@@ -162,10 +162,13 @@ mod tests {
             );
             assert!(after[0] > before[0], "enters: {before:?} -> {after:?}");
             assert!(after[2] > before[2], "completions: {before:?} -> {after:?}");
+            // The two reads are 3 periods apart, but the writes they saw can be late on a
+            // loaded machine (CI saw 108 ms between them for 3 × 50 ms): the file was
+            // rewritten since, at least one period later.
             let elapsed = Duration::from_nanos(after[3] - before[3]);
             assert!(
-                elapsed >= METRICS_PERIOD * 3,
-                "timestamps 3 periods apart: {elapsed:?}"
+                elapsed >= METRICS_PERIOD,
+                "timestamps at least a period apart: {elapsed:?}"
             );
         });
         drop(rt);
