@@ -269,44 +269,55 @@ impl<T: OpCode> Op<T> {
                 None => Completion::new(-libc::ECANCELED, 0, [0; 2]),
             }
         } else {
-            match data.readiness() {
-                // No fd to wait for: it finishes at once or not at all (NOP).
-                // (The borrow ends before the try: it may use the driver, as `CancelFd` does.)
-                None if self.driver.borrow().is_closed() => {
-                    Completion::new(-libc::ECANCELED, 0, [0; 2])
-                }
-                None => data
-                    .try_nonblocking()
-                    .unwrap_or_else(Completion::unsupported),
-                Some((fd, interest)) => {
-                    // An op that may finish without waiting takes its share of the turn.
-                    ready!(crate::coop::poll_proceed(cx));
-                    let tried = driver::try_ready(
-                        &self.driver,
-                        fd,
-                        interest,
-                        self.epoch.take(),
-                        cx.waker(),
-                        || {
-                            let cqe = data.try_nonblocking()?;
-                            let emptied = data.emptied(&cqe);
-                            Some((cqe, emptied))
-                        },
-                    );
-                    match tried {
-                        Ok(cqe) => cqe,
-                        Err(epoch) => {
-                            self.epoch = Some(epoch);
-                            return Poll::Pending;
-                        }
-                    }
-                }
-            }
+            let readiness = data.readiness();
+            let attempt = || {
+                let cqe = data.try_nonblocking()?;
+                let emptied = data.emptied(&cqe);
+                Some((cqe, emptied))
+            };
+            ready!(poll_epoll(
+                &self.driver,
+                cx,
+                readiness,
+                &mut self.epoch,
+                attempt
+            ))
         };
         let State::Unsubmitted(data) = std::mem::replace(&mut self.state, State::Done) else {
             unreachable!("state matched just above")
         };
         Poll::Ready(data.complete(cqe))
+    }
+}
+
+/// One try of an op (or of a multishot request's next item) on the epoll engine, for `Op`
+/// and `Multishot`: with no fd to wait for (`readiness` is `None`), `attempt` once (finishing
+/// at once or never, as a NOP); otherwise, after taking its share of the turn
+/// (`coop::poll_proceed`), `attempt` if the fd's direction may be ready
+/// (`driver::try_ready`). `epoch` is the fd's cancel epoch recorded when the op last began
+/// waiting: taken here, and set again when it waits once more (`Pending`). `attempt` returns
+/// the completion and whether it emptied its direction, or `None` for `EAGAIN`.
+pub(super) fn poll_epoll(
+    driver: &RefCell<Driver>,
+    cx: &mut Context<'_>,
+    readiness: Option<(std::os::fd::RawFd, super::Interest)>,
+    epoch: &mut Option<u32>,
+    attempt: impl FnOnce() -> Option<(Completion, bool)>,
+) -> Poll<Completion> {
+    let Some((fd, interest)) = readiness else {
+        // (The borrow ends before the try: it may use the driver, as `CancelFd` does.)
+        if driver.borrow().is_closed() {
+            return Poll::Ready(Completion::new(-libc::ECANCELED, 0, [0; 2]));
+        }
+        return Poll::Ready(attempt().map_or_else(Completion::unsupported, |(cqe, _)| cqe));
+    };
+    ready!(crate::coop::poll_proceed(cx));
+    match driver::try_ready(driver, fd, interest, epoch.take(), cx.waker(), attempt) {
+        Ok(cqe) => Poll::Ready(cqe),
+        Err(waiting) => {
+            *epoch = Some(waiting);
+            Poll::Pending
+        }
     }
 }
 

@@ -275,38 +275,21 @@ impl<T: MultishotOp> Multishot<T> {
             let State::Unsubmitted(data) = &mut self.state else {
                 return Poll::Ready(None);
             };
-            let cqe = match data.readiness() {
-                // (The borrow ends before the try: it may use the driver, as `CancelFd` does.)
-                None if self.driver.borrow().is_closed() => {
-                    Completion::new(-libc::ECANCELED, 0, [0; 2])
-                }
-                None => data
-                    .try_nonblocking()
-                    .unwrap_or_else(Completion::unsupported),
-                Some((fd, interest)) => {
-                    ready!(crate::coop::poll_proceed(cx));
-                    let tried = driver::try_ready(
-                        &self.driver,
-                        fd,
-                        interest,
-                        self.engine.take_epoch(),
-                        cx.waker(),
-                        || {
-                            let cqe = data.try_nonblocking()?;
-                            let emptied = data.emptied(&cqe);
-                            Some((cqe, emptied))
-                        },
-                    );
-                    match tried {
-                        // Cancelled (`CancelFd`): `ECANCELED` ends the request, as on io_uring.
-                        Ok(cqe) => cqe,
-                        Err(epoch) => {
-                            self.engine = Engine::Epoll(Some(epoch));
-                            return Poll::Pending;
-                        }
-                    }
-                }
+            let readiness = data.readiness();
+            let attempt = || {
+                let cqe = data.try_nonblocking()?;
+                let emptied = data.emptied(&cqe);
+                Some((cqe, emptied))
             };
+            // A cancel (`CancelFd`) since the stream began waiting completes it with
+            // `ECANCELED`, which ends the request, as on io_uring.
+            let mut epoch = self.engine.take_epoch();
+            let polled =
+                super::future::poll_epoll(&self.driver, cx, readiness, &mut epoch, attempt);
+            if epoch.is_some() {
+                self.engine = Engine::Epoll(epoch);
+            }
+            let cqe = ready!(polled);
             let item = if cqe.has_more() {
                 data.next(cqe)
             } else {
