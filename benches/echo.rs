@@ -220,7 +220,8 @@ const SERVERS: [Server; 8] = [
 /// holds another build of the runtime's four example servers (`echo_runtime`,
 /// `udp_echo_runtime`, `echo_ring`, `udp_echo_ring`, e.g. `target/release` of a checkout of the
 /// previous commit built with `cargo build --profile bench -p benches --bins`), those as
-/// `runtime-base` and `runtime-ring-base` (`-base-<name>` for the second folder on): a
+/// `runtime-base`, `runtime-epoll-base` and `runtime-ring-base` (`-base-<name>` for the
+/// second folder on): a
 /// refactor's before and after, measured in one run.
 fn all_servers() -> Result<Vec<Server>, Box<dyn std::error::Error>> {
     let mut all: Vec<Server> = SERVERS.into_iter().collect();
@@ -231,6 +232,16 @@ fn all_servers() -> Result<Vec<Server>, Box<dyn std::error::Error>> {
             tcp: (base.label("tcp_echo"), base.exe("echo_runtime")?),
             udp: (base.label("udp_echo"), base.exe("udp_echo_runtime")?),
             mode: Mode::Default,
+        });
+        all.push(Server {
+            key: base.key("runtime-epoll"),
+            ours: true,
+            tcp: (base.label("tcp_echo on epoll"), base.exe("echo_runtime")?),
+            udp: (
+                base.label("udp_echo on epoll"),
+                base.exe("udp_echo_runtime")?,
+            ),
+            mode: Mode::Epoll,
         });
         all.push(Server {
             key: base.key("runtime-ring"),

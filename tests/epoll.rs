@@ -11,7 +11,10 @@ use std::{
 
 use integration_tests::{TrackedBuf, eventually};
 use net::{TcpListener, TcpStream, ZeroCopy};
-use runtime::{Backend, Builder, Runtime, buf::BufRing};
+use runtime::{
+    Backend, Builder, Runtime,
+    buf::{BufRing, IoBuf},
+};
 
 fn epoll() -> Runtime {
     Builder::new()
@@ -418,5 +421,86 @@ fn a_small_write_goes_out_in_the_call_and_counts_as_one_op() {
         peer.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello");
         stream.flush().await.unwrap();
+    });
+}
+
+#[test]
+fn sent_datagrams_do_not_wake_the_loop() {
+    let rt = epoll();
+    rt.block_on(async {
+        let server = net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        const MESSAGES: u64 = 200;
+        let client = std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut buf = [0u8; 64];
+            for i in 0..MESSAGES {
+                socket.send_to(&i.to_le_bytes(), addr).unwrap();
+                let n = socket.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &i.to_le_bytes());
+            }
+        });
+        let before = runtime::metrics().enters;
+        let mut buf = vec![0u8; 64];
+        for _ in 0..MESSAGES {
+            let (res, b) = server.recv_from(buf).await;
+            let (n, from) = res.unwrap();
+            let (res, b) = server.send_to(b.slice(..n), from).await;
+            res.unwrap();
+            buf = b.into_inner();
+        }
+        let waits = runtime::metrics().enters - before;
+        client.join().unwrap();
+        // Each datagram needs one wait for the next; a socket watched for room would add a
+        // second per message (the room its own send freed).
+        assert!(
+            waits <= MESSAGES + MESSAGES / 4,
+            "{waits} epoll_waits for {MESSAGES} echoed datagrams"
+        );
+    });
+}
+
+#[test]
+fn a_send_that_found_no_room_is_woken_when_there_is_room() {
+    let rt = epoll();
+    rt.block_on(async {
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let ours = net::UnixDatagram::from_std(ours);
+        let theirs = std::sync::Arc::new(theirs);
+        // Twice: the room that a send did not wait for stops the watch, and a later send
+        // that finds no room must start it again.
+        for round in 0..2 {
+            let mut queued = 0;
+            loop {
+                let send = ours.send(vec![round; 256]);
+                match runtime::time::timeout(Duration::from_millis(50), send).await {
+                    Ok((res, _)) => queued += usize::from(res.unwrap() == 256),
+                    Err(_) => break, // the peer's queue is full: this send waits for room
+                }
+            }
+            assert!(queued > 0, "round {round}: nothing was queued");
+            let reader = theirs.clone();
+            let drain = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                let mut buf = [0u8; 512];
+                for _ in 0..queued {
+                    reader.recv(&mut buf).unwrap();
+                }
+            });
+            let send = ours.send(vec![round; 256]);
+            let (res, _) = runtime::time::timeout(Duration::from_secs(5), send)
+                .await
+                .expect("the room the peer made woke the waiting send");
+            assert_eq!(res.unwrap(), 256);
+            drain.join().unwrap();
+            let mut buf = [0u8; 512];
+            assert_eq!(theirs.recv(&mut buf).unwrap(), 256);
+            // Sends with room are reported by no event anyone waits for.
+            for _ in 0..3 {
+                ours.send(vec![round; 8]).await.0.unwrap();
+                assert_eq!(theirs.recv(&mut buf).unwrap(), 8);
+            }
+        }
     });
 }

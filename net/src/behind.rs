@@ -522,9 +522,12 @@ mod tests {
             let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
             let socket = Socket::from_fd(OwnedFd::from(a));
             assert!(socket.behind().borrow().is_none());
+            // On epoll a write with room in the socket goes out in the call (`runs_inline`),
+            // so no state is made at all.
+            let staged = runtime::capabilities().backend() == runtime::Backend::IoUring;
             for round in 0..3u8 {
                 assert!(try_stage(&socket, &[round; 5]));
-                assert!(socket.behind().borrow().is_some(), "round {round}");
+                assert_eq!(socket.behind().borrow().is_some(), staged, "round {round}");
                 flush(&socket).await.unwrap();
                 assert!(socket.behind().borrow().is_none(), "round {round}");
                 let mut got = [0; 5];

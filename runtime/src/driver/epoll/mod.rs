@@ -8,11 +8,17 @@
 //!
 //! # Invariants
 //!
-//! - Each fd is added to the epoll instance once (`EPOLLIN | EPOLLOUT | EPOLLRDHUP |
-//!   EPOLLET`) and made `O_NONBLOCK`, the first time an op names it (`prepare`), and forgotten
-//!   when its owner closes it (`forget_fd`). Edge-triggered: an op always tries its system
-//!   call before it waits, and registers as a waiter only after the try said `EAGAIN`, so an
-//!   edge that came between the two is reported by the next `epoll_wait`, never lost.
+//! - Each fd is added to the epoll instance once (`EPOLLIN | EPOLLRDHUP | EPOLLET`) and made
+//!   `O_NONBLOCK`, the first time an op names it (`prepare`), and forgotten when its owner
+//!   closes it (`forget_fd`). Edge-triggered: an op always tries its system call before it
+//!   waits, and registers as a waiter only after the try said `EAGAIN`, so an edge that came
+//!   between the two is reported by the next `epoll_wait`, never lost.
+//! - `EPOLLOUT` is in the registration only while a writer may need it (`FdSlot::watch_out`):
+//!   added (`EPOLL_CTL_MOD`) when the first writer waits, removed when an `EPOLLOUT` event
+//!   finds no writer waiting. A datagram or Unix socket signals room after every send whose
+//!   buffer the kernel freed, so watching it always would wake the loop once per message
+//!   for nothing (tokio pays that: two `epoll_wait`s per UDP echo). The modification polls
+//!   the file, so room that came before it is reported, not lost.
 //! - A readiness event wakes every waiter of that direction; each tries again, and those
 //!   that find `EAGAIN` wait again. Spurious wake-ups are harmless.
 //! - Each fd remembers, per direction, whether it may be ready (`FdSlot::ready`): set when
@@ -28,16 +34,15 @@
 //!   their retries run after the driver borrow ended, like any parked op's finish.
 //! - The wake-up eventfd is registered under [`WAKE_KEY`] and read (reset) whenever it fires.
 //! - Fds closed while no driver of theirs is current reach every live engine through its
-//!   `inbox`, which is drained before the next fd is prepared, so a reused fd number is never
+//!   list of closed fds (`closed.rs`), taken before the next fd is prepared, so a reused fd number is never
 //!   taken for the old, registered file.
+
+mod closed;
 
 use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::Waker,
     time::Duration,
 };
@@ -45,6 +50,8 @@ use std::{
 use slab::Slab;
 
 use super::{Wait, completion::Completion};
+use closed::ClosedFds;
+pub(crate) use closed::forget_fd;
 
 /// `epoll_event.u64` of the wake-up eventfd (no fd number is this large).
 const WAKE_KEY: u64 = u64::MAX;
@@ -125,6 +132,8 @@ fn ready_bit(interest: Interest) -> u8 {
 #[derive(Default)]
 struct FdSlot {
     registered: bool,
+    /// `EPOLLOUT` is in the fd's registration (see the module docs).
+    watch_out: bool,
     /// Directions that may be ready (`READABLE | WRITABLE`, see the module docs).
     ready: u8,
     /// Bumped by every `cancel`: an op that waited under an older epoch was cancelled.
@@ -133,33 +142,6 @@ struct FdSlot {
     writers: Vec<Waiter>,
     errors: Vec<Waiter>,
 }
-
-/// Fds closed while no driver of theirs was current, per live engine.
-type Inbox = Arc<(AtomicBool, Mutex<Vec<RawFd>>)>;
-
-/// Every live engine's inbox (see the module docs).
-static INBOXES: Mutex<Vec<Inbox>> = Mutex::new(Vec::new());
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Tells every live epoll engine that `fd` is about to be closed (or handed out of the
-/// runtime's care): its registration is forgotten, so a later file with the same number is
-/// registered afresh. Cheap when no epoll engine exists.
-pub(crate) fn forget_fd(fd: RawFd) {
-    if !LIVE.load(Ordering::Relaxed) {
-        return;
-    }
-    let inboxes = lock(&INBOXES);
-    for inbox in inboxes.iter() {
-        lock(&inbox.1).push(fd);
-        inbox.0.store(true, Ordering::Release);
-    }
-}
-
-/// Whether any epoll engine is alive (so closing fds must be reported).
-static LIVE: AtomicBool = AtomicBool::new(false);
 
 /// The epoll engine of one driver (see the module docs).
 pub(crate) struct Poller {
@@ -171,7 +153,7 @@ pub(crate) struct Poller {
     pending: usize,
     fds: Vec<FdSlot>,
     pub(crate) parked: Slab<Option<Box<dyn ReadyOp>>>,
-    inbox: Inbox,
+    closed: ClosedFds,
     /// Scratch space for `route`, reused so that routing allocates nothing.
     pub(crate) scratch: Vec<Ready>,
 }
@@ -210,9 +192,6 @@ impl Poller {
                 format!("registering the wake-up eventfd with epoll failed: {e}"),
             ));
         }
-        let inbox: Inbox = Arc::default();
-        lock(&INBOXES).push(inbox.clone());
-        LIVE.store(true, Ordering::Relaxed);
         Ok(Poller {
             epoll,
             wake,
@@ -220,7 +199,7 @@ impl Poller {
             pending: 0,
             fds: Vec::new(),
             parked: Slab::new(),
-            inbox,
+            closed: ClosedFds::new(),
             scratch: Vec::new(),
         })
     }
@@ -228,8 +207,8 @@ impl Poller {
     /// Makes `fd` non-blocking and registers it, once; `Err(errno)` when epoll refuses it
     /// (a regular file, say).
     pub(crate) fn prepare(&mut self, fd: RawFd) -> Result<u32, i32> {
-        if self.inbox.0.load(Ordering::Acquire) {
-            self.drain_inbox();
+        if let Some(closed) = self.closed.take() {
+            self.forget(closed);
         }
         let index = usize::try_from(fd).map_err(|_| libc::EBADF)?;
         if let Some(slot) = self.fds.get(index).filter(|s| s.registered) {
@@ -246,28 +225,52 @@ impl Poller {
         if unsafe { libc::ioctl(fd, libc::FIONBIO, &on) } < 0 {
             return Err(errno());
         }
-        // Both directions at once, edge-triggered: one registration serves every op on the
-        // fd for its whole life, so no op pays an `epoll_ctl`. `EPOLLERR` and `EPOLLHUP` are
-        // always reported (the kernel adds them); `EPOLLRDHUP` makes a peer's shutdown wake
-        // readers even when no data comes with it. The key is the fd number: a table index.
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: index as u64,
-        };
-        // SAFETY: the epoll fd and `fd` are open; `event` is a live local the kernel reads.
-        let ret =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        // Edge-triggered, reading side only: one registration serves every reader of the fd
+        // for its whole life, and writers add `EPOLLOUT` only when one must wait (module
+        // docs). `EPOLLERR` and `EPOLLHUP` are always reported (the kernel adds them);
+        // `EPOLLRDHUP` makes a peer's shutdown wake readers even when no data comes with it.
+        // The key is the fd number: a table index.
+        let mut ret = self.register(fd, libc::EPOLL_CTL_ADD, false);
         // EEXIST: the file is registered under this number already (a forgotten slot whose
-        // file was not closed after all, e.g. a duplicate kept it open): it reports to us.
-        if ret < 0 && errno() != libc::EEXIST {
-            return Err(errno());
+        // file was not closed after all, e.g. a duplicate kept it open): it reports to us,
+        // once its mask is ours.
+        if ret == Err(libc::EEXIST) {
+            ret = self.register(fd, libc::EPOLL_CTL_MOD, false);
         }
+        ret?;
         let slot = &mut self.fds[index];
         slot.registered = true;
+        slot.watch_out = false;
         // Whatever the fd holds already is reported by the add, but an op is about to try
         // anyway: it starts as possibly ready both ways.
         slot.ready = READABLE | WRITABLE;
         Ok(slot.epoch)
+    }
+
+    /// `epoll_ctl(op)` of `fd` under its own number, watching for room to write when
+    /// `write` is set.
+    fn register(&self, fd: RawFd, op: i32, write: bool) -> Result<(), i32> {
+        let mut events = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+        if write {
+            events |= libc::EPOLLOUT;
+        }
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: the epoll fd and `fd` are open; `event` is a live local the kernel reads.
+        let ret = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
+        if ret < 0 { Err(errno()) } else { Ok(()) }
+    }
+
+    /// Adds or removes `EPOLLOUT` in `fd`'s registration (module docs). Adding polls the
+    /// file: room that came before is reported by the next wait.
+    fn watch_out(&mut self, fd: RawFd, watch: bool) {
+        if self.register(fd, libc::EPOLL_CTL_MOD, watch).is_ok()
+            && let Some(slot) = self.fds.get_mut(fd as usize)
+        {
+            slot.watch_out = watch;
+        }
     }
 
     /// Whether `fd` may be ready for `interest` (see the module docs): false only after a
@@ -316,9 +319,7 @@ impl Poller {
     /// handed to new files, which must be registered afresh. The kernel itself removed the
     /// old registrations when the files closed (unless a duplicate kept one open, whose
     /// later events then only wake the new file's waiters spuriously).
-    fn drain_inbox(&mut self) {
-        self.inbox.0.store(false, Ordering::Release);
-        let closed = std::mem::take(&mut *lock(&self.inbox.1));
+    fn forget(&mut self, closed: Vec<RawFd>) {
         for fd in closed {
             if let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) {
                 // Nothing waits on a closed fd (its ops hold it open), but release anyway.
@@ -329,9 +330,13 @@ impl Poller {
 
     /// Registers `waiter`, for `fd`'s next `interest` event; `fd` was prepared.
     fn wait(&mut self, fd: RawFd, interest: Interest, waiter: Waiter) {
-        let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)) else {
+        let Some(index) = usize::try_from(fd).ok().filter(|&i| i < self.fds.len()) else {
             return;
         };
+        if interest == Interest::Writable && !self.fds[index].watch_out {
+            self.watch_out(fd, true);
+        }
+        let slot = &mut self.fds[index];
         let list = match interest {
             Interest::Readable => &mut slot.readers,
             Interest::Writable => &mut slot.writers,
@@ -444,6 +449,11 @@ impl Poller {
             }
             if hangup || events & libc::EPOLLOUT != 0 {
                 slot.ready |= WRITABLE;
+                if slot.writers.is_empty() && slot.watch_out && !hangup {
+                    // Room nobody waited for: stop watching until a writer must wait.
+                    self.watch_out(key as RawFd, false);
+                    continue;
+                }
                 out.extend(slot.writers.drain(..).map(Ready::from));
             }
             if events & libc::EPOLLERR != 0 {
@@ -483,14 +493,6 @@ impl From<Waiter> for Ready {
             Waiter::Task(waker) => Ready::Wake(waker),
             Waiter::Parked(key) => Ready::Retry(key),
         }
-    }
-}
-
-impl Drop for Poller {
-    fn drop(&mut self) {
-        let mut inboxes = lock(&INBOXES);
-        inboxes.retain(|inbox| !Arc::ptr_eq(inbox, &self.inbox));
-        LIVE.store(!inboxes.is_empty(), Ordering::Relaxed);
     }
 }
 
