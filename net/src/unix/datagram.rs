@@ -296,7 +296,7 @@ impl UnixDatagram {
                 };
                 return (Ok(got), buf);
             }
-            let op = RecvMsg::new(self.socket.clone(), buf, fds::control_for(max_fds));
+            let op = RecvMsg::unix(self.socket.clone(), buf, fds::control_for(max_fds));
             let ((res, b, control), cancelled) = RescueAware::new(self.socket.clone(), op).await;
             buf = b;
             let out = match res {
