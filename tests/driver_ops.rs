@@ -177,6 +177,10 @@ fn capabilities_report_the_fast_path_on_this_kernel() {
     assert!(caps.registered_ring_fd());
     assert!(caps.supports_opcode(io_uring::opcode::Nop::CODE));
     assert!(caps.supports_opcode(io_uring::opcode::SendZc::CODE));
+    // Datagrams to an address go out as SEND, not SENDMSG, where the probe says the kernel
+    // is 6.1 or newer (SENDMSG_ZC came with SEND's destination address).
+    assert!(caps.supports_opcode(io_uring::opcode::SendMsgZc::CODE));
+    assert!(runtime::op::send_takes_address());
     assert!(caps.notes().is_empty(), "{:?}", caps.notes());
     let report = caps.to_string();
     assert!(report.contains("DEFER_TASKRUN"), "{report}");

@@ -206,18 +206,45 @@ impl<B: IoBuf> SendMsg<B> {
     fn len(&self) -> usize {
         self.buf.bytes_init().min(MAX_IO)
     }
+
+    /// The boxed destination (null and 0 without one), for a send without a `msghdr`.
+    fn dest(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        match self.has_addr {
+            true => (self.state.addr.as_ptr(), self.state.addr.len),
+            false => (std::ptr::null(), 0),
+        }
+    }
 }
 
 // SAFETY: the SQE points at the boxed `msghdr`, which points at the boxed `iovec` and address
 // and at the control vector's heap memory; the `iovec` points into `buf`'s stable memory; the
-// fd is kept open by `socket`. All are owned by `self` and not modified after `build`. With
-// `fast`, the SQE carries `MSG_DONTWAIT` and `IOSQE_CQE_SKIP_SUCCESS`, so it completes or
-// fails inside the submitting enter, as `skip_success` requires; a datagram is sent whole.
+// fd is kept open by `socket`. All are owned by `self` and not modified after `build`.
+// Without control data, where the kernel's `SEND` takes an address, the SQE is a `SEND` of
+// the same bytes to the same boxed address instead. With `fast`, the SQE carries
+// `MSG_DONTWAIT` and `IOSQE_CQE_SKIP_SUCCESS`, so it completes or fails inside the submitting
+// enter, as `skip_success` requires; a datagram is sent whole.
 unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
     type Output = (io::Result<usize>, B, Option<Vec<u8>>);
 
     fn build(&mut self) -> squeue::Entry {
         let len = self.len();
+        if self.control.is_none() && runtime::op::send_takes_address() {
+            // A datagram and its address need no `msghdr`: `SEND` copies in neither a
+            // header nor an `iovec` (~0.1 µs of each datagram here).
+            let (addr, addr_len) = self.dest();
+            let flags = libc::MSG_NOSIGNAL | if self.fast { libc::MSG_DONTWAIT } else { 0 };
+            let ptr = self.buf.stable_ptr();
+            let sqe = on_target!(self.socket.uring_fd(), fd => opcode::Send::new(fd, ptr, len as u32)
+                .dest_addr(addr)
+                .dest_addr_len(addr_len)
+                .flags(flags)
+                .build());
+            return if self.fast {
+                sqe.flags(squeue::Flags::SKIP_SUCCESS)
+            } else {
+                sqe
+            };
+        }
         let hdr = self.state.prepare_send(
             self.buf.stable_ptr(),
             len,
@@ -245,6 +272,24 @@ unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
 
     fn try_nonblocking(&mut self) -> Option<Completion> {
         let (ptr, len) = (self.buf.stable_ptr(), self.len());
+        if self.control.is_none() {
+            let (addr, addr_len) = self.dest();
+            let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+            // SAFETY: `ptr..ptr + len` are `buf`'s initialized bytes and `addr` the boxed
+            // address of `addr_len` bytes (or null with 0), owned by `self`, only read, for
+            // the duration of the call.
+            let ret = unsafe {
+                libc::sendto(
+                    self.socket.as_raw_fd(),
+                    ptr.cast(),
+                    len,
+                    flags,
+                    addr,
+                    addr_len,
+                )
+            };
+            return Completion::from_syscall(ret);
+        }
         let hdr = self
             .state
             .prepare_send(ptr, len, self.has_addr, self.control.as_mut());

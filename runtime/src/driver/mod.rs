@@ -120,7 +120,7 @@ pub(crate) use readiness::{cancel_fd, detach as detach_ready, try_ready};
 pub(crate) use register::{Refill, refill};
 pub(crate) use ring::Wait;
 pub use setup::RingMode;
-pub(crate) use setup::{RingConfig, RingInfo, RingSetup, SqPoll};
+pub(crate) use setup::{RingConfig, RingInfo, RingSetup, SEND_TAKES_ADDRESS, SqPoll};
 pub(crate) use setup_error::kernel_release;
 pub(crate) use shutdown::drain;
 

@@ -180,6 +180,12 @@ pub(crate) struct RingInfo {
     pub(crate) notes: Vec<String>,
 }
 
+/// Whether `IORING_OP_SEND` takes a destination address (`sqe->addr2`, `addr_len`): Linux
+/// 6.1, in the series that added `IORING_OP_SENDMSG_ZC` (io_uring/net.c, `io_send_setup`),
+/// so a probe that finds `SENDMSG_ZC` sets it. One kernel serves every ring of the process.
+pub(crate) static SEND_TAKES_ADDRESS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 impl RingInfo {
     /// Reads the sizes and features out of `params` and the opcodes out of `probe`.
     fn new(
@@ -195,6 +201,9 @@ impl RingInfo {
                     opcodes[usize::from(op / 64)] |= 1 << (op % 64);
                 }
             }
+        }
+        if probe.is_some_and(|p| p.is_supported(io_uring::opcode::SendMsgZc::CODE)) {
+            SEND_TAKES_ADDRESS.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         RingInfo {
             sq_entries: params.sq_entries(),

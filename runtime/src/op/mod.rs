@@ -80,6 +80,14 @@ pub fn is_supported(code: u8) -> bool {
     crate::driver::current().borrow().supports_opcode(code)
 }
 
+/// Whether `IORING_OP_SEND` takes a destination address (`io_uring::opcode::Send::dest_addr`,
+/// Linux 6.1): a datagram to an address then needs no `SENDMSG` and no `msghdr` for the
+/// kernel to copy in. Known once a ring of this process probed its kernel; false before that
+/// and on the epoll backend. A cheap load, for use while building an SQE.
+pub fn send_takes_address() -> bool {
+    crate::driver::SEND_TAKES_ADDRESS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Tells the runtime that `fd`, which operations may have used, is about to be closed or to
 /// leave the runtime's care (`into_raw_fd`): the epoll backend forgets its registration, so
 /// that a later file given the same number is registered afresh. Call it right before the
