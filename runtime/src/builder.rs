@@ -10,6 +10,7 @@ use crate::{
     executor::context::Handle,
     executor::workers::Group,
     time::Timers,
+    wake::Remote,
     zcrx::{ZcrxConfig, ZcrxMode},
 };
 
@@ -372,21 +373,12 @@ impl Builder {
         let driver = Rc::new(RefCell::new(driver));
         let ring_fd = driver.borrow().ring_fd();
         remote.set_kick_ring(ring_fd, Driver::id(&driver));
-        let handle = Rc::new(Handle {
-            driver,
-            scheduler: Scheduler::default(),
-            timers: Rc::new(RefCell::new(Timers::default())),
-            remote,
-            capabilities: RefCell::new(capabilities),
-            task_budget: self.task_budget,
-            shutdown_timeout: self.shutdown_timeout,
-            worker,
+        let worker = Worker {
+            index: worker,
             group,
-            coop: Rc::default(),
-            drain_waiters: Default::default(),
-            zcrx: zcrx_inner,
-        });
-        Ok(Runtime::from_handle(handle))
+            remote,
+        };
+        Ok(self.runtime(driver, worker, capabilities, zcrx_inner))
     }
 
     /// Builds worker `worker` on the epoll backend; `reason` becomes its first note.
@@ -413,21 +405,36 @@ impl Builder {
             );
         }
         let driver = Rc::new(RefCell::new(Driver::new_epoll(remote.eventfd())?));
-        let handle = Rc::new(Handle {
+        let worker = Worker {
+            index: worker,
+            group,
+            remote,
+        };
+        Ok(self.runtime(driver, worker, capabilities, None))
+    }
+
+    /// The runtime of `worker` around its driver, on either backend.
+    fn runtime(
+        &self,
+        driver: Rc<RefCell<Driver>>,
+        worker: Worker,
+        capabilities: Capabilities,
+        zcrx: Option<Rc<crate::zcrx::ZcrxInner>>,
+    ) -> Runtime {
+        Runtime::from_handle(Rc::new(Handle {
             driver,
             scheduler: Scheduler::default(),
             timers: Rc::new(RefCell::new(Timers::default())),
-            remote,
+            remote: worker.remote,
             capabilities: RefCell::new(capabilities),
             task_budget: self.task_budget,
             shutdown_timeout: self.shutdown_timeout,
-            worker,
-            group,
+            worker: worker.index,
+            group: worker.group,
             coop: Rc::default(),
             drain_waiters: Default::default(),
-            zcrx: None,
-        });
-        Ok(Runtime::from_handle(handle))
+            zcrx,
+        }))
     }
 
     fn ring_config(&self) -> io::Result<RingConfig> {
@@ -460,4 +467,11 @@ impl Builder {
             sqpoll: None,
         })
     }
+}
+
+/// Which worker of which group a runtime being built is.
+struct Worker {
+    index: usize,
+    group: Arc<Group>,
+    remote: Arc<Remote>,
 }
