@@ -504,3 +504,30 @@ fn a_send_that_found_no_room_is_woken_when_there_is_room() {
         }
     });
 }
+
+#[test]
+fn a_datagram_receive_tries_once_before_it_waits_and_once_after() {
+    let rt = epoll();
+    rt.block_on(async {
+        let socket = net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Queued already: one try takes it.
+        peer.send_to(b"now", addr).unwrap();
+        let before = runtime::metrics().ops_submitted;
+        let (res, buf) = socket.recv_from(vec![0u8; 64]).await;
+        assert_eq!(&buf[..res.unwrap().0], b"now");
+        assert_eq!(runtime::metrics().ops_submitted - before, 1);
+        // Not there yet: the try that says EAGAIN, then the one after the event; no second
+        // EAGAIN before the wait.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            peer.send_to(b"later", addr).unwrap();
+        });
+        let before = runtime::metrics().ops_submitted;
+        let (res, buf) = socket.recv_from(buf).await;
+        assert_eq!(&buf[..res.unwrap().0], b"later");
+        assert_eq!(runtime::metrics().ops_submitted - before, 2);
+        sender.join().unwrap();
+    });
+}

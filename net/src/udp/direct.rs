@@ -10,8 +10,11 @@
 //!
 //! # Invariants
 //!
-//! - A receive tries directly only when `skip` is 0, and never on the epoll backend, whose
-//!   ops try their system call first anyway (`runtime::op::runs_inline`). A miss doubles how
+//! - On the epoll backend (`runtime::op::runs_inline`) every receive tries directly, since
+//!   its op would make that same system call first; a miss there tells the engine the socket
+//!   is empty (`runtime::op::found_empty`), so the op waits without a second try, and
+//!   `DirectRecv` is not consulted.
+//! - On io_uring a receive tries directly only when `skip` is 0. A miss doubles how
 //!   many receives then go through the ring before the next try (1, 3, 7, ... up to
 //!   [`SKIP_MAX`]); finding a datagram (or an error) resets it, so a busy socket keeps
 //!   receiving directly.
@@ -34,12 +37,9 @@ pub(super) struct DirectRecv {
 }
 
 impl DirectRecv {
-    /// Whether this receive tries directly; counts it down otherwise. Never where ops run
-    /// inline (the epoll backend): there the receive's own first try is that system call.
+    /// Whether this receive tries directly; counts it down otherwise. Only asked on
+    /// io_uring (on epoll every receive tries, see the module docs).
     pub(super) fn should_try(&self) -> bool {
-        if runtime::op::runs_inline() {
-            return false;
-        }
         match self.skip.get() {
             0 => true,
             n => {

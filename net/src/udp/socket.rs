@@ -301,8 +301,11 @@ impl UdpSocket {
         mut control: Option<Vec<u8>>,
         finish: impl Fn(RecvMeta) -> io::Result<RecvMeta>,
     ) -> (io::Result<RecvMeta>, B, Option<Vec<u8>>) {
+        // On epoll every receive tries its system call first anyway: made here, it skips
+        // the op's machinery when a datagram is queued (the busy socket's common case).
+        let inline = runtime::op::runs_inline();
         loop {
-            let direct = self.direct.should_try();
+            let direct = inline || self.direct.should_try();
             if direct {
                 // The loop gets its turn at least every `coop::BUDGET` direct receives.
                 std::future::poll_fn(runtime::coop::poll_proceed).await;
@@ -316,6 +319,23 @@ impl UdpSocket {
             let mut op = RecvMsg::new(self.socket.clone(), buf, control);
             if direct {
                 match op.try_now() {
+                    Ok((res, buf, control)) if inline => {
+                        runtime::op::count_inline_op();
+                        return (
+                            res.and_then(|out| finish(RecvMeta::from(out))),
+                            buf,
+                            control,
+                        );
+                    }
+                    Err(back) if inline => {
+                        // The op that follows waits for the next datagram without a try.
+                        runtime::op::count_inline_op();
+                        runtime::op::found_empty(
+                            self.socket.as_raw_fd(),
+                            runtime::op::Interest::Readable,
+                        );
+                        op = back;
+                    }
                     Ok((res, buf, control)) => {
                         self.direct.found();
                         return (

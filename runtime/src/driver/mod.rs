@@ -116,7 +116,7 @@ pub(crate) use kick::{KickTarget, signal_eventfd};
 pub(crate) use lifecycle::Parked;
 use lifecycle::Slot;
 pub(crate) use napi::Napi;
-pub(crate) use readiness::{cancel_fd, detach as detach_ready, try_ready};
+pub(crate) use readiness::{cancel_fd, detach as detach_ready, found_empty, try_ready};
 pub(crate) use register::{Refill, refill};
 pub(crate) use ring::Wait;
 pub use setup::RingMode;

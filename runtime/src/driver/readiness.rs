@@ -105,6 +105,25 @@ pub(crate) fn try_ready(
     }
 }
 
+/// A non-blocking try that the caller made itself found `fd`'s `interest` empty
+/// (`EAGAIN`): on the current thread's epoll engine, the op that follows waits for the next
+/// event without trying again (the same clear `try_ready` makes). Nothing on io_uring.
+pub(crate) fn found_empty(fd: RawFd, interest: Interest) {
+    let Some(driver) = super::try_current() else {
+        return;
+    };
+    let Ok(mut d) = driver.try_borrow_mut() else {
+        return;
+    };
+    // Registered first (a no-op when it is): the clear must outlive the registration, which
+    // starts an fd as possibly ready. Data that came after the try is reported by the add.
+    if d.prepare(fd).is_ok()
+        && let Engine::Epoll(poller) = &mut d.ring
+    {
+        poller.clear_ready(fd, interest);
+    }
+}
+
 /// Cancels every op waiting on `fd` on the current thread's epoll engine: waiting tasks
 /// are woken and their ops complete with `ECANCELED`; parked ops finish with it now.
 /// Returns how many were cancelled (0 on io_uring, where `IORING_OP_ASYNC_CANCEL` does it).

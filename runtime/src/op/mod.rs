@@ -116,6 +116,16 @@ pub fn count_inline_op() {
     }
 }
 
+/// Tells the epoll backend that a non-blocking system call the caller made itself on `fd`
+/// (ops running inline, [`runs_inline`]) found `interest`'s direction empty (`EAGAIN`): the op
+/// the caller then awaits waits for the fd's next readiness event instead of repeating a
+/// call that could only say `EAGAIN` again. Call it in the same poll as the try (the
+/// edge-triggered engine reports every arrival after it). Does nothing on io_uring or
+/// outside a runtime.
+pub fn found_empty(fd: RawFd, interest: Interest) {
+    crate::driver::found_empty(fd, interest);
+}
+
 /// For the epoll backend: cancels every operation waiting on `fd` in this thread's
 /// runtime, as `IORING_OP_ASYNC_CANCEL` with `IORING_ASYNC_CANCEL_FD | ALL` does on io_uring
 /// (each completes with `ECANCELED`); returns how many there were. Does nothing (0) on
