@@ -63,6 +63,7 @@ mod bufs;
 #[cfg(any(feature = "tokio-io", feature = "futures-io"))]
 pub mod compat;
 mod direct;
+mod halves;
 mod op;
 mod options;
 mod recv_stream;

@@ -2,13 +2,12 @@
 //! ([`TcpStream::into_split`]), and borrowed ones for reading and writing concurrently inside
 //! one task ([`TcpStream::split`]).
 //!
-//! Each half wraps its own `TcpStream` handle on the shared socket, so its methods are the
-//! stream's own. Reads take `&mut self` on the read half and writes `&mut self` on the write
-//! half: one read and one write can be in flight at the same time, never two reads.
+//! The half types, `split`/`into_split` and `reunite` are the shape both streams share
+//! (`halves!`, `net/src/halves.rs`, with the invariants); this module gives the halves the
+//! stream's own methods, forwarded.
 
 use std::{
-    fmt, io,
-    marker::PhantomData,
+    io,
     net::{Shutdown, SocketAddr},
 };
 
@@ -17,63 +16,7 @@ use runtime::buf::{BufRing, IoBuf, IoBufMut};
 use super::TcpStream;
 use crate::{RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats};
 
-/// The read half of a [`TcpStream`], from [`TcpStream::into_split`].
-#[derive(Debug)]
-pub struct OwnedReadHalf {
-    stream: TcpStream,
-}
-
-/// The write half of a [`TcpStream`], from [`TcpStream::into_split`]. Dropping it shuts down
-/// the write direction (the peer reads EOF), unless it is reunited first.
-#[derive(Debug)]
-pub struct OwnedWriteHalf {
-    stream: TcpStream,
-    shutdown_on_drop: bool,
-}
-
-/// The read half of a borrowed [`TcpStream`], from [`TcpStream::split`].
-#[derive(Debug)]
-pub struct ReadHalf<'a> {
-    stream: TcpStream,
-    _borrow: PhantomData<&'a mut TcpStream>,
-}
-
-/// The write half of a borrowed [`TcpStream`], from [`TcpStream::split`]. Dropping it does
-/// nothing to the connection.
-#[derive(Debug)]
-pub struct WriteHalf<'a> {
-    stream: TcpStream,
-    _borrow: PhantomData<&'a mut TcpStream>,
-}
-
-/// Another handle on `stream`'s socket (no fd is duplicated).
-fn handle(stream: &TcpStream) -> TcpStream {
-    TcpStream::from_socket(stream.socket.clone())
-}
-
-pub(super) fn into_split(stream: TcpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
-    let writer = handle(&stream);
-    (
-        OwnedReadHalf { stream },
-        OwnedWriteHalf {
-            stream: writer,
-            shutdown_on_drop: true,
-        },
-    )
-}
-
-pub(super) fn split(stream: &mut TcpStream) -> (ReadHalf<'_>, WriteHalf<'_>) {
-    (
-        ReadHalf {
-            stream: handle(stream),
-            _borrow: PhantomData,
-        },
-        WriteHalf {
-            stream: handle(stream),
-            _borrow: PhantomData,
-        },
-    )
-}
+crate::halves::halves!(TcpStream);
 
 /// The methods every half has.
 macro_rules! common_methods {
@@ -227,21 +170,6 @@ macro_rules! write_methods {
 
 impl OwnedReadHalf {
     read_methods!();
-
-    /// Joins the halves back into the stream.
-    ///
-    /// # Errors
-    ///
-    /// Fails, handing both halves back, if they come from different streams.
-    pub fn reunite(self, write: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
-        if self.stream.socket.same(&write.stream.socket) {
-            let mut write = write;
-            write.shutdown_on_drop = false;
-            Ok(self.stream)
-        } else {
-            Err(ReuniteError(self, write))
-        }
-    }
 }
 
 impl OwnedWriteHalf {
@@ -254,79 +182,4 @@ impl ReadHalf<'_> {
 
 impl WriteHalf<'_> {
     write_methods!();
-}
-
-impl Drop for OwnedWriteHalf {
-    fn drop(&mut self) {
-        if self.shutdown_on_drop {
-            // The socket may already be shut down or reset; nothing useful to report then.
-            let _ = self.stream.shutdown(Shutdown::Write);
-        }
-    }
-}
-
-/// The halves given to [`OwnedReadHalf::reunite`] came from different streams.
-pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
-
-impl fmt::Debug for ReuniteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ReuniteError(..)")
-    }
-}
-
-impl fmt::Display for ReuniteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("tried to reunite halves that are not from the same stream")
-    }
-}
-
-impl std::error::Error for ReuniteError {}
-
-#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
-mod compat {
-    use super::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
-    use crate::{
-        compat::{HasSocket, compat_methods},
-        socket::Socket,
-    };
-
-    impl OwnedReadHalf {
-        compat_methods!(read);
-    }
-
-    impl ReadHalf<'_> {
-        compat_methods!(read);
-    }
-
-    impl OwnedWriteHalf {
-        compat_methods!(write);
-    }
-
-    impl WriteHalf<'_> {
-        compat_methods!(write);
-    }
-
-    impl HasSocket for OwnedReadHalf {
-        fn socket(&self) -> &Socket {
-            &self.stream.socket
-        }
-    }
-
-    impl HasSocket for ReadHalf<'_> {
-        fn socket(&self) -> &Socket {
-            &self.stream.socket
-        }
-    }
-
-    impl HasSocket for OwnedWriteHalf {
-        fn socket(&self) -> &Socket {
-            &self.stream.socket
-        }
-    }
-
-    impl HasSocket for WriteHalf<'_> {
-        fn socket(&self) -> &Socket {
-            &self.stream.socket
-        }
-    }
 }
