@@ -26,6 +26,16 @@ fn in_child() -> bool {
     std::env::var(CASE).is_ok()
 }
 
+/// What every test here starts with: `None` on the epoll backend (the test is skipped,
+/// logged with the reason: direct descriptors live in io_uring's file table), otherwise the
+/// lock that runs one test at a time, since fd counts are process-wide.
+fn direct_test(name: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if integration_tests::skip_on_epoll(name, "direct descriptors (registered files)") {
+        return None;
+    }
+    Some(integration_tests::exclusive())
+}
+
 /// A one-worker runtime with a table of `slots` direct descriptors.
 fn runtime_with_table(slots: u32) -> Runtime {
     Builder::new()
@@ -76,14 +86,10 @@ async fn echo(mut stream: TcpStream) {
 /// once they close.
 #[test]
 fn direct_descriptors_serve_1000_connections_under_nofile_256() {
-    if integration_tests::skip_on_epoll(
-        "direct_descriptors_serve_1000_connections_under_nofile_256",
-        "direct descriptors (registered files)",
-    ) {
+    let Some(_serial) = direct_test("direct_descriptors_serve_1000_connections_under_nofile_256")
+    else {
         return;
-    }
-    // Fd counts are process-wide: one test at a time.
-    let _serial = integration_tests::exclusive();
+    };
     if in_child() {
         return serve_past_the_fd_limit();
     }
@@ -187,14 +193,9 @@ fn serve_past_the_fd_limit() {
 /// and addresses borrow one for the call only.
 #[test]
 fn real_fd_installed_on_demand() {
-    if integration_tests::skip_on_epoll(
-        "real_fd_installed_on_demand",
-        "direct descriptors (registered files)",
-    ) {
+    let Some(_serial) = direct_test("real_fd_installed_on_demand") else {
         return;
-    }
-    // Fd counts are process-wide: one test at a time.
-    let _serial = integration_tests::exclusive();
+    };
     let rt = runtime_with_table(64);
     rt.block_on(async {
         let listener = direct_listener();
@@ -234,14 +235,9 @@ fn real_fd_installed_on_demand() {
 /// off instead of spinning, and closing connections makes room again (no slot leaks).
 #[test]
 fn full_table_reports_backs_off_and_recovers() {
-    if integration_tests::skip_on_epoll(
-        "full_table_reports_backs_off_and_recovers",
-        "direct descriptors (registered files)",
-    ) {
+    let Some(_serial) = direct_test("full_table_reports_backs_off_and_recovers") else {
         return;
-    }
-    // Fd counts are process-wide: one test at a time.
-    let _serial = integration_tests::exclusive();
+    };
     const SLOTS: usize = 8;
     let rt = runtime_with_table(SLOTS as u32);
     rt.block_on(async {
@@ -300,14 +296,9 @@ fn full_table_reports_backs_off_and_recovers() {
 /// `shutdown` reaches the socket through `IORING_OP_SHUTDOWN`.
 #[test]
 fn close_and_shutdown_go_through_the_ring() {
-    if integration_tests::skip_on_epoll(
-        "close_and_shutdown_go_through_the_ring",
-        "direct descriptors (registered files)",
-    ) {
+    let Some(_serial) = direct_test("close_and_shutdown_go_through_the_ring") else {
         return;
-    }
-    // Fd counts are process-wide: one test at a time.
-    let _serial = integration_tests::exclusive();
+    };
     let rt = runtime_with_table(16);
     rt.block_on(async {
         let listener = direct_listener();
@@ -354,14 +345,9 @@ fn close_and_shutdown_go_through_the_ring() {
 /// dropped; no slot is left behind.
 #[test]
 fn dropped_operations_leave_no_slot_behind() {
-    if integration_tests::skip_on_epoll(
-        "dropped_operations_leave_no_slot_behind",
-        "direct descriptors (registered files)",
-    ) {
+    let Some(_serial) = direct_test("dropped_operations_leave_no_slot_behind") else {
         return;
-    }
-    // Fd counts are process-wide: one test at a time.
-    let _serial = integration_tests::exclusive();
+    };
     let rt = runtime_with_table(16);
     rt.block_on(async {
         let listener = direct_listener();
@@ -391,14 +377,9 @@ fn dropped_operations_leave_no_slot_behind() {
 /// (the slot number means nothing to the new ring) instead of reaching that ring's slot.
 #[test]
 fn stream_off_its_ring_fails_cleanly() {
-    if integration_tests::skip_on_epoll(
-        "stream_off_its_ring_fails_cleanly",
-        "direct descriptors (registered files)",
-    ) {
+    let Some(_serial) = direct_test("stream_off_its_ring_fails_cleanly") else {
         return;
-    }
-    // Fd counts are process-wide: one test at a time.
-    let _serial = integration_tests::exclusive();
+    };
     let first = runtime_with_table(16);
     let (stream, _peer) = first.block_on(async {
         let listener = direct_listener();
@@ -466,14 +447,9 @@ fn without_a_table_connections_use_real_fds() {
 /// Reads, writes, vectored writes, `close` and splitting work on direct streams as on others.
 #[test]
 fn direct_streams_do_everything_streams_do() {
-    if integration_tests::skip_on_epoll(
-        "direct_streams_do_everything_streams_do",
-        "direct descriptors (registered files)",
-    ) {
+    let Some(_serial) = direct_test("direct_streams_do_everything_streams_do") else {
         return;
-    }
-    // Fd counts are process-wide: one test at a time.
-    let _serial = integration_tests::exclusive();
+    };
     let rt = runtime_with_table(16);
     rt.block_on(async {
         let listener = direct_listener();
@@ -504,14 +480,9 @@ fn direct_streams_do_everything_streams_do() {
 /// fd says why it has none.
 #[test]
 fn out_of_fds_options_go_through_the_ring() {
-    if integration_tests::skip_on_epoll(
-        "out_of_fds_options_go_through_the_ring",
-        "direct descriptors (registered files)",
-    ) {
+    let Some(_serial) = direct_test("out_of_fds_options_go_through_the_ring") else {
         return;
-    }
-    // Fd counts are process-wide: one test at a time.
-    let _serial = integration_tests::exclusive();
+    };
     if !in_child() {
         run_in_child("out_of_fds_options_go_through_the_ring", CASE, "no-fds", OK);
         return;
@@ -549,14 +520,9 @@ fn out_of_fds_options_go_through_the_ring() {
 /// on, costs no fd, and its slot is closed through the ring like an accepted one's.
 #[test]
 fn connected_streams_can_be_direct_too() {
-    if integration_tests::skip_on_epoll(
-        "connected_streams_can_be_direct_too",
-        "direct descriptors (registered files)",
-    ) {
+    let Some(_serial) = direct_test("connected_streams_can_be_direct_too") else {
         return;
-    }
-    // Fd counts are process-wide: one test at a time.
-    let _serial = integration_tests::exclusive();
+    };
     let rt = runtime_with_table(16);
     rt.block_on(async {
         let listener = direct_listener();
