@@ -1,9 +1,11 @@
-//! `DirectRecv`: when a UDP receive first tries a non-blocking `recvmsg(2)`, without the ring.
+//! `DirectRecv`: when a UDP receive first tries a non-blocking system call, without the ring
+//! (`recvfrom(2)` into the caller's buffer, [`recv_from_now`], or the op's own `recvmsg(2)`
+//! when control data is asked for).
 //!
 //! On a busy socket (many peers sending to one socket, as a VPN or DNS server sees) the next
 //! datagram is usually queued already when the task asks for it. Through the ring, every
 //! datagram costs a loop turn: the task waits for the enter that submits its receive. A
-//! non-blocking `recvmsg` takes it at once instead, and the replies the task writes behind
+//! non-blocking call takes it at once instead, and the replies the task writes behind
 //! meanwhile wait in the submission queue, so many datagrams share one enter. On a quiet
 //! socket the call would find nothing (`EAGAIN`) and cost a system call for nothing, so tries
 //! back off: the receives that follow a miss go through the ring.
@@ -22,7 +24,12 @@
 //!   (`runtime::coop`), so the loop still enters the ring at least every
 //!   `runtime::coop::BUDGET` direct receives, and other tasks run in between.
 
-use std::cell::Cell;
+use std::{cell::Cell, io, os::fd::RawFd};
+
+use runtime::buf::IoBufMut;
+
+use super::RecvMeta;
+use crate::{addr::RawAddr, bufs, op::MAX_IO};
 
 /// The most receives that go through the ring between two direct tries.
 const SKIP_MAX: u8 = 63;
@@ -64,6 +71,41 @@ impl DirectRecv {
     }
 }
 
+/// One non-blocking `recvfrom(2)` of a datagram into `buf`, with its sender: a direct try
+/// that asks for no control data, so it needs no op and no `msghdr`. `None` for `EAGAIN`.
+/// The datagram's length on the wire is reported (`MSG_TRUNC`), as the op's would be.
+pub(super) fn recv_from_now<B: IoBufMut>(fd: RawFd, buf: &mut B) -> Option<io::Result<RecvMeta>> {
+    let mut addr = RawAddr::empty();
+    let capacity = buf.bytes_total().min(MAX_IO);
+    let flags = libc::MSG_TRUNC | libc::MSG_DONTWAIT;
+    // SAFETY: `stable_mut_ptr` points at `capacity` writable bytes of `buf` (at most its
+    // total), and `addr` is live storage of `addr.len` bytes; all outlive this synchronous
+    // call, which writes only there.
+    let n = unsafe {
+        libc::recvfrom(
+            fd,
+            buf.stable_mut_ptr().cast(),
+            capacity,
+            flags,
+            (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
+            &mut addr.len,
+        )
+    };
+    let Ok(len) = usize::try_from(n) else {
+        let e = io::Error::last_os_error();
+        return (e.kind() != io::ErrorKind::WouldBlock).then_some(Err(e));
+    };
+    let copied = len.min(capacity);
+    bufs::set_init_across(std::slice::from_mut(buf), copied);
+    Some(Ok(RecvMeta {
+        len: copied,
+        datagram_len: len,
+        peer: addr.socket_addr().ok(),
+        truncated: len > copied,
+        control_truncated: false,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +144,32 @@ mod tests {
         assert!(direct.should_try());
         direct.found();
         assert_eq!(tries(&direct, 5), 5);
+    }
+
+    #[test]
+    fn a_direct_receive_reports_the_sender_truncation_and_an_empty_socket() {
+        use std::os::fd::AsRawFd;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = rx.as_raw_fd();
+        assert!(recv_from_now(fd, &mut Vec::<u8>::with_capacity(8)).is_none());
+        tx.send_to(b"0123456789", rx.local_addr().unwrap()).unwrap();
+        let mut buf = Vec::with_capacity(4);
+        let meta = loop {
+            if let Some(res) = recv_from_now(fd, &mut buf) {
+                break res.unwrap();
+            }
+        };
+        assert_eq!((meta.len, meta.datagram_len, meta.truncated), (4, 10, true));
+        assert_eq!(meta.peer, Some(tx.local_addr().unwrap()));
+        assert_eq!(&buf[..], b"0123");
+        tx.send_to(b"ok", rx.local_addr().unwrap()).unwrap();
+        let mut buf = Vec::with_capacity(64);
+        let meta = loop {
+            if let Some(res) = recv_from_now(fd, &mut buf) {
+                break res.unwrap();
+            }
+        };
+        assert_eq!((meta.len, meta.truncated, &buf[..]), (2, false, &b"ok"[..]));
     }
 }

@@ -21,7 +21,7 @@ use crate::{
     socket::Socket,
     stream::RescueAware,
     tcp::is_cancelled,
-    udp::direct::DirectRecv,
+    udp::direct::{self, DirectRecv},
     zc::{self, Attempt},
 };
 
@@ -52,7 +52,7 @@ mod vectored;
 #[derive(Debug)]
 pub struct UdpSocket {
     socket: Socket,
-    /// Whether receives first try a non-blocking `recvmsg(2)` (`direct.rs`).
+    /// Whether receives first try a non-blocking system call (`direct.rs`).
     direct: DirectRecv,
 }
 
@@ -294,6 +294,26 @@ impl UdpSocket {
         .await
     }
 
+    /// Accounts for a direct receive try that `found` a datagram (or an error) or not: on
+    /// epoll (`inline`) it counts as the op it replaced, and a miss tells the engine the
+    /// socket is empty, so the op that follows waits without a second try; on io_uring it
+    /// feeds the back-off.
+    fn tried_directly(&self, inline: bool, found: bool) {
+        match (inline, found) {
+            (true, found) => {
+                runtime::op::count_inline_op();
+                if !found {
+                    runtime::op::found_empty(
+                        self.socket.as_raw_fd(),
+                        runtime::op::Interest::Readable,
+                    );
+                }
+            }
+            (false, true) => self.direct.found(),
+            (false, false) => self.direct.missed(),
+        }
+    }
+
     /// Receives one datagram (a rescued one first), then lets `finish` judge the metadata.
     async fn receive<B: IoBufMut>(
         &self,
@@ -316,28 +336,20 @@ impl UdpSocket {
                 }
                 return (finish(meta), buf, control);
             }
+            if direct && control.is_none() {
+                // Without control data the try needs no op at all: one `recvfrom(2)`.
+                let tried = direct::recv_from_now(self.socket.as_raw_fd(), &mut buf);
+                self.tried_directly(inline, tried.is_some());
+                if let Some(res) = tried {
+                    return (res.and_then(&finish), buf, None);
+                }
+            }
+            let with_control = control.is_some();
             let mut op = RecvMsg::new(self.socket.clone(), buf, control);
-            if direct {
+            if direct && with_control {
                 match op.try_now() {
-                    Ok((res, buf, control)) if inline => {
-                        runtime::op::count_inline_op();
-                        return (
-                            res.and_then(|out| finish(RecvMeta::from(out))),
-                            buf,
-                            control,
-                        );
-                    }
-                    Err(back) if inline => {
-                        // The op that follows waits for the next datagram without a try.
-                        runtime::op::count_inline_op();
-                        runtime::op::found_empty(
-                            self.socket.as_raw_fd(),
-                            runtime::op::Interest::Readable,
-                        );
-                        op = back;
-                    }
                     Ok((res, buf, control)) => {
-                        self.direct.found();
+                        self.tried_directly(inline, true);
                         return (
                             res.and_then(|out| finish(RecvMeta::from(out))),
                             buf,
@@ -345,7 +357,7 @@ impl UdpSocket {
                         );
                     }
                     Err(back) => {
-                        self.direct.missed();
+                        self.tried_directly(inline, false);
                         op = back;
                     }
                 }
