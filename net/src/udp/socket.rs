@@ -205,7 +205,7 @@ impl UdpSocket {
     /// Receives one datagram into `buf` and returns its length and sender.
     ///
     /// On a busy socket, where the next datagram is usually queued already, a receive first
-    /// tries a non-blocking `recvmsg(2)` and so needs no loop turn of its own: many datagrams
+    /// tries a non-blocking `recvfrom(2)` and so needs no loop turn of its own: many datagrams
     /// (and the replies sent behind meanwhile) share one `io_uring_enter`. On a quiet socket
     /// such tries back off, and receives go through the ring.
     ///
