@@ -42,15 +42,22 @@ fn thread_names() -> Vec<String> {
         .collect()
 }
 
+/// What the tests of ring modes start with: `None` on the epoll backend (the test is skipped,
+/// logged with the reason), otherwise the lock that runs one at a time (they count threads
+/// and fds, and pin CPUs).
+fn ring_mode_test(name: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    let test = format!("ring_modes::{name}");
+    if integration_tests::skip_on_epoll(&test, "SQPOLL and NAPI are io_uring ring modes") {
+        return None;
+    }
+    Some(exclusive())
+}
+
 #[test]
 fn sqpoll_runs_a_kernel_thread_and_says_so() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_runs_a_kernel_thread_and_says_so",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_runs_a_kernel_thread_and_says_so") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rt = sqpoll(10).build().unwrap();
     let caps = rt.capabilities();
     assert!(caps.sqpoll(), "{caps}");
@@ -82,13 +89,9 @@ fn sqpoll_runs_a_kernel_thread_and_says_so() {
 
 #[test]
 fn sqpoll_cpu_is_the_one_asked_for() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_cpu_is_the_one_asked_for",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_cpu_is_the_one_asked_for") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rt = sqpoll(10).sqpoll_cpu(0).build().unwrap();
     assert_eq!(rt.capabilities().sqpoll_cpu(), Some(0));
     rt.block_on(async { nop().await.unwrap() });
@@ -99,13 +102,9 @@ fn sqpoll_cpu_is_the_one_asked_for() {
 /// result comes back the same way, rounds apart so that both SQ threads have gone to sleep.
 #[test]
 fn sqpoll_workers_wake_each_other() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_workers_wake_each_other",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_workers_wake_each_other") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let mut b = Builder::new();
     b.worker_threads(2).sqpoll(Duration::from_millis(1));
     let rt = b.build().unwrap();
@@ -142,13 +141,9 @@ fn rt_cpu() -> Option<u32> {
 /// the loop then blocks for the completion or stays busy with another task.
 #[test]
 fn sqpoll_wakes_its_sleeping_thread() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_wakes_its_sleeping_thread",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_wakes_its_sleeping_thread") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rt = sqpoll(1).build().unwrap();
     rt.block_on(async {
         for round in 0..5 {
@@ -181,13 +176,9 @@ fn sqpoll_wakes_its_sleeping_thread() {
 /// (`IORING_ENTER_SQ_WAIT`) or in the backlog, and none is lost.
 #[test]
 fn sqpoll_full_sq_loses_nothing() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_full_sq_loses_nothing",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_full_sq_loses_nothing") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rt = sqpoll(10).entries(8).cq_entries(64).build().unwrap();
     assert!(rt.capabilities().sqpoll());
     rt.block_on(async {
@@ -206,13 +197,9 @@ fn sqpoll_full_sq_loses_nothing() {
 /// kernel's list and each is still delivered.
 #[test]
 fn sqpoll_cq_overflow_delivers_every_completion() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_cq_overflow_delivers_every_completion",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_cq_overflow_delivers_every_completion") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rt = sqpoll(10).entries(4).cq_entries(4).build().unwrap();
     assert!(rt.capabilities().sqpoll());
     rt.block_on(async {
@@ -230,13 +217,9 @@ fn sqpoll_cq_overflow_delivers_every_completion() {
 /// taken it and posted no failure. Every byte arrives, in order, and a flush returns.
 #[test]
 fn sqpoll_skip_success_sends_deliver_every_byte() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_skip_success_sends_deliver_every_byte",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_skip_success_sends_deliver_every_byte") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rt = sqpoll(10).build().unwrap();
     let (total, received) = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -273,13 +256,9 @@ fn sqpoll_skip_success_sends_deliver_every_byte() {
 /// the bytes go out, every parked resource is released after its final CQE, no fd leaks.
 #[test]
 fn sqpoll_shutdown_with_ops_in_flight_drains() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_shutdown_with_ops_in_flight_drains",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_shutdown_with_ops_in_flight_drains") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let before = open_fds();
     let counter = DropCounter::default();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -329,13 +308,11 @@ fn sqpoll_shutdown_with_ops_in_flight_drains() {
 /// another still goes out.
 #[test]
 fn sqpoll_shutdown_sends_what_was_written_behind_while_the_thread_slept() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_shutdown_sends_what_was_written_behind_while_the_thread_slept",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) =
+        ring_mode_test("sqpoll_shutdown_sends_what_was_written_behind_while_the_thread_slept")
+    else {
         return;
-    }
-    let _serial = exclusive();
+    };
     for round in 0..5 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -372,13 +349,9 @@ fn sqpoll_shutdown_sends_what_was_written_behind_while_the_thread_slept() {
 /// without it, in the fastest mode left, and the notes say why.
 #[test]
 fn refused_sqpoll_falls_back_with_a_note() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::refused_sqpoll_falls_back_with_a_note",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("refused_sqpoll_falls_back_with_a_note") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rt = sqpoll(10).sqpoll_cpu(1 << 20).build().unwrap();
     let caps = rt.capabilities();
     assert!(!caps.sqpoll(), "{caps}");
@@ -401,13 +374,9 @@ fn refused_sqpoll_falls_back_with_a_note() {
 /// Zero-copy receive needs DEFER_TASKRUN: asked together, SQPOLL yields with a note.
 #[test]
 fn sqpoll_yields_to_zero_copy_receive() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_yields_to_zero_copy_receive",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_yields_to_zero_copy_receive") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let mut b = sqpoll(10);
     b.zcrx(
         runtime::zcrx::ZcrxConfig::new("lo", 0)
@@ -430,13 +399,9 @@ fn sqpoll_yields_to_zero_copy_receive() {
 /// environment.
 #[test]
 fn sqpoll_environment_variable() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::sqpoll_environment_variable",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
+    let Some(_serial) = ring_mode_test("sqpoll_environment_variable") else {
         return;
-    }
-    let _serial = exclusive();
+    };
     match std::env::var("RUNTIME_SQPOLL").ok().as_deref() {
         None => {
             run_in_child(
