@@ -221,8 +221,7 @@ const SERVERS: [Server; 8] = [
 /// `udp_echo_runtime`, `echo_ring`, `udp_echo_ring`, e.g. `target/release` of a checkout of the
 /// previous commit built with `cargo build --profile bench -p benches --bins`), those as
 /// `runtime-base`, `runtime-epoll-base` and `runtime-ring-base` (`-base-<name>` for the
-/// second folder on): a
-/// refactor's before and after, measured in one run.
+/// second folder on): a refactor's before and after, measured in one run.
 fn all_servers() -> Result<Vec<Server>, Box<dyn std::error::Error>> {
     let mut all: Vec<Server> = SERVERS.into_iter().collect();
     for base in benches::baselines() {

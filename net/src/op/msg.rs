@@ -16,7 +16,7 @@ use super::{
     MAX_IO,
     msg_box::MsgBox,
     nonblocking,
-    stream::{MsgHdr, superseded},
+    stream::{MsgHdr, SendMode, superseded},
 };
 use crate::{
     addr::RawAddr,
@@ -142,24 +142,6 @@ impl MsgState {
     }
 }
 
-/// The `IORING_OP_SENDMSG` SQE of the message `hdr` describes, on `target` (no SIGPIPE). With
-/// `fast`, the skip-success path: `MSG_DONTWAIT` together with `IOSQE_CQE_SKIP_SUCCESS`, as the
-/// skip-success contract requires. The caller keeps `hdr`, what it points at and the fd valid
-/// until the final CQE.
-pub(super) fn sendmsg_sqe(
-    target: crate::socket::Target,
-    hdr: *const libc::msghdr,
-    fast: bool,
-) -> squeue::Entry {
-    let flags = libc::MSG_NOSIGNAL | if fast { libc::MSG_DONTWAIT } else { 0 };
-    let sqe = on_target!(target, fd => opcode::SendMsg::new(fd, hdr).flags(flags as u32).build());
-    if fast {
-        sqe.flags(squeue::Flags::SKIP_SUCCESS)
-    } else {
-        sqe
-    }
-}
-
 /// `IORING_OP_SENDMSG` of one buffer, to an optional address, with optional control data.
 #[derive(Debug)]
 pub(crate) struct SendMsg<B> {
@@ -228,22 +210,12 @@ unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
 
     fn build(&mut self) -> squeue::Entry {
         let len = self.len();
+        let mode = SendMode::datagram(self.fast);
         if self.control.is_none() && runtime::op::send_takes_address() {
             // A datagram and its address need no `msghdr`: `SEND` copies in neither a
             // header nor an `iovec` (~0.1 µs of each datagram here).
-            let (addr, addr_len) = self.dest();
-            let flags = libc::MSG_NOSIGNAL | if self.fast { libc::MSG_DONTWAIT } else { 0 };
             let ptr = self.buf.stable_ptr();
-            let sqe = on_target!(self.socket.uring_fd(), fd => opcode::Send::new(fd, ptr, len as u32)
-                .dest_addr(addr)
-                .dest_addr_len(addr_len)
-                .flags(flags)
-                .build());
-            return if self.fast {
-                sqe.flags(squeue::Flags::SKIP_SUCCESS)
-            } else {
-                sqe
-            };
+            return mode.send_to_sqe(self.socket.uring_fd(), ptr, len as u32, self.dest());
         }
         let hdr = self.state.prepare_send(
             self.buf.stable_ptr(),
@@ -251,7 +223,7 @@ unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
             self.has_addr,
             self.control.as_mut(),
         );
-        sendmsg_sqe(self.socket.uring_fd(), hdr, self.fast)
+        mode.sendmsg_sqe(self.socket.uring_fd(), hdr)
     }
 
     fn skip_success(&self) -> Option<i32> {
@@ -273,22 +245,9 @@ unsafe impl<B: IoBuf> OpCode for SendMsg<B> {
     fn try_nonblocking(&mut self) -> Option<Completion> {
         let (ptr, len) = (self.buf.stable_ptr(), self.len());
         if self.control.is_none() {
-            let (addr, addr_len) = self.dest();
-            let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-            // SAFETY: `ptr..ptr + len` are `buf`'s initialized bytes and `addr` the boxed
-            // address of `addr_len` bytes (or null with 0), owned by `self`, only read, for
-            // the duration of the call.
-            let ret = unsafe {
-                libc::sendto(
-                    self.socket.as_raw_fd(),
-                    ptr.cast(),
-                    len,
-                    flags,
-                    addr,
-                    addr_len,
-                )
-            };
-            return Completion::from_syscall(ret);
+            let addr = self.has_addr.then_some(&self.state.addr);
+            let bytes = &self.buf.as_slice()[..len];
+            return nonblocking::send_to_slice(self.socket.as_raw_fd(), bytes, addr);
         }
         let hdr = self
             .state
@@ -421,22 +380,13 @@ impl<B: IoBufMut> RecvMsg<B> {
             return unsafe { libc::recvmsg(fd, hdr, flags) };
         }
         let state = &mut *self.state;
-        let mut namelen = state.hdr.0.msg_namelen;
-        // SAFETY: `prepare` pointed the iovec at `iov_len` bytes of the buffer's stable
-        // memory and the header's name at the boxed address storage of `msg_namelen` bytes,
-        // all owned by `self` and outliving this synchronous call; `namelen` is a live local.
-        let n = unsafe {
-            libc::recvfrom(
-                fd,
-                state.iov.0.iov_base,
-                state.iov.0.iov_len,
-                flags,
-                state.hdr.0.msg_name.cast(),
-                &mut namelen,
-            )
-        };
+        let (ptr, len) = (state.iov.0.iov_base.cast(), state.iov.0.iov_len);
+        // SAFETY: `prepare` pointed the iovec at `len` bytes of the buffer's stable memory,
+        // owned by `self` and outliving this synchronous call.
+        let n = unsafe { nonblocking::recvfrom(fd, ptr, len, flags, &mut state.addr) };
         if n >= 0 {
-            state.hdr.0.msg_namelen = namelen;
+            // Where the ring's `RECVMSG` leaves the sender's length (`output` reads it).
+            state.hdr.0.msg_namelen = state.addr.len;
             let truncated = !self.stream && n as usize > state.iov.0.iov_len;
             state.hdr.0.msg_flags = if truncated { libc::MSG_TRUNC } else { 0 };
         }

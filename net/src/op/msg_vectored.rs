@@ -78,7 +78,7 @@ unsafe impl<B: IoBuf> OpCode for SendMsgVectored<B> {
 
     fn build(&mut self) -> squeue::Entry {
         self.prepare();
-        super::msg::sendmsg_sqe(self.socket.uring_fd(), &self.state.hdr.0, self.fast)
+        super::SendMode::datagram(self.fast).sendmsg_sqe(self.socket.uring_fd(), &self.state.hdr.0)
     }
 
     fn skip_success(&self) -> Option<i32> {

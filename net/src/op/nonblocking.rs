@@ -42,6 +42,35 @@ pub(crate) fn send_to_slice(
     Completion::from_syscall(ret)
 }
 
+/// `recvfrom(2)` of up to `len` bytes into `ptr`, with `flags` (plus `MSG_DONTWAIT`), the
+/// sender written into `addr` (whose length is updated). Returns the call's result: the
+/// byte count (a datagram's length on the wire with `MSG_TRUNC`), or -1 with `errno` set.
+///
+/// # Safety
+///
+/// `ptr..ptr + len` is writable memory.
+pub(crate) unsafe fn recvfrom(
+    fd: RawFd,
+    ptr: *mut u8,
+    len: usize,
+    flags: i32,
+    addr: &mut crate::addr::RawAddr,
+) -> isize {
+    let name = (&mut addr.storage as *mut libc::sockaddr_storage).cast();
+    // SAFETY: `ptr..ptr + len` is writable (the caller's promise); `name` is the live
+    // storage of `addr.len` bytes and `addr.len` a live length, for this synchronous call.
+    unsafe {
+        libc::recvfrom(
+            fd,
+            ptr.cast(),
+            len,
+            flags | libc::MSG_DONTWAIT,
+            name,
+            &mut addr.len,
+        )
+    }
+}
+
 /// `send(2)` with `flags` (plus `MSG_NOSIGNAL | MSG_DONTWAIT`).
 ///
 /// # Safety

@@ -167,17 +167,54 @@ impl SendMode {
         matches!(self, SendMode::FastStream | SendMode::FastDatagram)
     }
 
-    /// The `IORING_OP_SEND` SQE of `len` bytes at `ptr` on `fd` in this mode: the fast modes
-    /// carry `IOSQE_CQE_SKIP_SUCCESS` together with their `MSG_DONTWAIT`, as the skip-success
-    /// contract requires. The caller keeps `ptr..ptr + len` and `fd` valid until the final CQE.
-    pub(crate) fn send_sqe(self, target: Target, ptr: *const u8, len: u32) -> squeue::Entry {
-        let sqe =
-            on_target!(target, fd => opcode::Send::new(fd, ptr, len).flags(self.flags()).build());
+    /// The mode of a datagram send: the skip-success path with `fast`, else one that waits
+    /// for room.
+    pub(crate) fn datagram(fast: bool) -> SendMode {
+        match fast {
+            true => SendMode::FastDatagram,
+            false => SendMode::Wait { all: false },
+        }
+    }
+
+    /// `sqe` with `IOSQE_CQE_SKIP_SUCCESS` in the fast modes, which carry `MSG_DONTWAIT`
+    /// with it (`flags`), as the skip-success contract requires.
+    fn skip_success(self, sqe: squeue::Entry) -> squeue::Entry {
         if self.is_fast() {
             sqe.flags(squeue::Flags::SKIP_SUCCESS)
         } else {
             sqe
         }
+    }
+
+    /// The `IORING_OP_SEND` SQE of `len` bytes at `ptr` on `fd` in this mode. The caller
+    /// keeps `ptr..ptr + len` and `fd` valid until the final CQE.
+    pub(crate) fn send_sqe(self, target: Target, ptr: *const u8, len: u32) -> squeue::Entry {
+        self.send_to_sqe(target, ptr, len, (std::ptr::null(), 0))
+    }
+
+    /// [`send_sqe`](SendMode::send_sqe) to the address `dest` (its pointer and length; null
+    /// and 0 for the connected peer), which the caller also keeps valid until the final CQE.
+    /// `IORING_OP_SEND` takes an address from Linux 6.1 (`runtime::op::send_takes_address`).
+    pub(crate) fn send_to_sqe(
+        self,
+        target: Target,
+        ptr: *const u8,
+        len: u32,
+        dest: (*const libc::sockaddr, libc::socklen_t),
+    ) -> squeue::Entry {
+        self.skip_success(on_target!(target, fd => opcode::Send::new(fd, ptr, len)
+            .dest_addr(dest.0)
+            .dest_addr_len(dest.1)
+            .flags(self.flags())
+            .build()))
+    }
+
+    /// The `IORING_OP_SENDMSG` SQE of the message `hdr` describes, on `target`, in this mode.
+    /// The caller keeps `hdr`, what it points at and the fd valid until the final CQE.
+    pub(crate) fn sendmsg_sqe(self, target: Target, hdr: *const libc::msghdr) -> squeue::Entry {
+        self.skip_success(on_target!(target, fd => opcode::SendMsg::new(fd, hdr)
+            .flags(self.flags() as u32)
+            .build()))
     }
 }
 

@@ -29,7 +29,11 @@ use std::{cell::Cell, io, os::fd::RawFd};
 use runtime::buf::IoBufMut;
 
 use super::RecvMeta;
-use crate::{addr::RawAddr, bufs, op::MAX_IO};
+use crate::{
+    addr::RawAddr,
+    bufs,
+    op::{MAX_IO, nonblocking},
+};
 
 /// The most receives that go through the ring between two direct tries.
 const SKIP_MAX: u8 = 63;
@@ -77,18 +81,15 @@ impl DirectRecv {
 pub(super) fn recv_from_now<B: IoBufMut>(fd: RawFd, buf: &mut B) -> Option<io::Result<RecvMeta>> {
     let mut addr = RawAddr::empty();
     let capacity = buf.bytes_total().min(MAX_IO);
-    let flags = libc::MSG_TRUNC | libc::MSG_DONTWAIT;
     // SAFETY: `stable_mut_ptr` points at `capacity` writable bytes of `buf` (at most its
-    // total), and `addr` is live storage of `addr.len` bytes; all outlive this synchronous
-    // call, which writes only there.
+    // total), which outlive this synchronous call.
     let n = unsafe {
-        libc::recvfrom(
+        nonblocking::recvfrom(
             fd,
-            buf.stable_mut_ptr().cast(),
+            buf.stable_mut_ptr(),
             capacity,
-            flags,
-            (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
-            &mut addr.len,
+            libc::MSG_TRUNC,
+            &mut addr,
         )
     };
     let Ok(len) = usize::try_from(n) else {

@@ -34,8 +34,8 @@
 //!   their retries run after the driver borrow ended, like any parked op's finish.
 //! - The wake-up eventfd is registered under [`WAKE_KEY`] and read (reset) whenever it fires.
 //! - Fds closed while no driver of theirs is current reach every live engine through its
-//!   list of closed fds (`closed.rs`), taken before the next fd is prepared, so a reused fd number is never
-//!   taken for the old, registered file.
+//!   list of closed fds (`closed.rs`), taken before the next fd is prepared, so a reused fd
+//!   number is never taken for the old, registered file.
 
 mod closed;
 
