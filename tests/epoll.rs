@@ -425,6 +425,46 @@ fn a_small_write_goes_out_in_the_call_and_counts_as_one_op() {
 }
 
 #[test]
+fn a_large_write_is_one_send_call_and_one_that_finds_no_room_waits_for_some() {
+    let rt = epoll();
+    rt.block_on(async {
+        let (mut stream, peer) = integration_tests::stream_with_std_peer().await;
+        let before = runtime::metrics().ops_submitted;
+        let (res, _) = stream.write_all(vec![7u8; 64 * 1024]).await;
+        res.unwrap();
+        // Too large to copy behind: sent from the caller's buffer, one send(2).
+        assert_eq!(runtime::metrics().ops_submitted - before, 1);
+        let mut written = 64 * 1024;
+        // Fill the socket until a write finds no room and waits (then dropped by the timeout).
+        loop {
+            let write = stream.write(vec![1u8; 64 * 1024]);
+            match runtime::time::timeout(Duration::from_millis(50), write).await {
+                Ok((res, _)) => written += res.unwrap(),
+                Err(_) => break,
+            }
+        }
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            let mut got = Vec::new();
+            let mut peer = peer;
+            peer.read_to_end(&mut got).unwrap();
+            got
+        });
+        // The reader makes room: this write waits for it, then takes what fits.
+        let write = stream.write(vec![1u8; 64 * 1024]);
+        let (res, _) = runtime::time::timeout(Duration::from_secs(5), write)
+            .await
+            .expect("the room the reader made woke the waiting write");
+        written += res.unwrap();
+        drop(stream);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), written, "every byte a write reported arrived");
+        assert!(got[..64 * 1024].iter().all(|&b| b == 7));
+        assert!(got[64 * 1024..].iter().all(|&b| b == 1));
+    });
+}
+
+#[test]
 fn sent_datagrams_do_not_wake_the_loop() {
     let rt = epoll();
     rt.block_on(async {

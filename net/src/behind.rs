@@ -135,6 +135,12 @@ pub(crate) fn take_error(socket: &Socket) -> Option<io::Error> {
     ))
 }
 
+/// Whether nothing is staged or in flight on `socket` (so a send of the caller's own may
+/// start now and keep the stream's order).
+pub(crate) fn is_clear(socket: &Socket) -> bool {
+    existing(socket).is_none_or(|b| b.in_flight.is_none())
+}
+
 /// Copies `bytes` to be sent behind the caller's back. Returns false (and does nothing) when
 /// they are too many to copy, or too many are staged already: the caller then waits for
 /// [`flush`] and sends them itself.

@@ -37,7 +37,7 @@ use crate::{
     behind,
     op::{Readv, Recv, Send, SendMode, Writev, send_some},
     socket::Socket,
-    write::{Slow, Write},
+    write::{AfterSend, Kind, Slow, Write},
 };
 
 /// Whether `e` is `ECANCELED`.
@@ -137,22 +137,39 @@ pub(crate) fn write<B: IoBuf>(
     socket: &Socket,
     buf: B,
 ) -> impl Future<Output = (io::Result<usize>, B)> + use<'_, B> {
-    Write::Start {
-        socket,
-        buf,
-        written: |buf: &B| buf.bytes_init(),
-        slow: write_slow::<B>,
-    }
+    Write::<B, WriteSome>::new(socket, buf)
 }
 
-/// The slow path of [`write`]: waits for what was written behind, then sends.
-fn write_slow<B: IoBuf>(socket: &Socket, buf: B) -> Slow<'_, B, usize> {
-    Box::pin(async move {
-        if let Err(e) = behind::flush(socket).await {
-            return (Err(e), buf);
+/// `write`: resolves with how many bytes the kernel took.
+pub(crate) enum WriteSome {}
+
+impl<B: IoBuf> Kind<B> for WriteSome {
+    type Output = usize;
+
+    fn staged(buf: &B) -> usize {
+        buf.bytes_init()
+    }
+
+    fn slow(socket: &Socket, buf: B) -> Slow<'_, B, usize> {
+        Box::pin(async move {
+            if let Err(e) = behind::flush(socket).await {
+                return (Err(e), buf);
+            }
+            send_some(socket, buf, SendMode::FastStream).await
+        })
+    }
+
+    fn sent(socket: &Socket, res: io::Result<usize>, buf: B) -> AfterSend<'_, B, usize> {
+        match res {
+            // No room: wait for some (what `send_some` does after its first try).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Box::pin(Op::new(Send::new(
+                socket.clone(),
+                buf,
+                SendMode::Wait { all: false },
+            )))),
+            res => Ok((res, buf)),
         }
-        send_some(socket, buf, SendMode::FastStream).await
-    })
+    }
 }
 
 /// Writes all of `buf`'s initialized bytes, behind the caller's back when they are few.
@@ -160,22 +177,37 @@ pub(crate) fn write_all<B: IoBuf>(
     socket: &Socket,
     buf: B,
 ) -> impl Future<Output = (io::Result<()>, B)> + use<'_, B> {
-    Write::Start {
-        socket,
-        buf,
-        written: |_: &B| (),
-        slow: write_all_slow::<B>,
-    }
+    Write::<B, WriteAll>::new(socket, buf)
 }
 
-/// The slow path of [`write_all`]: waits for what was written behind, then sends every byte.
-fn write_all_slow<B: IoBuf>(socket: &Socket, buf: B) -> Slow<'_, B, ()> {
-    Box::pin(async move {
-        if let Err(e) = behind::flush(socket).await {
-            return (Err(e), buf);
+/// `write_all`: resolves once the kernel took every byte.
+pub(crate) enum WriteAll {}
+
+impl<B: IoBuf> Kind<B> for WriteAll {
+    type Output = ();
+
+    fn staged(_: &B) {}
+
+    fn slow(socket: &Socket, buf: B) -> Slow<'_, B, ()> {
+        Box::pin(async move {
+            if let Err(e) = behind::flush(socket).await {
+                return (Err(e), buf);
+            }
+            write_all_now(socket, buf).await
+        })
+    }
+
+    fn sent(socket: &Socket, res: io::Result<usize>, buf: B) -> AfterSend<'_, B, ()> {
+        let len = buf.bytes_init();
+        match res {
+            Ok(n) if n >= len => Ok((Ok(()), buf)),
+            Ok(n) => Err(Box::pin(write_rest(socket, buf, n, len))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(Box::pin(write_rest(socket, buf, 0, len)))
+            }
+            Err(e) => Ok((Err(e), buf)),
         }
-        write_all_now(socket, buf).await
-    })
+    }
 }
 
 /// `write_all` without writing behind: resolves once the kernel took every byte. The caller

@@ -3,73 +3,107 @@
 //! # Invariants
 //!
 //! - Nothing happens before the first poll (like an `async fn`): that poll either writes the
-//!   bytes behind (`behind.rs`) and is ready, or reports an earlier failure, or moves to the
-//!   slow path, which waits for what was written behind and then sends the buffer itself.
-//! - The slow path is boxed. It is rare (writes of more than 4 KiB, or more than 256 KiB
-//!   staged), and keeping its state out of line keeps every caller's future small: that
-//!   state would otherwise sit in the memory of every idle connection's task.
+//!   bytes behind (`behind.rs`) and is ready, or reports an earlier failure, or sends the
+//!   buffer itself.
+//! - A send of the caller's buffer starts only once nothing is staged or in flight on the
+//!   socket, so the byte stream keeps call order.
+//! - Where ops run inline (the epoll backend, `runtime::op::runs_inline`) and nothing is
+//!   behind, that first poll sends from the caller's buffer itself, as the op would, and is
+//!   ready when the socket took what the write needs (tokio's write): a large write then
+//!   costs its system call and nothing else. Inside a cancel scope that fired it does not
+//!   (the op path completes with `ECANCELED` there).
+//! - Everything else is the slow path, boxed: on io_uring every write the kernel must see
+//!   (larger than `behind::COPY_MAX`), and anywhere a write behind bytes still staged, one
+//!   that found no room, or a `write_all` the socket took only part of. Keeping that state
+//!   out of line keeps every caller's future small: it would otherwise sit in the memory of
+//!   every idle connection's task (the `Op` of a send alone is larger than this future).
 
 use std::{
     fmt,
     future::Future,
     io,
+    marker::PhantomData,
+    os::fd::AsRawFd,
     pin::Pin,
     task::{Context, Poll},
 };
 
-use runtime::buf::IoBuf;
+use runtime::{
+    buf::IoBuf,
+    op::{self, Interest},
+};
 
-use crate::{socket::Socket, stream::write_behind};
+use crate::{
+    behind,
+    op::{MAX_IO, nonblocking},
+    socket::Socket,
+    stream::write_behind,
+};
 
 /// The boxed slow path of a write.
 pub(crate) type Slow<'a, B, T> = Pin<Box<dyn Future<Output = (io::Result<T>, B)> + 'a>>;
 
-/// A write that is written behind when it can be (see the module docs). `W` (what the write
-/// returns when its bytes were written behind) and `S` (the slow path) are closures without
-/// captures, so they take no room.
-pub(crate) enum Write<'a, B, T, W, S> {
-    Start {
-        socket: &'a Socket,
-        buf: B,
-        written: W,
-        slow: S,
-    },
-    Slow(Slow<'a, B, T>),
-    Done,
+/// How a write goes on after a send: done with its result, or on to the slow path.
+pub(crate) type AfterSend<'a, B, T> = Result<(io::Result<T>, B), Slow<'a, B, T>>;
+
+/// What a write returns, and how it goes on after its first send: `write` or `write_all`.
+pub(crate) trait Kind<B> {
+    /// `usize` (bytes written) for `write`, `()` for `write_all`.
+    type Output: Unpin;
+
+    /// The result of a write whose bytes were all written behind.
+    fn staged(buf: &B) -> Self::Output;
+
+    /// The whole write when its first poll does not send it: flush what is behind, then send.
+    fn slow(socket: &Socket, buf: B) -> Slow<'_, B, Self::Output>;
+
+    /// The result of a first send that did not wait (`MSG_DONTWAIT`), or the slow path that
+    /// goes on from it.
+    fn sent(socket: &Socket, res: io::Result<usize>, buf: B) -> AfterSend<'_, B, Self::Output>;
 }
 
-impl<B, T, W, S> fmt::Debug for Write<'_, B, T, W, S> {
+/// A write that is written behind when it can be (see the module docs).
+pub(crate) enum Write<'a, B: IoBuf, K: Kind<B>> {
+    Start { socket: &'a Socket, buf: B },
+    Slow(Slow<'a, B, K::Output>),
+    Done(PhantomData<K>),
+}
+
+impl<'a, B: IoBuf, K: Kind<B>> Write<'a, B, K> {
+    pub(crate) fn new(socket: &'a Socket, buf: B) -> Self {
+        Write::Start { socket, buf }
+    }
+}
+
+impl<B: IoBuf, K: Kind<B>> fmt::Debug for Write<'_, B, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Write::Start { .. } => "Write::Start",
             Write::Slow(_) => "Write::Slow",
-            Write::Done => "Write::Done",
+            Write::Done(_) => "Write::Done",
         })
     }
 }
 
-impl<'a, B, T, W, S> Future for Write<'a, B, T, W, S>
-where
-    B: IoBuf,
-    T: Unpin,
-    W: FnOnce(&B) -> T + Unpin,
-    S: FnOnce(&'a Socket, B) -> Slow<'a, B, T> + Unpin,
-{
-    type Output = (io::Result<T>, B);
+impl<B: IoBuf, K: Kind<B>> Unpin for Write<'_, B, K> {}
+
+impl<'a, B: IoBuf, K: Kind<B>> Future for Write<'a, B, K> {
+    type Output = (io::Result<K::Output>, B);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         loop {
-            match std::mem::replace(this, Write::Done) {
-                Write::Start {
-                    socket,
-                    buf,
-                    written,
-                    slow,
-                } => match write_behind(socket, buf.as_slice()) {
+            match std::mem::replace(this, Write::Done(PhantomData)) {
+                Write::Start { socket, buf } => match write_behind(socket, buf.as_slice()) {
                     Err(e) => return Poll::Ready((Err(e), buf)),
-                    Ok(true) => return Poll::Ready((Ok(written(&buf)), buf)),
-                    Ok(false) => *this = Write::Slow(slow(socket, buf)),
+                    Ok(true) => return Poll::Ready((Ok(K::staged(&buf)), buf)),
+                    Ok(false) if sends_inline(socket) => {
+                        match K::sent(socket, send_now(socket, buf.as_slice()), buf) {
+                            Ok(done) => return Poll::Ready(done),
+                            Err(slow) => *this = Write::Slow(slow),
+                        }
+                    }
+                    Ok(false) => *this = Write::Slow(K::slow(socket, buf)),
                 },
                 Write::Slow(mut fut) => {
                     let poll = fut.as_mut().poll(cx);
@@ -78,8 +112,29 @@ where
                     }
                     return poll;
                 }
-                Write::Done => panic!("a stream's write future polled after it completed"),
+                Write::Done(_) => panic!("a stream's write future polled after it completed"),
             }
+        }
+    }
+}
+
+/// Whether the first poll sends from the caller's buffer itself (see the module docs).
+fn sends_inline(socket: &Socket) -> bool {
+    op::runs_inline() && op::cancel::reason().is_none() && behind::is_clear(socket)
+}
+
+/// One non-blocking `send(2)` of `bytes`, counted as the op it replaces. `EAGAIN` comes back
+/// as `WouldBlock`, after telling the engine, so the send that then waits for room does not
+/// try again first.
+fn send_now(socket: &Socket, bytes: &[u8]) -> io::Result<usize> {
+    let fd = socket.as_raw_fd();
+    let sent = nonblocking::send_slice(fd, &bytes[..bytes.len().min(MAX_IO)]);
+    op::count_inline_op();
+    match sent {
+        Some(completion) => completion.into_result().map(|n| n as usize),
+        None => {
+            op::found_empty(fd, Interest::Writable);
+            Err(io::ErrorKind::WouldBlock.into())
         }
     }
 }
