@@ -138,3 +138,18 @@ fn send_now(socket: &Socket, bytes: &[u8]) -> io::Result<usize> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Write;
+    use crate::stream::{WriteAll, WriteSome};
+
+    /// The future sits in every connection task that writes, idle or not: it holds the
+    /// caller's buffer and the socket and nothing else (the `Op` of a send alone is larger).
+    #[test]
+    fn a_write_future_is_its_buffer_and_socket() {
+        let inline = std::mem::size_of::<(&crate::socket::Socket, Vec<u8>)>();
+        assert_eq!(std::mem::size_of::<Write<'_, Vec<u8>, WriteAll>>(), inline);
+        assert_eq!(std::mem::size_of::<Write<'_, Vec<u8>, WriteSome>>(), inline);
+    }
+}
