@@ -11,11 +11,17 @@ use integration_tests::{drop_cap_ipc_lock, set_memlock};
 const CASE_VAR: &str = "SETUP_ERROR_CASE";
 const CHILD_OK: &str = "child-checks-passed";
 
-/// Runs `test_name` in a child process with `case` set and asserts the child's checks passed.
-fn run_child(test_name: &str, case: &str) {
+/// Runs `checks` in a child process: in the parent, re-executes this binary for `test_name`
+/// alone and asserts the child's checks passed; in that child, runs them.
+fn in_child(test_name: &str, checks: impl FnOnce()) {
+    if env::var_os(CASE_VAR).is_some() {
+        checks();
+        println!("{CHILD_OK}");
+        return;
+    }
     let out = Command::new(env::current_exe().unwrap())
         .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CASE_VAR, case)
+        .env(CASE_VAR, test_name)
         // `Auto` must decide on its own in the child, whatever pass this is.
         .env_remove(runtime::BACKEND_ENV)
         .output()
@@ -24,12 +30,8 @@ fn run_child(test_name: &str, case: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.contains(CHILD_OK),
-        "child case {case} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "child case {test_name} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-}
-
-fn child_case() -> Option<String> {
-    env::var(CASE_VAR).ok()
 }
 
 /// Installs a seccomp filter that fails `io_uring_setup` with `errno`.
@@ -161,111 +163,78 @@ fn auto_falls_back(errno: i32, why: &str) {
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn auto_runs_on_epoll_when_seccomp_denies_io_uring() {
-    match child_case().as_deref() {
-        None => run_child(
-            "auto_runs_on_epoll_when_seccomp_denies_io_uring",
-            "auto-eperm",
-        ),
-        Some(_) => {
-            auto_falls_back(libc::EPERM, "seccomp");
-            println!("{CHILD_OK}");
-        }
-    }
+    in_child("auto_runs_on_epoll_when_seccomp_denies_io_uring", || {
+        auto_falls_back(libc::EPERM, "seccomp");
+    });
 }
 
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn auto_runs_on_epoll_on_a_kernel_without_io_uring() {
-    match child_case().as_deref() {
-        None => run_child(
-            "auto_runs_on_epoll_on_a_kernel_without_io_uring",
-            "auto-enosys",
-        ),
-        Some(_) => {
-            auto_falls_back(libc::ENOSYS, "ENOSYS");
-            println!("{CHILD_OK}");
-        }
-    }
+    in_child("auto_runs_on_epoll_on_a_kernel_without_io_uring", || {
+        auto_falls_back(libc::ENOSYS, "ENOSYS");
+    });
 }
 
 /// A bad `RUNTIME_BACKEND` value is an explained error, not a silent default.
 #[test]
 fn a_bad_backend_variable_is_explained() {
-    match child_case().as_deref() {
-        None => run_child("a_bad_backend_variable_is_explained", "bad-env"),
-        Some(_) => {
-            // SAFETY: the child runs this one test on one thread (`--test-threads=1`).
-            unsafe { env::set_var(runtime::BACKEND_ENV, "kqueue") };
-            let err = runtime::Runtime::new().unwrap_err();
-            println!("{err}");
-            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-            assert!(err.to_string().contains("RUNTIME_BACKEND=epoll"), "{err}");
-            let rt = runtime::Builder::new()
-                .backend(runtime::Backend::Epoll)
-                .build()
-                .expect("an explicit backend ignores the variable");
-            assert_eq!(rt.capabilities().backend(), runtime::Backend::Epoll);
-            println!("{CHILD_OK}");
-        }
-    }
+    in_child("a_bad_backend_variable_is_explained", || {
+        // SAFETY: the child runs this one test on one thread (`--test-threads=1`).
+        unsafe { env::set_var(runtime::BACKEND_ENV, "kqueue") };
+        let err = runtime::Runtime::new().unwrap_err();
+        println!("{err}");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("RUNTIME_BACKEND=epoll"), "{err}");
+        let rt = runtime::Builder::new()
+            .backend(runtime::Backend::Epoll)
+            .build()
+            .expect("an explicit backend ignores the variable");
+        assert_eq!(rt.capabilities().backend(), runtime::Backend::Epoll);
+    });
 }
 
 #[test]
 fn memlock_too_low_is_explained() {
-    match child_case().as_deref() {
-        None => run_child("memlock_too_low_is_explained", "memlock"),
-        Some(_) => {
-            drop_cap_ipc_lock();
-            set_memlock(0);
-            let err = runtime::Runtime::new().unwrap_err();
-            let msg = err.to_string();
-            println!("{msg}");
-            assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{msg}");
-            assert!(msg.contains("RLIMIT_MEMLOCK"), "{msg}");
-            assert!(
-                msg.contains("0 bytes (soft)"),
-                "names the current limit: {msg}"
-            );
-            assert!(msg.contains("ulimit -l"), "names a remedy: {msg}");
-            println!("{CHILD_OK}");
-        }
-    }
+    in_child("memlock_too_low_is_explained", || {
+        drop_cap_ipc_lock();
+        set_memlock(0);
+        let err = runtime::Runtime::new().unwrap_err();
+        let msg = err.to_string();
+        println!("{msg}");
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{msg}");
+        assert!(msg.contains("RLIMIT_MEMLOCK"), "{msg}");
+        assert!(
+            msg.contains("0 bytes (soft)"),
+            "names the current limit: {msg}"
+        );
+        assert!(msg.contains("ulimit -l"), "names a remedy: {msg}");
+    });
 }
 
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn io_uring_blocked_by_seccomp_or_sysctl_is_explained() {
-    match child_case().as_deref() {
-        None => run_child(
-            "io_uring_blocked_by_seccomp_or_sysctl_is_explained",
-            "eperm",
-        ),
-        Some(_) => {
-            deny_io_uring_setup(libc::EPERM);
-            let err = io_uring_only().unwrap_err();
-            let msg = err.to_string();
-            println!("{msg}");
-            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{msg}");
-            assert!(msg.contains("kernel.io_uring_disabled is 0"), "{msg}");
-            assert!(msg.contains("seccomp"), "{msg}");
-            println!("{CHILD_OK}");
-        }
-    }
+    in_child("io_uring_blocked_by_seccomp_or_sysctl_is_explained", || {
+        deny_io_uring_setup(libc::EPERM);
+        let err = io_uring_only().unwrap_err();
+        let msg = err.to_string();
+        println!("{msg}");
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{msg}");
+        assert!(msg.contains("kernel.io_uring_disabled is 0"), "{msg}");
+        assert!(msg.contains("seccomp"), "{msg}");
+    });
 }
 
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn kernel_without_io_uring_is_explained() {
-    match child_case().as_deref() {
-        None => run_child("kernel_without_io_uring_is_explained", "enosys"),
-        Some(_) => {
-            deny_io_uring_setup(libc::ENOSYS);
-            let err = io_uring_only().unwrap_err();
-            let msg = err.to_string();
-            println!("{msg}");
-            assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{msg}");
-            assert!(msg.contains("Linux 5.11 or newer"), "{msg}");
-            println!("{CHILD_OK}");
-        }
-    }
+    in_child("kernel_without_io_uring_is_explained", || {
+        deny_io_uring_setup(libc::ENOSYS);
+        let err = io_uring_only().unwrap_err();
+        let msg = err.to_string();
+        println!("{msg}");
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{msg}");
+        assert!(msg.contains("Linux 5.11 or newer"), "{msg}");
+    });
 }
