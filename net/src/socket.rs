@@ -473,3 +473,31 @@ fn not_inet() -> io::Error {
         "the socket has no IPv4 or IPv6 address",
     )
 }
+
+/// Implements `AsRawFd`, `AsFd` and `FromRawFd` for `$ty`, a socket type with a `socket:
+/// Socket` field and a `from_socket(Socket)` constructor; `$what` completes the safety
+/// contract "`fd` must be ... owned by nothing else".
+macro_rules! fd_traits {
+    ($ty:ident, $what:literal) => {
+        impl std::os::fd::AsRawFd for $ty {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.socket.as_raw_fd()
+            }
+        }
+
+        impl std::os::fd::AsFd for $ty {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                self.socket.as_fd()
+            }
+        }
+
+        impl std::os::fd::FromRawFd for $ty {
+            #[doc = concat!("# Safety\n\n`fd` must be ", $what, " owned by nothing else.")]
+            unsafe fn from_raw_fd(fd: std::os::fd::RawFd) -> $ty {
+                // SAFETY: the caller transfers ownership of an open socket fd.
+                $ty::from_socket(unsafe { crate::socket::socket_from_raw(fd) })
+            }
+        }
+    };
+}
+pub(crate) use fd_traits;

@@ -1,11 +1,6 @@
 //! `TcpListener`.
 
-use std::{
-    cell::Cell,
-    io,
-    net::SocketAddr,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
-};
+use std::{cell::Cell, io, net::SocketAddr, os::fd::OwnedFd};
 
 use runtime::op::Op;
 use socket2::{Domain, Protocol, Type};
@@ -246,24 +241,4 @@ impl TcpListener {
     }
 }
 
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-}
-
-impl AsFd for TcpListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-}
-
-impl FromRawFd for TcpListener {
-    /// # Safety
-    ///
-    /// `fd` must be an open, listening TCP socket owned by nothing else.
-    unsafe fn from_raw_fd(fd: RawFd) -> TcpListener {
-        // SAFETY: the caller transfers ownership of an open socket fd.
-        TcpListener::from_socket(unsafe { crate::socket::socket_from_raw(fd) })
-    }
-}
+crate::socket::fd_traits!(TcpListener, "an open, listening TCP socket");

@@ -3,7 +3,7 @@
 use std::{
     fmt, io,
     net::SocketAddr,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, OwnedFd},
 };
 
 use runtime::{
@@ -480,24 +480,4 @@ impl UdpSocket {
     }
 }
 
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-}
-
-impl AsFd for UdpSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-}
-
-impl FromRawFd for UdpSocket {
-    /// # Safety
-    ///
-    /// `fd` must be an open UDP socket owned by nothing else.
-    unsafe fn from_raw_fd(fd: RawFd) -> UdpSocket {
-        // SAFETY: the caller transfers ownership of an open socket fd.
-        UdpSocket::from_socket(unsafe { crate::socket::socket_from_raw(fd) })
-    }
-}
+crate::socket::fd_traits!(UdpSocket, "an open UDP socket");

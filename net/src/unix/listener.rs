@@ -4,7 +4,7 @@ use std::{
     cell::Cell,
     io,
     os::{
-        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
+        fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd},
         unix::net::SocketAddr,
     },
     path::Path,
@@ -140,17 +140,7 @@ pub(super) fn bound(ty: Type, raw: &RawAddr, what: &str) -> io::Result<Socket> {
     Ok(socket)
 }
 
-impl AsRawFd for UnixListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-}
-
-impl AsFd for UnixListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-}
+crate::socket::fd_traits!(UnixListener, "an open, listening Unix stream socket");
 
 impl IntoRawFd for UnixListener {
     /// The socket's fd, or a duplicate while operations still hold it; if even duplicating
@@ -158,16 +148,6 @@ impl IntoRawFd for UnixListener {
     /// never closes.
     fn into_raw_fd(self) -> RawFd {
         self.socket.into_raw_fd()
-    }
-}
-
-impl FromRawFd for UnixListener {
-    /// # Safety
-    ///
-    /// `fd` must be an open, listening Unix stream socket owned by nothing else.
-    unsafe fn from_raw_fd(fd: RawFd) -> UnixListener {
-        // SAFETY: the caller transfers ownership of an open socket fd.
-        UnixListener::from_socket(unsafe { crate::socket::socket_from_raw(fd) })
     }
 }
 

@@ -4,7 +4,7 @@ use std::{
     io,
     net::Shutdown,
     os::{
-        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd},
+        fd::{BorrowedFd, IntoRawFd, OwnedFd, RawFd},
         unix::net::SocketAddr,
     },
     path::Path,
@@ -329,17 +329,7 @@ impl UnixStream {
     }
 }
 
-impl AsRawFd for UnixStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-}
-
-impl AsFd for UnixStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-}
+crate::socket::fd_traits!(UnixStream, "an open, connected Unix stream socket");
 
 impl IntoRawFd for UnixStream {
     /// The socket's fd, or a duplicate while operations still hold it (a send written behind,
@@ -348,16 +338,6 @@ impl IntoRawFd for UnixStream {
     /// [`flush`](UnixStream::flush) first so that nothing written is left behind.
     fn into_raw_fd(self) -> RawFd {
         self.socket.into_raw_fd()
-    }
-}
-
-impl FromRawFd for UnixStream {
-    /// # Safety
-    ///
-    /// `fd` must be an open, connected Unix stream socket owned by nothing else.
-    unsafe fn from_raw_fd(fd: RawFd) -> UnixStream {
-        // SAFETY: the caller transfers ownership of an open socket fd.
-        UnixStream::from_socket(unsafe { crate::socket::socket_from_raw(fd) })
     }
 }
 
