@@ -172,18 +172,16 @@ pub(crate) fn try_stage(socket: &Socket, mut bytes: &[u8]) -> bool {
     }
     // Nothing in flight, so nothing staged: these bytes are next in the stream.
     if runtime::op::runs_inline() {
-        let sent = nonblocking::send_slice(socket.as_raw_fd(), bytes);
-        runtime::op::count_inline_op();
-        match sent.map(|cqe| cqe.result()) {
-            Some(n) if n >= 0 && n as usize == bytes.len() => return true,
-            Some(n) if n > 0 => bytes = &bytes[n as usize..],
+        match nonblocking::send_slice_inline(socket.as_raw_fd(), bytes) {
+            Some(Ok(n)) if n == bytes.len() => return true,
+            Some(Ok(n)) => bytes = &bytes[n..],
             // A failure is the socket's, reported by its next operation as if sent behind.
-            Some(errno) if errno < 0 => {
-                failed(socket, io::Error::from_raw_os_error(-errno));
+            Some(Err(e)) => {
+                failed(socket, e);
                 return true;
             }
             // No room (`EAGAIN`): the send behind waits for some.
-            _ => {}
+            None => {}
         }
     }
     let mut data = spares::take();

@@ -128,10 +128,8 @@ fn sends_inline(socket: &Socket) -> bool {
 /// try again first.
 fn send_now(socket: &Socket, bytes: &[u8]) -> io::Result<usize> {
     let fd = socket.as_raw_fd();
-    let sent = nonblocking::send_slice(fd, &bytes[..bytes.len().min(MAX_IO)]);
-    op::count_inline_op();
-    match sent {
-        Some(completion) => completion.into_result().map(|n| n as usize),
+    match nonblocking::send_slice_inline(fd, &bytes[..bytes.len().min(MAX_IO)]) {
+        Some(sent) => sent,
         None => {
             op::found_empty(fd, Interest::Writable);
             Err(io::ErrorKind::WouldBlock.into())

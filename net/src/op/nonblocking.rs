@@ -27,6 +27,15 @@ pub(crate) fn send_slice(fd: RawFd, bytes: &[u8]) -> Option<Completion> {
     unsafe { send(fd, bytes.as_ptr(), bytes.len()) }
 }
 
+/// [`send_slice`] made by a caller instead of an op (ops running inline,
+/// `runtime::op::runs_inline`), counted as the op it replaces: the bytes the socket took,
+/// the failure, or `None` when it had no room (`EAGAIN`).
+pub(crate) fn send_slice_inline(fd: RawFd, bytes: &[u8]) -> Option<std::io::Result<usize>> {
+    let sent = send_slice(fd, bytes);
+    runtime::op::count_inline_op();
+    sent.map(|completion| completion.into_result().map(|n| n as usize))
+}
+
 /// `sendto(2)` of `bytes` as one datagram, to `addr` (or the connected peer), for a caller
 /// that sends from a slice it holds (datagrams written behind on the epoll backend).
 pub(crate) fn send_to_slice(
