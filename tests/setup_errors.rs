@@ -123,6 +123,20 @@ fn io_uring_only() -> io::Result<runtime::Runtime> {
         .build()
 }
 
+/// With `io_uring_setup` failing with `errno`, `Backend::IoUring` fails with `kind` and a
+/// message that contains every one of `needles`.
+#[cfg(target_arch = "x86_64")]
+fn refused_setup_is_explained(errno: i32, kind: io::ErrorKind, needles: &[&str]) {
+    deny_io_uring_setup(errno);
+    let err = io_uring_only().unwrap_err();
+    let msg = err.to_string();
+    println!("{msg}");
+    assert_eq!(err.kind(), kind, "{msg}");
+    for needle in needles {
+        assert!(msg.contains(needle), "{needle:?} in {msg}");
+    }
+}
+
 /// Under a seccomp filter that denies `io_uring_setup` (what Docker's default profile does),
 /// `Auto` runs on epoll, says why, and serves an echo round trip.
 fn auto_falls_back(errno: i32, why: &str) {
@@ -216,13 +230,11 @@ fn memlock_too_low_is_explained() {
 #[cfg(target_arch = "x86_64")]
 fn io_uring_blocked_by_seccomp_or_sysctl_is_explained() {
     in_child("io_uring_blocked_by_seccomp_or_sysctl_is_explained", || {
-        deny_io_uring_setup(libc::EPERM);
-        let err = io_uring_only().unwrap_err();
-        let msg = err.to_string();
-        println!("{msg}");
-        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{msg}");
-        assert!(msg.contains("kernel.io_uring_disabled is 0"), "{msg}");
-        assert!(msg.contains("seccomp"), "{msg}");
+        refused_setup_is_explained(
+            libc::EPERM,
+            io::ErrorKind::PermissionDenied,
+            &["kernel.io_uring_disabled is 0", "seccomp"],
+        );
     });
 }
 
@@ -230,11 +242,10 @@ fn io_uring_blocked_by_seccomp_or_sysctl_is_explained() {
 #[cfg(target_arch = "x86_64")]
 fn kernel_without_io_uring_is_explained() {
     in_child("kernel_without_io_uring_is_explained", || {
-        deny_io_uring_setup(libc::ENOSYS);
-        let err = io_uring_only().unwrap_err();
-        let msg = err.to_string();
-        println!("{msg}");
-        assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{msg}");
-        assert!(msg.contains("Linux 5.11 or newer"), "{msg}");
+        refused_setup_is_explained(
+            libc::ENOSYS,
+            io::ErrorKind::Unsupported,
+            &["Linux 5.11 or newer"],
+        );
     });
 }
