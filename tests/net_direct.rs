@@ -30,10 +30,7 @@ fn in_child() -> bool {
 /// logged with the reason: direct descriptors live in io_uring's file table), otherwise the
 /// lock that runs one test at a time, since fd counts are process-wide.
 fn direct_test(name: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
-    if integration_tests::skip_on_epoll(name, "direct descriptors (registered files)") {
-        return None;
-    }
-    Some(integration_tests::exclusive())
+    integration_tests::exclusive_on_io_uring(name, "direct descriptors (registered files)")
 }
 
 /// A one-worker runtime with a table of `slots` direct descriptors.

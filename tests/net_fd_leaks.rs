@@ -87,13 +87,12 @@ fn sockets_dropped_with_operations_in_flight_are_closed() {
 /// result: the new connection's fd is closed, not leaked.
 #[test]
 fn a_dropped_accept_closes_the_connection_it_got() {
-    if integration_tests::skip_on_epoll(
+    let Some(_serial) = integration_tests::exclusive_on_io_uring(
         "net_fd_leaks::a_dropped_accept_closes_the_connection_it_got",
         "an operation the kernel still holds after its future is dropped; on epoll none is in the kernel",
-    ) {
+    ) else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let rt = runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -16,8 +16,7 @@ use std::{
 };
 
 use integration_tests::{
-    DropCounter, TrackedRead, eventually, exclusive, join_all, open_fds, pipe, run_in_child, skip,
-    turns_until,
+    DropCounter, TrackedRead, eventually, join_all, open_fds, pipe, run_in_child, skip, turns_until,
 };
 use net::{TcpListener, TcpStream};
 use runtime::{
@@ -47,10 +46,7 @@ fn thread_names() -> Vec<String> {
 /// and fds, and pin CPUs).
 fn ring_mode_test(name: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
     let test = format!("ring_modes::{name}");
-    if integration_tests::skip_on_epoll(&test, "SQPOLL and NAPI are io_uring ring modes") {
-        return None;
-    }
-    Some(exclusive())
+    integration_tests::exclusive_on_io_uring(&test, "SQPOLL and NAPI are io_uring ring modes")
 }
 
 #[test]
@@ -522,14 +518,12 @@ fn fdinfo(fd: i32) -> String {
 /// ring fd that outlives the runtime).
 #[test]
 fn napi_busy_poll_registers_and_unregisters_on_a_veth_pair() {
-    if integration_tests::skip_on_epoll(
-        "ring_modes::napi_busy_poll_registers_and_unregisters_on_a_veth_pair",
-        "SQPOLL and NAPI are io_uring ring modes",
-    ) {
-        return;
-    }
     const TEST: &str = "ring_modes::napi_busy_poll_registers_and_unregisters_on_a_veth_pair";
-    let _serial = exclusive();
+    let Some(_serial) =
+        integration_tests::exclusive_on_io_uring(TEST, "SQPOLL and NAPI are io_uring ring modes")
+    else {
+        return;
+    };
     let pair = match VethPair::create() {
         Ok(pair) => Arc::new(pair),
         Err(e) => return skip(TEST, &format!("no veth pair in fresh namespaces: {e}")),

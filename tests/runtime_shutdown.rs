@@ -12,13 +12,12 @@ use runtime::{Builder, Runtime, metrics, op::Op};
 
 #[test]
 fn drop_with_ops_in_flight_releases_everything_and_leaks_no_fd() {
-    if integration_tests::skip_on_epoll(
+    let Some(_serial) = integration_tests::exclusive_on_io_uring(
         "runtime_shutdown::drop_with_ops_in_flight_releases_everything_and_leaks_no_fd",
         "an operation the kernel still holds after its future is dropped; on epoll none is in the kernel",
-    ) {
+    ) else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let before = open_fds();
     let counter = DropCounter::default();
     {
@@ -59,13 +58,12 @@ fn drop_with_ops_in_flight_releases_everything_and_leaks_no_fd() {
 #[test]
 #[allow(clippy::async_yields_async)] // the point: the op escapes `block_on` unfinished
 fn op_outliving_its_runtime_is_released_when_dropped() {
-    if integration_tests::skip_on_epoll(
+    let Some(_serial) = integration_tests::exclusive_on_io_uring(
         "runtime_shutdown::op_outliving_its_runtime_is_released_when_dropped",
         "an operation the kernel still holds after its future is dropped; on epoll none is in the kernel",
-    ) {
+    ) else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let before = open_fds();
     let (flag, recorder) = DropFlag::new();
     {
@@ -106,13 +104,12 @@ fn op_polled_after_shutdown_fails_with_ecanceled() {
 /// thread) or leaking fds.
 #[test]
 fn many_runtimes_on_one_thread() {
-    if integration_tests::skip_on_epoll(
+    let Some(_serial) = integration_tests::exclusive_on_io_uring(
         "runtime_shutdown::many_runtimes_on_one_thread",
         "registered ring fds, IORING_REGISTER_RING_FDS",
-    ) {
+    ) else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let before = open_fds();
     for _ in 0..40 {
         let rt = Runtime::new().unwrap();
@@ -127,13 +124,12 @@ fn many_runtimes_on_one_thread() {
 /// may still write into them while the ring is torn down.
 #[test]
 fn shutdown_past_its_deadline_leaks_instead_of_freeing() {
-    if integration_tests::skip_on_epoll(
+    let Some(_serial) = integration_tests::exclusive_on_io_uring(
         "runtime_shutdown::shutdown_past_its_deadline_leaks_instead_of_freeing",
         "an operation the kernel still holds after its future is dropped; on epoll none is in the kernel",
-    ) {
+    ) else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let (flag, recorder) = DropFlag::new();
     let rt = Builder::new()
         .shutdown_timeout(Duration::ZERO)
@@ -152,13 +148,12 @@ fn shutdown_past_its_deadline_leaks_instead_of_freeing() {
 /// releases them.
 #[test]
 fn shutdown_with_in_flight_ops_is_prompt() {
-    if integration_tests::skip_on_epoll(
+    let Some(_serial) = integration_tests::exclusive_on_io_uring(
         "runtime_shutdown::shutdown_with_in_flight_ops_is_prompt",
         "an operation the kernel still holds after its future is dropped; on epoll none is in the kernel",
-    ) {
+    ) else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let counter = DropCounter::default();
     let rt = Runtime::new().unwrap();
     let (rx, _tx) = pipe().unwrap();
@@ -218,13 +213,12 @@ fn spawn_during_shutdown_is_refused() {
 /// everything instead of waiting for `shutdown_timeout`.
 #[test]
 fn op_dropped_during_the_drain_does_not_stall_shutdown() {
-    if integration_tests::skip_on_epoll(
+    let Some(_serial) = integration_tests::exclusive_on_io_uring(
         "runtime_shutdown::op_dropped_during_the_drain_does_not_stall_shutdown",
         "an operation the kernel still holds after its future is dropped; on epoll none is in the kernel",
-    ) {
+    ) else {
         return;
-    }
-    let _serial = exclusive();
+    };
     let (rx, _tx) = pipe().unwrap();
     let rx = Arc::new(rx);
     let (flag, recorder) = DropFlag::new();

@@ -520,6 +520,18 @@ pub fn skip_on_epoll(test: &str, what: &str) -> bool {
     true
 }
 
+/// [`skip_on_epoll`] for a test that runs under [`exclusive`] (it counts the process's fds,
+/// threads, ...): takes the lock first, so the skip record's file, which [`skip`] opens and
+/// closes, is never open while another test counts. `None` on the epoll backend (skipped and
+/// recorded), otherwise the lock.
+pub fn exclusive_on_io_uring(test: &str, what: &str) -> Option<MutexGuard<'static, ()>> {
+    let serial = exclusive();
+    if skip_on_epoll(test, what) {
+        return None;
+    }
+    Some(serial)
+}
+
 /// `test: reason` on one line.
 fn skip_line(test: &str, reason: &str) -> String {
     format!("{test}: {reason}").replace(['\n', '\r'], " ")
