@@ -583,3 +583,43 @@ async fn socket_buffer_sizes_are_set_and_inherited() {
     assert_eq!(client.send_buffer_size().unwrap(), 2 * 64 * 1024);
     assert_eq!(client.recv_buffer_size().unwrap(), 2 * 32 * 1024);
 }
+
+/// Reads once, into a fresh 64-byte buffer, within five seconds.
+async fn read(server: &mut TcpStream) -> Vec<u8> {
+    let (res, buf) = timeout(Duration::from_secs(5), server.read(Vec::with_capacity(64)))
+        .await
+        .expect("the read saw bytes the socket held");
+    assert_eq!(res.unwrap(), buf.len());
+    buf
+}
+
+/// After a read that drained the socket, the next read waits for data before its first try
+/// (`IORING_RECVSEND_POLL_FIRST` on io_uring). Bytes that arrived before that read was even
+/// submitted complete it at once, bytes that come later wake it, and a dropped one loses
+/// nothing: the stream stays whole and in order.
+#[runtime::test]
+async fn reads_after_a_draining_read_get_bytes_already_there_and_later_ones() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut server, _) = listener.accept().await.unwrap();
+    client.write_all(b"first").unwrap();
+    assert_eq!(read(&mut server).await, b"first", "a short read: drained");
+    // Already in the socket when the next read is submitted.
+    client.write_all(b"second").unwrap();
+    runtime::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(read(&mut server).await, b"second");
+    // Arriving while it waits.
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        client.write_all(b"third").unwrap();
+        client
+    });
+    assert_eq!(read(&mut server).await, b"third");
+    let mut client = writer.join().unwrap();
+    // A read dropped while it waits takes nothing the next one misses.
+    let mut pending = Box::pin(server.read(Vec::with_capacity(64)));
+    assert!(poll_once(&mut pending).await.is_pending());
+    drop(pending);
+    client.write_all(b"fourth").unwrap();
+    assert_eq!(read(&mut server).await, b"fourth");
+}

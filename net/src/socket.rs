@@ -91,7 +91,7 @@ struct Inner {
         clippy::box_collection,
         reason = "8 bytes per socket instead of 32 while empty"
     )]
-    rescued: RefCell<Option<Box<VecDeque<Rescued>>>>,
+    rescued: Cell<Option<Box<VecDeque<Rescued>>>>,
     /// The task of a receive in flight, woken when data is rescued (see `stream::RescueAware`).
     reader: Cell<Option<Waker>>,
     /// Zero-copy send policy and counters.
@@ -99,16 +99,25 @@ struct Inner {
     /// Small writes sent behind the caller's back (`behind.rs`); only while some are, so
     /// an idle socket holds 8 bytes here instead of the whole state.
     behind: RefCell<Option<Box<crate::behind::Behind>>>,
+    /// The last stream receive took all the socket had (`Socket::receive_drained`).
+    drained: Cell<bool>,
+}
+
+impl Inner {
+    /// How many rescued chunks or datagrams wait.
+    fn rescued_len(&self) -> usize {
+        let queue = self.rescued.take();
+        let len = queue.as_ref().map_or(0, |q| q.len());
+        self.rescued.set(queue);
+        len
+    }
 }
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Socket")
             .field("fd", &self.fd)
-            .field(
-                "rescued",
-                &self.rescued.borrow().as_ref().map_or(0, |q| q.len()),
-            )
+            .field("rescued", &self.rescued_len())
             .finish()
     }
 }
@@ -136,10 +145,11 @@ impl Socket {
     fn from_inner(fd: Fd) -> Socket {
         Socket(Rc::new(Inner {
             fd,
-            rescued: RefCell::new(None),
+            rescued: Cell::new(None),
             reader: Cell::new(None),
             zc: ZcState::default(),
             behind: RefCell::default(),
+            drained: Cell::new(false),
         }))
     }
 
@@ -313,15 +323,33 @@ impl Socket {
         &self.0.zc
     }
 
+    /// Whether the last stream receive took all the socket had: it filled less than it
+    /// offered, the rule tokio clears readiness by. The next receive then most likely finds
+    /// nothing yet (in request/response traffic the peer has not even seen the answer), so
+    /// on io_uring it asks to wait for data before its first try
+    /// (`IORING_RECVSEND_POLL_FIRST`) instead of a try that can only fail with `EAGAIN`.
+    /// Never wrong, only slower when it guesses wrong: the kernel polls the socket as it
+    /// arms the wait, and data already there completes the receive at once.
+    pub(crate) fn receive_drained(&self) -> bool {
+        self.0.drained.get()
+    }
+
+    /// A stream receive completed with `received` of the `offered` bytes (see
+    /// [`Socket::receive_drained`]).
+    pub(crate) fn note_receive(&self, received: usize, offered: usize) {
+        self.0.drained.set(received > 0 && received < offered);
+    }
+
     /// Keeps data an abandoned receive got from the kernel.
     pub(crate) fn rescue(&self, rescued: Rescued) {
-        let mut queue = self.0.rescued.borrow_mut();
-        let queue = queue.get_or_insert_default();
-        let at = queue
-            .iter()
-            .rposition(|r| r.sequence < rescued.sequence)
-            .map_or(0, |i| i + 1);
-        queue.insert(at, rescued);
+        self.with_rescued(|queue| {
+            let queue = queue.get_or_insert_default();
+            let at = queue
+                .iter()
+                .rposition(|r| r.sequence < rescued.sequence)
+                .map_or(0, |i| i + 1);
+            queue.insert(at, rescued);
+        });
         // A receive in flight would wait for data that is already here: let it know.
         if let Some(reader) = self.0.reader.take() {
             reader.wake();
@@ -330,11 +358,7 @@ impl Socket {
 
     /// Whether rescued data waits to be read.
     pub(crate) fn has_rescued(&self) -> bool {
-        self.0
-            .rescued
-            .borrow()
-            .as_ref()
-            .is_some_and(|q| !q.is_empty())
+        self.0.rescued_len() > 0
     }
 
     /// Registers the task of a receive in flight, to be woken by `rescue`.
@@ -349,29 +373,29 @@ impl Socket {
     /// Serves a stream read from rescued bytes, if any: fills the buffers from the oldest
     /// chunk and keeps the rest. Returns the bytes copied, or `None` with nothing rescued.
     pub(crate) fn read_rescued<B: IoBufMut>(&self, bufs: &mut [B]) -> Option<usize> {
-        let mut queue = self.0.rescued.borrow_mut();
-        let queue = queue.as_mut()?;
-        let front = queue.front_mut()?;
-        let n = bufs::scatter(bufs, &front.data);
-        if n == front.data.len() {
-            queue.pop_front();
-        } else {
-            front.data.drain(..n);
-        }
-        Some(n)
+        self.with_rescued(|queue| {
+            let queue = queue.as_mut()?;
+            let front = queue.front_mut()?;
+            let n = bufs::scatter(bufs, &front.data);
+            if n == front.data.len() {
+                queue.pop_front();
+            } else {
+                front.data.drain(..n);
+            }
+            Some(n)
+        })
     }
 
     /// Serves a stream peek from rescued bytes, if any: copies the oldest chunk (as much as
     /// fits) into the buffers and keeps it queued. Returns the bytes copied, or `None` with
     /// nothing rescued.
     pub(crate) fn peek_rescued<B: IoBufMut>(&self, bufs: &mut [B]) -> Option<usize> {
-        let queue = self.0.rescued.borrow();
-        Some(bufs::scatter(bufs, &queue.as_ref()?.front()?.data))
+        self.with_rescued(|queue| Some(bufs::scatter(bufs, &queue.as_ref()?.front()?.data)))
     }
 
     /// Looks at the oldest rescued datagram without taking it.
     pub(crate) fn peek_rescued_datagram<R>(&self, f: impl FnOnce(&Rescued) -> R) -> Option<R> {
-        self.0.rescued.borrow().as_ref()?.front().map(f)
+        self.with_rescued(|queue| queue.as_ref()?.front().map(f))
     }
 
     /// A stream receive with CQE `sequence` completed with `n` bytes in `bufs`: if rescued
@@ -382,25 +406,26 @@ impl Socket {
         bufs: &mut [B],
         n: usize,
     ) -> usize {
-        let mut queue = self.0.rescued.borrow_mut();
-        let Some(queue) = queue.as_mut() else {
-            return n;
-        };
-        if queue.front().is_none_or(|r| r.sequence > sequence) {
-            return n;
-        }
-        let mut combined = Vec::new();
-        while let Some(r) = queue.front()
-            && r.sequence < sequence
-        {
-            combined.extend_from_slice(&queue.pop_front().expect("front exists").data);
-        }
-        combined.extend_from_slice(&bufs::gather(bufs, n));
-        let copied = bufs::scatter(bufs, &combined);
-        if copied < combined.len() {
-            queue.push_front(Rescued::stream(sequence, combined.split_off(copied)));
-        }
-        copied
+        self.with_rescued(|queue| {
+            let Some(queue) = queue.as_mut() else {
+                return n;
+            };
+            if queue.front().is_none_or(|r| r.sequence > sequence) {
+                return n;
+            }
+            let mut combined = Vec::new();
+            while let Some(r) = queue.front()
+                && r.sequence < sequence
+            {
+                combined.extend_from_slice(&queue.pop_front().expect("front exists").data);
+            }
+            combined.extend_from_slice(&bufs::gather(bufs, n));
+            let copied = bufs::scatter(bufs, &combined);
+            if copied < combined.len() {
+                queue.push_front(Rescued::stream(sequence, combined.split_off(copied)));
+            }
+            copied
+        })
     }
 
     /// The oldest rescued chunk of stream data, whole.
@@ -410,12 +435,22 @@ impl Socket {
 
     /// The oldest rescued datagram.
     pub(crate) fn take_rescued_datagram(&self) -> Option<Rescued> {
-        let mut queue = self.0.rescued.borrow_mut();
-        let rescued = queue.as_mut()?.pop_front();
-        if queue.as_ref().is_some_and(|q| q.is_empty()) {
-            *queue = None;
-        }
-        rescued
+        self.with_rescued(|queue| {
+            let rescued = queue.as_mut()?.pop_front();
+            if queue.as_ref().is_some_and(|q| q.is_empty()) {
+                *queue = None;
+            }
+            rescued
+        })
+    }
+
+    /// Runs `f` on the rescued queue, taken out of its cell for the call (`f` must not reach
+    /// the queue again; none of the callers above do).
+    fn with_rescued<R>(&self, f: impl FnOnce(&mut Option<Box<VecDeque<Rescued>>>) -> R) -> R {
+        let mut queue = self.0.rescued.take();
+        let r = f(&mut queue);
+        self.0.rescued.set(queue);
+        r
     }
 }
 

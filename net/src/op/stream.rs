@@ -20,7 +20,15 @@ use crate::{
 /// A stream receive into `bufs` completed: marks the bytes it wrote as initialized and puts
 /// older rescued bytes in front (`Socket::merge_older`). Returns how many bytes `bufs` now hold.
 fn received<B: IoBufMut>(socket: &Socket, cqe: Completion, bufs: &mut [B]) -> io::Result<usize> {
-    let n = (cqe.into_result()? as usize).min(bufs::capacity(bufs));
+    let offered = bufs::capacity(bufs);
+    let n = match cqe.into_result() {
+        Ok(n) => (n as usize).min(offered),
+        Err(e) => {
+            socket.note_receive(0, offered);
+            return Err(e);
+        }
+    };
+    socket.note_receive(n, offered);
     bufs::set_init_across(bufs, n);
     Ok(socket.merge_older(cqe.sequence(), bufs, n))
 }
@@ -35,6 +43,12 @@ fn rescue_received<B: IoBufMut>(socket: &Socket, cqe: Completion, bufs: &[B]) {
         socket.rescue(Rescued::stream(cqe.sequence(), bufs::gather(bufs, n)));
     }
 }
+
+/// `IORING_RECVSEND_POLL_FIRST` (in the SQE's `ioprio`): the receive arms its wait for data
+/// before trying, skipping the try that would fail with `EAGAIN` (`io_recv` in the kernel's
+/// `io_uring/net.c`; `docs/kernel-notes.md` §2). Set when the socket was drained by the last
+/// receive (`Socket::receive_drained`).
+const RECVSEND_POLL_FIRST: u16 = 1;
 
 /// `IORING_OP_RECV` on a stream socket into an owned buffer (filled from its start).
 #[derive(Debug)]
@@ -86,8 +100,10 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
     fn build(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_total().min(MAX_IO) as u32;
         let flags = if self.peek { libc::MSG_PEEK } else { 0 };
+        let poll_first = !self.peek && self.socket.receive_drained();
         on_target!(self.socket.uring_fd(), fd => opcode::Recv::new(fd, self.buf.stable_mut_ptr(), len)
             .flags(flags)
+            .ioprio(if poll_first { RECVSEND_POLL_FIRST } else { 0 })
             .build())
     }
 
@@ -489,5 +505,57 @@ mod tests {
         let mut recv = Recv::new(b, Vec::<u8>::with_capacity(16));
         let eof = recv.try_nonblocking().expect("end of stream is ready");
         assert_eq!(recv.complete(eof).0.unwrap(), 0);
+    }
+
+    /// The `ioprio` field of a built SQE (bytes 2..4 of `struct io_uring_sqe`).
+    fn ioprio(entry: squeue::Entry) -> u16 {
+        // SAFETY: `squeue::Entry` is a `repr(C)` wrapper of the 64-byte `io_uring_sqe`, all
+        // plain integers (the size is checked by `transmute` at compile time).
+        let raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+        u16::from_ne_bytes([raw[2], raw[3]])
+    }
+
+    /// Runs `recv` through its non-blocking form and returns its output.
+    fn run(mut recv: Recv<Vec<u8>>) -> (io::Result<usize>, Vec<u8>) {
+        let cqe = recv.try_nonblocking().expect("data waits");
+        recv.complete(cqe)
+    }
+
+    /// A receive that filled less than it offered drained the socket, so the next one asks
+    /// to wait for data before its first try; one that filled its buffer, or failed, or a
+    /// peek, does not.
+    #[test]
+    fn a_receive_after_one_that_drained_the_socket_polls_first() {
+        let (a, b) = pair();
+        let first = || Recv::new(b.clone(), Vec::<u8>::with_capacity(16));
+        assert_eq!(ioprio(first().build()), 0, "a new socket is tried first");
+
+        let send = |bytes: &[u8]| {
+            let mut send = Send::new(a.clone(), bytes.to_vec(), SendMode::Wait { all: true });
+            let cqe = send.try_nonblocking().unwrap();
+            send.complete(cqe).0.unwrap();
+        };
+        send(b"hello");
+        assert_eq!(run(first()).0.unwrap(), 5);
+        assert_eq!(ioprio(first().build()), RECVSEND_POLL_FIRST);
+        assert_eq!(
+            ioprio(Recv::peek(b.clone(), Vec::<u8>::with_capacity(16)).build()),
+            0,
+            "a peek leaves the bytes and tries first"
+        );
+
+        send(&[7; 16]);
+        assert_eq!(
+            run(first()).0.unwrap(),
+            16,
+            "filled: the socket may hold more"
+        );
+        assert_eq!(ioprio(first().build()), 0);
+
+        send(b"x");
+        assert_eq!(run(first()).0.unwrap(), 1);
+        drop(a);
+        assert_eq!(run(first()).0.unwrap(), 0, "the end of the stream");
+        assert_eq!(ioprio(first().build()), 0, "the end is read at once");
     }
 }
