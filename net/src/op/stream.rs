@@ -522,8 +522,8 @@ mod tests {
     }
 
     /// A receive that filled less than it offered drained the socket, so the next one asks
-    /// to wait for data before its first try; one that filled its buffer, or failed, or a
-    /// peek, does not.
+    /// to wait for data before its first try; one after a receive that filled its buffer or
+    /// read the end of the stream does not, nor does a peek.
     #[test]
     fn a_receive_after_one_that_drained_the_socket_polls_first() {
         let (a, b) = pair();
