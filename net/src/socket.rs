@@ -104,12 +104,18 @@ struct Inner {
 }
 
 impl Inner {
+    /// Runs `f` on the rescued queue, taken out of its cell for the call (`f` must not reach
+    /// the queue again; none of the callers do).
+    fn with_rescued<R>(&self, f: impl FnOnce(&mut Option<Box<VecDeque<Rescued>>>) -> R) -> R {
+        let mut queue = self.rescued.take();
+        let r = f(&mut queue);
+        self.rescued.set(queue);
+        r
+    }
+
     /// How many rescued chunks or datagrams wait.
     fn rescued_len(&self) -> usize {
-        let queue = self.rescued.take();
-        let len = queue.as_ref().map_or(0, |q| q.len());
-        self.rescued.set(queue);
-        len
+        self.with_rescued(|queue| queue.as_ref().map_or(0, |q| q.len()))
     }
 }
 
@@ -342,7 +348,7 @@ impl Socket {
 
     /// Keeps data an abandoned receive got from the kernel.
     pub(crate) fn rescue(&self, rescued: Rescued) {
-        self.with_rescued(|queue| {
+        self.0.with_rescued(|queue| {
             let queue = queue.get_or_insert_default();
             let at = queue
                 .iter()
@@ -373,7 +379,7 @@ impl Socket {
     /// Serves a stream read from rescued bytes, if any: fills the buffers from the oldest
     /// chunk and keeps the rest. Returns the bytes copied, or `None` with nothing rescued.
     pub(crate) fn read_rescued<B: IoBufMut>(&self, bufs: &mut [B]) -> Option<usize> {
-        self.with_rescued(|queue| {
+        self.0.with_rescued(|queue| {
             let queue = queue.as_mut()?;
             let front = queue.front_mut()?;
             let n = bufs::scatter(bufs, &front.data);
@@ -390,12 +396,13 @@ impl Socket {
     /// fits) into the buffers and keeps it queued. Returns the bytes copied, or `None` with
     /// nothing rescued.
     pub(crate) fn peek_rescued<B: IoBufMut>(&self, bufs: &mut [B]) -> Option<usize> {
-        self.with_rescued(|queue| Some(bufs::scatter(bufs, &queue.as_ref()?.front()?.data)))
+        self.0
+            .with_rescued(|queue| Some(bufs::scatter(bufs, &queue.as_ref()?.front()?.data)))
     }
 
     /// Looks at the oldest rescued datagram without taking it.
     pub(crate) fn peek_rescued_datagram<R>(&self, f: impl FnOnce(&Rescued) -> R) -> Option<R> {
-        self.with_rescued(|queue| queue.as_ref()?.front().map(f))
+        self.0.with_rescued(|queue| queue.as_ref()?.front().map(f))
     }
 
     /// A stream receive with CQE `sequence` completed with `n` bytes in `bufs`: if rescued
@@ -406,7 +413,7 @@ impl Socket {
         bufs: &mut [B],
         n: usize,
     ) -> usize {
-        self.with_rescued(|queue| {
+        self.0.with_rescued(|queue| {
             let Some(queue) = queue.as_mut() else {
                 return n;
             };
@@ -435,22 +442,13 @@ impl Socket {
 
     /// The oldest rescued datagram.
     pub(crate) fn take_rescued_datagram(&self) -> Option<Rescued> {
-        self.with_rescued(|queue| {
+        self.0.with_rescued(|queue| {
             let rescued = queue.as_mut()?.pop_front();
             if queue.as_ref().is_some_and(|q| q.is_empty()) {
                 *queue = None;
             }
             rescued
         })
-    }
-
-    /// Runs `f` on the rescued queue, taken out of its cell for the call (`f` must not reach
-    /// the queue again; none of the callers above do).
-    fn with_rescued<R>(&self, f: impl FnOnce(&mut Option<Box<VecDeque<Rescued>>>) -> R) -> R {
-        let mut queue = self.0.rescued.take();
-        let r = f(&mut queue);
-        self.0.rescued.set(queue);
-        r
     }
 }
 

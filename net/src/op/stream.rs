@@ -21,14 +21,9 @@ use crate::{
 /// older rescued bytes in front (`Socket::merge_older`). Returns how many bytes `bufs` now hold.
 fn received<B: IoBufMut>(socket: &Socket, cqe: Completion, bufs: &mut [B]) -> io::Result<usize> {
     let offered = bufs::capacity(bufs);
-    let n = match cqe.into_result() {
-        Ok(n) => (n as usize).min(offered),
-        Err(e) => {
-            socket.note_receive(0, offered);
-            return Err(e);
-        }
-    };
-    socket.note_receive(n, offered);
+    let res = cqe.into_result();
+    socket.note_receive(res.as_ref().map_or(0, |&n| n as usize), offered);
+    let n = (res? as usize).min(offered);
     bufs::set_init_across(bufs, n);
     Ok(socket.merge_older(cqe.sequence(), bufs, n))
 }
