@@ -180,7 +180,7 @@ pub(crate) fn try_stage(socket: &Socket, mut bytes: &[u8]) -> bool {
                 failed(socket, e);
                 return true;
             }
-            // No room (`EAGAIN`): the send behind waits for some.
+            // No room (`EAGAIN`): the send behind waits for some, without trying first.
             None => {}
         }
     }

@@ -28,10 +28,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use runtime::{
-    buf::IoBuf,
-    op::{self, Interest},
-};
+use runtime::{buf::IoBuf, op};
 
 use crate::{
     behind,
@@ -123,18 +120,12 @@ fn sends_inline(socket: &Socket) -> bool {
     op::runs_inline() && op::cancel::reason().is_none() && behind::is_clear(socket)
 }
 
-/// One non-blocking `send(2)` of `bytes`, counted as the op it replaces. `EAGAIN` comes back
-/// as `WouldBlock`, after telling the engine, so the send that then waits for room does not
-/// try again first.
+/// One non-blocking `send(2)` of `bytes` (`nonblocking::send_slice_inline`); `EAGAIN` comes
+/// back as `WouldBlock`.
 fn send_now(socket: &Socket, bytes: &[u8]) -> io::Result<usize> {
-    let fd = socket.as_raw_fd();
-    match nonblocking::send_slice_inline(fd, &bytes[..bytes.len().min(MAX_IO)]) {
-        Some(sent) => sent,
-        None => {
-            op::found_empty(fd, Interest::Writable);
-            Err(io::ErrorKind::WouldBlock.into())
-        }
-    }
+    let bytes = &bytes[..bytes.len().min(MAX_IO)];
+    nonblocking::send_slice_inline(socket.as_raw_fd(), bytes)
+        .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
 }
 
 #[cfg(test)]

@@ -29,10 +29,15 @@ pub(crate) fn send_slice(fd: RawFd, bytes: &[u8]) -> Option<Completion> {
 
 /// [`send_slice`] made by a caller instead of an op (ops running inline,
 /// `runtime::op::runs_inline`), counted as the op it replaces: the bytes the socket took,
-/// the failure, or `None` when it had no room (`EAGAIN`).
+/// the failure, or `None` when it had no room (`EAGAIN`). No room tells the engine
+/// (`runtime::op::found_empty`), so the send that then waits for room does not try again
+/// first.
 pub(crate) fn send_slice_inline(fd: RawFd, bytes: &[u8]) -> Option<std::io::Result<usize>> {
     let sent = send_slice(fd, bytes);
     runtime::op::count_inline_op();
+    if sent.is_none() {
+        runtime::op::found_empty(fd, runtime::op::Interest::Writable);
+    }
     sent.map(|completion| completion.into_result().map(|n| n as usize))
 }
 
