@@ -58,6 +58,15 @@
 //! every connection has had an echo (up to 5 s more warm-up), so a server that accepts slowly
 //! is measured at the load it was given; the report says if some never were answered.
 //!
+//! On loopback the server's CPU also pays for waking the client: a send that finds the
+//! client asleep in `epoll_wait` wakes it from the server's CPU (`sock_def_readable`), and on
+//! a virtual machine that wake-up can cost more than the echo itself. How often the client is
+//! asleep depends on timing, which is most of why one-connection and stream rows swing between
+//! runs. `CLIENT_SPIN=1` makes the client poll without sleeping (`epoll_wait` with a zero
+//! timeout, a whole CPU spent on it): no send ever wakes it, so the server's figure is its own
+//! work and the network stack's. It is not the default: real peers sleep, and the default
+//! figures are what a server pays for them.
+//!
 //! # Why server CPU per message
 //!
 //! With two cores, one for the server and one for the client, both saturate from about 64
@@ -312,6 +321,8 @@ pub(crate) struct Config {
     /// `runtime-napi`'s busy-poll window in µs (`NAPI_US`) and preference (`NAPI_PREFER=1`).
     napi_us: u64,
     napi_prefer: bool,
+    /// Whether the client polls without sleeping (`CLIENT_SPIN=1`).
+    spin: bool,
 }
 
 impl Config {
@@ -481,19 +492,19 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
         Workload::Tcp { conns, size } | Workload::Rss { conns, size } => pingpong(
             pid,
             metrics_file.as_deref(),
-            Client::tcp(addr, conns, size)?,
+            Client::tcp(addr, conns, size)?.spin(cfg.spin),
             cfg,
         ),
         Workload::Stream { conns, chunk } => pingpong(
             pid,
             metrics_file.as_deref(),
-            Client::tcp(addr, conns, chunk)?,
+            Client::tcp(addr, conns, chunk)?.spin(cfg.spin),
             cfg,
         ),
         Workload::Udp { clients, size } => pingpong(
             pid,
             metrics_file.as_deref(),
-            Client::udp(addr, clients, size)?,
+            Client::udp(addr, clients, size)?.spin(cfg.spin),
             cfg,
         ),
     };
@@ -594,6 +605,7 @@ fn command_line() -> String {
         "SQPOLL_IDLE_MS",
         "NAPI_US",
         "NAPI_PREFER",
+        "CLIENT_SPIN",
     ];
     let mut parts: Vec<String> = knobs
         .iter()
@@ -677,6 +689,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         sqpoll_idle_ms: env_or("SQPOLL_IDLE_MS", 50),
         napi_us: env_or("NAPI_US", 50),
         napi_prefer: std::env::var("NAPI_PREFER").is_ok_and(|v| v == "1"),
+        spin: std::env::var("CLIENT_SPIN").is_ok_and(|v| v == "1"),
     };
     std::fs::create_dir_all(&cfg.out_dir)?;
     let all = all_servers()?;

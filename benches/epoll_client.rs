@@ -103,6 +103,8 @@ pub struct Client {
     conns: Vec<Conn>,
     events: Vec<libc::epoll_event>,
     resent: u64,
+    /// `epoll_wait`'s timeout in milliseconds: 0 when spinning, else 10.
+    wait_ms: libc::c_int,
 }
 
 /// `Err(last_os_error)` when a libc call returned -1.
@@ -206,7 +208,15 @@ impl Client {
             conns,
             events,
             resent: 0,
+            wait_ms: 10,
         })
+    }
+
+    /// With `spin`, the client polls its sockets without ever sleeping (`epoll_wait` with a
+    /// zero timeout), so a server's send never has a sleeping client to wake.
+    pub fn spin(mut self, spin: bool) -> Client {
+        self.wait_ms = if spin { 0 } else { 10 };
+        self
     }
 
     /// How many sockets it has.
@@ -359,7 +369,7 @@ impl Client {
                 self.epoll.as_raw_fd(),
                 self.events.as_mut_ptr(),
                 self.events.len() as libc::c_int,
-                10,
+                self.wait_ms,
             )
         };
         if n == -1 {

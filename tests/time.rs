@@ -138,3 +138,50 @@ async fn interval_skips_missed_ticks_when_asked() {
     let next = ticks.tick().await;
     assert_eq!(next, first + period * 4);
 }
+
+/// The loop waits for a far deadline (its alarm armed 5 s away) when another thread wakes
+/// it; a sleep started then, 30 ms long, must move the alarm earlier and end on time. A
+/// sleep dropped before its deadline leaves the alarm early: the loop wakes for nothing and
+/// the next sleep still ends on time.
+#[runtime::test]
+async fn sleeps_end_on_time_after_the_loop_waited_for_a_later_or_a_dropped_deadline() {
+    let far = runtime::spawn(sleep(Duration::from_secs(5)));
+    let woken = integration_tests::Oneshot::default();
+    let waker = woken.clone();
+    let thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        waker.complete(());
+    });
+    woken.await;
+    thread.join().unwrap();
+    for d in [30u64, 10] {
+        let d = Duration::from_millis(d);
+        let start = Instant::now();
+        sleep(d).await;
+        let elapsed = start.elapsed();
+        assert!(elapsed >= d, "woke early: {elapsed:?} < {d:?}");
+        assert!(
+            elapsed < d + Duration::from_millis(500),
+            "woke late: {elapsed:?}"
+        );
+    }
+    let mut dropped = sleep(Duration::from_millis(5));
+    assert!(
+        integration_tests::poll_once(&mut dropped)
+            .await
+            .is_pending()
+    );
+    drop(dropped);
+    let start = Instant::now();
+    sleep(Duration::from_millis(40)).await;
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(40),
+        "woke early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(540),
+        "woke late: {elapsed:?}"
+    );
+    far.abort();
+}

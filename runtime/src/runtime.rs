@@ -179,10 +179,8 @@ impl Handle {
         {
             match self.timers.borrow().next_deadline() {
                 None => Wait::Forever,
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(d) if !d.is_zero() => Wait::Timeout(d),
-                    _ => Wait::No,
-                },
+                Some(deadline) if deadline > Instant::now() => Wait::Until(deadline),
+                Some(_) => Wait::No,
             }
         } else {
             Wait::No

@@ -15,10 +15,12 @@
 //!   passed the SQE, which the kernel thread publishes only after posting the CQEs of that
 //!   batch (see `Ring::sq_consumed`); until then the loop does not block on it.
 
-use std::{cell::RefCell, io};
+use std::{cell::RefCell, io, time::Instant};
 
 use super::{
-    Action, CANCEL, Driver, Engine, MSG_SENT, MSG_WAKE, WAKE, Wait, completion::Completion,
+    Action, CANCEL, Driver, Engine, MSG_SENT, MSG_WAKE, WAKE, Wait,
+    alarm::{ALARM, ALARM_MASK},
+    completion::Completion,
 };
 
 /// CQEs copied out of the ring per batch.
@@ -90,13 +92,16 @@ impl Driver {
         self.queue_file_closes();
         // SQEs that found the SQ full go first, in order, so none overtakes another.
         self.flush_backlog()?;
+        // CQEs already waiting are work to route: blocking would only delay them.
+        if self.uring().is_some_and(|ring| !ring.cq_is_empty()) {
+            wait = Wait::No;
+        }
+        if let Wait::Until(deadline) = wait {
+            wait = self.arm_alarm(deadline);
+        }
         let Engine::Uring(ring) = &mut self.ring else {
             return Ok(());
         };
-        // CQEs already waiting are work to route: blocking would only delay them.
-        if !ring.cq_is_empty() {
-            wait = Wait::No;
-        }
         // Nothing to submit (or, with SQPOLL, nothing the awake kernel thread would not take
         // by itself), no task work, no overflow: the enter would do nothing.
         if matches!(wait, Wait::No)
@@ -112,6 +117,27 @@ impl Driver {
         }
         self.stats.enters += 1;
         ring.enter(wait).map(drop)
+    }
+
+    /// A wait until `deadline` as the ring does it: without a timeout once the alarm is
+    /// armed for it (`alarm.rs`), not at all when the deadline has passed, and with a
+    /// timeout when the alarm's SQE found no room in the SQ (it waits in the backlog).
+    fn arm_alarm(&mut self, deadline: Instant) -> Wait {
+        let now = Instant::now();
+        let Some(left) = deadline
+            .checked_duration_since(now)
+            .filter(|d| !d.is_zero())
+        else {
+            return Wait::No;
+        };
+        if let Some(sqe) = self.alarm.sqe_for(deadline, now) {
+            self.queue_sqe(sqe);
+        }
+        if self.backlog.is_empty() {
+            Wait::Forever
+        } else {
+            Wait::Timeout(left)
+        }
     }
 
     /// Whether overflowed CQEs wait in the kernel for a GETEVENTS enter (counted).
@@ -186,6 +212,10 @@ impl Driver {
             WAKE => {
                 self.wake.armed = false;
                 self.arm_wake();
+                Action::Nothing
+            }
+            ud if ud & ALARM_MASK == ALARM => {
+                self.alarm.completed(ud);
                 Action::Nothing
             }
             ud if ud & MSG_SENT == MSG_SENT => {

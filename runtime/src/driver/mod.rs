@@ -15,7 +15,8 @@
 //! - Internal SQEs use reserved `user_data` values whose generation (`u32::MAX`) slots never get:
 //!   `CANCEL` (their CQEs are ignored), `WAKE` (the eventfd read that lets other threads
 //!   interrupt a blocking enter; re-armed whenever it completes, until shutdown), `MSG_WAKE`
-//!   (a kick another ring posted here) and `MSG_SENT | i` (our own kick `i`, see `kick`).
+//!   (a kick another ring posted here), `MSG_SENT | i` (our own kick `i`, see `kick`) and
+//!   `ALARM | g` (the timer that ends a wait for a deadline, see `alarm`).
 //! - The driver never runs user code while borrowed: wakers and parked resources with a final
 //!   CQE are returned as [`Action`]s for the caller to run after the borrow ends.
 //! - Skip-success SQEs (`OpCode::skip_success`) post no CQE when they succeed. Their keys wait
@@ -34,6 +35,7 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `mod.rs` | the `Driver` struct, the SQ backlog, the wake read |
+//! | `alarm.rs` | `Alarm`: one kernel timer kept armed, so a wait for a deadline has no timeout |
 //! | `lifecycle.rs` | the `Lifecycle` enum: submit, poll, detach, cancel, complete one slot |
 //! | `dispatch.rs` | enter, reap, CQ-overflow flush, routing, skip-success resolution |
 //! | `shutdown.rs` | the shutdown drain and the leak of what the kernel kept |
@@ -75,6 +77,7 @@
 //! [`shutdown::drain`] are all a test needs (see `driver/tests.rs`). Put in this thread's
 //! [`CURRENT`] slot, it also runs `Op` futures polled by hand (see `op/tests.rs`).
 
+mod alarm;
 mod completion;
 mod dispatch;
 mod epoll;
@@ -265,6 +268,8 @@ pub(crate) struct Driver {
     next_generation: u32,
     backlog: VecDeque<squeue::Entry>,
     wake: WakeRead,
+    /// The timer that ends waits for a deadline (`alarm.rs`).
+    alarm: alarm::Alarm,
     /// CQ size the kernel granted, which bounds one dispatch.
     cq_entries: usize,
     in_flight: usize,
@@ -360,6 +365,7 @@ impl Driver {
                 buf: Box::new([0; 8]),
                 armed: false,
             },
+            alarm: alarm::Alarm::new(),
             cq_entries: DISPATCH_BATCH,
             in_flight: 0,
             parked: 0,

@@ -24,7 +24,7 @@
 use std::{
     io, mem,
     os::fd::{AsRawFd, RawFd},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use io_uring::{
@@ -100,6 +100,10 @@ pub(crate) enum Wait {
     Forever,
     /// Block until a CQE is available or the duration has passed.
     Timeout(Duration),
+    /// Block until a CQE is available or the deadline has passed. The driver keeps a kernel
+    /// timer armed for it across waits (`alarm.rs`, `epoll/alarm.rs`) rather than passing a
+    /// timeout to every wait.
+    Until(Instant),
 }
 
 impl Ring {
@@ -286,10 +290,17 @@ impl Ring {
         if self.sqpoll {
             flags |= self.sqpoll_enter_flags(to_submit);
         }
-        let result = match wait {
-            Wait::No => self.raw_enter(to_submit, 0, flags, None),
-            Wait::Forever => self.raw_enter(to_submit, 1, flags, None),
-            Wait::Timeout(d) => {
+        let timeout = match wait {
+            Wait::No | Wait::Forever => None,
+            Wait::Timeout(d) => Some(d),
+            // The driver turns these into `Forever` once its alarm is armed; a ring entered
+            // directly waits with a timeout instead.
+            Wait::Until(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
+        };
+        let result = match (wait, timeout) {
+            (Wait::No, _) => self.raw_enter(to_submit, 0, flags, None),
+            (_, None) => self.raw_enter(to_submit, 1, flags, None),
+            (_, Some(d)) => {
                 let ts = Timespec::from(d);
                 let args = SubmitArgs::new().timespec(&ts);
                 self.raw_enter(

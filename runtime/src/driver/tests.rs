@@ -10,7 +10,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use io_uring::{opcode, squeue, types};
@@ -387,4 +387,65 @@ fn napi_registration_round_trips() {
         Napi::new(Duration::from_secs(1), false).busy_poll_us,
         10_000
     );
+}
+
+/// Waits for deadlines on `driver` (woken through `wake`): the first wait, for a deadline
+/// 10 s away, is interrupted by the eventfd; the next, 30 ms away, must move the alarm
+/// earlier and end at its deadline, not before and not 10 s later.
+fn deadline_waits_end_on_time(driver: &RefCell<Driver>, wake: &Arc<OwnedFd>) {
+    let far = Instant::now() + Duration::from_secs(10);
+    let kicker = {
+        let wake = wake.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            write_one(wake.as_raw_fd());
+        })
+    };
+    turn(driver, Wait::Until(far));
+    kicker.join().unwrap();
+    let start = Instant::now();
+    let near = start + Duration::from_millis(30);
+    // Spurious returns (the eventfd's completion, the old alarm) are allowed: the loop waits
+    // again, as the runtime's does.
+    while Instant::now() < near {
+        turn(driver, Wait::Until(near));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the wait for a deadline 30 ms away took {:?}",
+            start.elapsed()
+        );
+    }
+    let late = start.elapsed();
+    assert!(late < Duration::from_secs(2), "woke after {late:?}");
+    // A deadline that passed: the wait does not block.
+    let start = Instant::now();
+    turn(driver, Wait::Until(start - Duration::from_millis(1)));
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_wait_for_a_deadline_ends_at_it_on_the_ring() {
+    let wake = eventfd(0);
+    let config = RingConfig {
+        entries: 8,
+        cq_entries: 16,
+        mode: RingMode::Auto,
+        register_ring_fd: true,
+        cqe32: false,
+        direct_descriptors: 0,
+        sqpoll: None,
+    };
+    let (driver, _) = Driver::new(&config, wake.clone()).expect("io_uring must be available");
+    let driver = RefCell::new(driver);
+    deadline_waits_end_on_time(&driver, &wake);
+    // The alarm moved to 30 ms and fired; its CQE cleared it, and the one for 10 s was
+    // the same request (moved, not a second one).
+    assert!(driver.borrow().alarm.armed_deadline().is_none());
+}
+
+#[test]
+fn a_wait_for_a_deadline_ends_at_it_on_epoll() {
+    let wake = eventfd(libc::EFD_NONBLOCK);
+    let driver = RefCell::new(Driver::new_epoll(wake.clone()).expect("epoll"));
+    deadline_waits_end_on_time(&driver, &wake);
 }

@@ -1,8 +1,8 @@
 //! `IORING_OP_TIMEOUT` as a pure timer (`count` 0): completes when the duration has passed.
 //!
-//! The runtime's own timers (`runtime::time`) do not use this op: they bound the event loop's
-//! wait instead, which costs no SQE. It exists for code that wants a kernel-side timer as an
-//! operation (and for driver tests).
+//! The runtime's own timers (`runtime::time`) do not use this op: they share the driver's one
+//! alarm (`driver/alarm.rs`), which ends the event loop's wait at the earliest deadline. It
+//! exists for code that wants a kernel-side timer as an operation (and for driver tests).
 
 use std::{io, time::Duration};
 

@@ -1,8 +1,11 @@
 //! Time: sleeping, timeouts and intervals on the runtime's clock.
 //!
-//! Timers live in a per-runtime registry (`timers.rs`). The event loop bounds its blocking
-//! `io_uring_enter` by the earliest deadline (`IORING_ENTER_EXT_ARG` timeout), then wakes every
-//! expired timer, so timers cost no SQEs and no extra thread. [`Instant`] is
+//! Timers live in a per-runtime registry (`timers.rs`). The event loop waits until the
+//! earliest deadline, then wakes every expired timer. The driver keeps one kernel timer armed
+//! for that deadline across waits (an `IORING_OP_TIMEOUT`, or a timerfd on the epoll
+//! backend), moved only when an earlier deadline comes, so a loop turn with timers pending
+//! costs no more than one without: no timer programmed and cancelled per wait, no extra
+//! thread. [`Instant`] is
 //! `std::time::Instant` (`CLOCK_MONOTONIC`).
 
 mod interval;

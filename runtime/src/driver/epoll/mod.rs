@@ -32,11 +32,13 @@
 //!   Clearing is only ever an optimisation: a set bit costs one system call.
 //! - Ops detached on this engine (sends written behind, the signal read) wait in `parked`;
 //!   their retries run after the driver borrow ended, like any parked op's finish.
-//! - The wake-up eventfd is registered under [`WAKE_KEY`] and read (reset) whenever it fires.
+//! - The wake-up eventfd is registered under [`WAKE_KEY`] and read (reset) whenever it fires;
+//!   the alarm's timerfd (`alarm.rs`) under `ALARM_KEY`.
 //! - Fds closed while no driver of theirs is current reach every live engine through its
 //!   list of closed fds (`closed.rs`), taken before the next fd is prepared, so a reused fd
 //!   number is never taken for the old, registered file.
 
+mod alarm;
 mod closed;
 
 use std::{
@@ -44,12 +46,12 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     sync::Arc,
     task::Waker,
-    time::Duration,
 };
 
 use slab::Slab;
 
 use super::{Wait, completion::Completion};
+use alarm::{ALARM_KEY, Alarm};
 use closed::ClosedFds;
 pub(crate) use closed::forget_fd;
 
@@ -156,6 +158,8 @@ pub(crate) struct Poller {
     closed: ClosedFds,
     /// Scratch space for `route`, reused so that routing allocates nothing.
     pub(crate) scratch: Vec<Ready>,
+    /// The timer that ends waits for a deadline (`alarm.rs`).
+    alarm: Alarm,
 }
 
 impl Poller {
@@ -192,6 +196,7 @@ impl Poller {
                 format!("registering the wake-up eventfd with epoll failed: {e}"),
             ));
         }
+        let alarm = Alarm::new(epoll.as_raw_fd());
         Ok(Poller {
             epoll,
             wake,
@@ -201,6 +206,7 @@ impl Poller {
             parked: Slab::new(),
             closed: ClosedFds::new(),
             scratch: Vec::new(),
+            alarm,
         })
     }
 
@@ -380,20 +386,14 @@ impl Poller {
         }
     }
 
-    /// Waits for events as `wait` allows (`epoll_wait`; never longer than the timeout,
-    /// rounded up to a millisecond).
+    /// Waits for events as `wait` allows (`epoll_wait`; a deadline ends the wait through
+    /// the alarm's timerfd, a timeout is rounded up to a millisecond: `alarm.rs`).
     pub(crate) fn poll(&mut self, wait: Wait) -> io::Result<()> {
         // Events not routed yet are work: reading more now could only delay them.
         if self.pending > 0 {
             return Ok(());
         }
-        // Millisecond resolution, rounded up: a timer never fires early, and the loop's
-        // timer wheel wakes whatever is due when the wait returns.
-        let timeout = match wait {
-            Wait::No => 0,
-            Wait::Forever => -1,
-            Wait::Timeout(d) => millis_up(d),
-        };
+        let timeout = self.alarm.epoll_timeout(wait);
         self.events.clear();
         // SAFETY: the kernel writes at most `capacity` events into the vector's spare
         // capacity; `set_len` below covers exactly the count it reports.
@@ -431,6 +431,10 @@ impl Poller {
                 // SAFETY: reads 8 bytes into a live local. The eventfd fired, so its counter
                 // is non-zero and the read returns at once (resetting it).
                 unsafe { libc::read(self.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+                continue;
+            }
+            if key == ALARM_KEY {
+                self.alarm.fired();
                 continue;
             }
             let Some(slot) = self.fds.get_mut(key as usize) else {
@@ -522,10 +526,4 @@ fn errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
-}
-
-/// `d` in whole milliseconds, rounded up, for `epoll_wait`.
-fn millis_up(d: Duration) -> i32 {
-    let ms = d.as_nanos().div_ceil(1_000_000);
-    ms.min(i32::MAX as u128) as i32
 }
