@@ -11,9 +11,14 @@
 //!
 //! # Invariants
 //!
-//! - The budget is reset to [`BUDGET`] at the end of every loop turn, after the enter, and
-//!   every task that found it spent is woken then (not before: a task re-polled in the same
-//!   turn would only find it spent again).
+//! - The budget is reset to [`BUDGET`] once per loop turn, right after the enter, and every
+//!   task that found it spent is woken then (not before: a task re-polled in the same turn
+//!   would only find it spent again), ahead of the tasks the enter's completions wake.
+//! - The loop runs no further task once the budget is spent, past the first of the turn
+//!   (`Scheduler::run`): the tasks not run keep their place in the queue and run first after the enter. So the budget
+//!   ends the turn early instead of sending every later task to the back of the queue,
+//!   which on the epoll backend (where every operation finishes without a ring) served
+//!   some connections many times per round and left others waiting tens of milliseconds.
 //! - While a task waits for the next turn, the loop's enter does not block.
 //! - Outside a runtime there is no budget to spend: `poll_proceed` is always ready.
 
@@ -45,6 +50,11 @@ impl Default for Coop {
 }
 
 impl Coop {
+    /// Whether some of this turn's budget is left (the loop runs no more tasks once not).
+    pub(crate) fn has_budget(&self) -> bool {
+        self.left.get() > 0
+    }
+
     /// Whether a task waits for the next turn (so the enter must not block).
     pub(crate) fn has_waiters(&self) -> bool {
         !self.next_turn.is_empty()
@@ -127,6 +137,26 @@ mod tests {
             );
             assert_eq!(OTHER_RAN.load(Ordering::Relaxed), 1);
         });
+    }
+
+    /// Once a task spent the turn's budget, the tasks queued behind it wait for the next
+    /// turn in their place: the next one starts with a full budget.
+    #[test]
+    fn a_spent_budget_ends_the_turn() {
+        let rt = crate::Runtime::new().unwrap();
+        let left_for_next = rt.block_on(async {
+            let spender = crate::spawn(async {
+                for _ in 0..BUDGET {
+                    poll_fn(poll_proceed).await;
+                }
+            });
+            let next = crate::spawn(async {
+                current::with(&CURRENT, |coop| coop.left.get()).unwrap_or(0)
+            });
+            spender.await.unwrap();
+            next.await.unwrap()
+        });
+        assert_eq!(left_for_next, BUDGET);
     }
 
     #[test]

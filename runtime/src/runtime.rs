@@ -3,7 +3,8 @@
 //! # One loop turn
 //!
 //! 1. Poll the `block_on` future if it was woken.
-//! 2. Run up to `task_budget` ready tasks (tasks woken on other threads are pulled in first).
+//! 2. Run up to `task_budget` ready tasks (tasks woken on other threads are pulled in first),
+//!    fewer once the operations' budget (`coop.rs`) is spent.
 //! 3. Enter the ring once: submit every queued SQE and reap completions with `GETEVENTS`.
 //!    The enter blocks only when nothing is ready, bounded by the earliest timer; otherwise it
 //!    returns at once, and it is skipped entirely when there is nothing to submit or reap.
@@ -145,7 +146,10 @@ impl Runtime {
                 let _ = handle.driver.borrow_mut().enter(Wait::No);
                 return output;
             }
-            handle.scheduler.run(handle.task_budget);
+            // The operations' budget spent, the turn ends: the rest keep their place.
+            handle
+                .scheduler
+                .run(handle.task_budget, || handle.coop.has_budget());
             handle.turn(&mut cqes);
         }
     }
@@ -201,9 +205,10 @@ impl Handle {
                  failed: {e}; the runtime's ring is unusable"
             );
         }
+        // Tasks that found the budget spent run ahead of those the completions wake.
+        self.coop.new_turn();
         self.dispatch(cqes);
         self.fire_timers();
-        self.coop.new_turn();
     }
 
     /// [`submit_now`] on this runtime.

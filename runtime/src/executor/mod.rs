@@ -64,10 +64,13 @@ impl Scheduler {
         self.queue.borrow().is_empty()
     }
 
-    /// Runs up to `budget` ready tasks. Returns how many ran.
-    pub(crate) fn run(&self, budget: usize) -> usize {
+    /// Runs up to `budget` ready tasks, in the order they were woken, while `proceed` says
+    /// so (asked before each but the first: one task runs every turn, so a `block_on`
+    /// future that spends the operations' budget each turn cannot starve the rest).
+    /// Returns how many ran.
+    pub(crate) fn run(&self, budget: usize, proceed: impl Fn() -> bool) -> usize {
         let mut ran = 0;
-        while ran < budget {
+        while ran < budget && (ran == 0 || proceed()) {
             let Some(task) = self.queue.borrow_mut().pop_front() else {
                 break;
             };
