@@ -15,10 +15,11 @@
 //!   task that found it spent is woken then (not before: a task re-polled in the same turn
 //!   would only find it spent again), ahead of the tasks the enter's completions wake.
 //! - The loop runs no further task once the budget is spent, past the first of the turn
-//!   (`Scheduler::run`): the tasks not run keep their place in the queue and run first after the enter. So the budget
-//!   ends the turn early instead of sending every later task to the back of the queue,
-//!   which on the epoll backend (where every operation finishes without a ring) served
-//!   some connections many times per round and left others waiting tens of milliseconds.
+//!   (`Scheduler::run`): the tasks not run keep their place in the queue and run first
+//!   after the enter. So the budget ends the turn early instead of sending every later task
+//!   to the back of the queue, which on the epoll backend (where every operation finishes
+//!   without a ring) served some connections many times per round and left others waiting
+//!   tens of milliseconds.
 //! - While a task waits for the next turn, the loop's enter does not block.
 //! - Outside a runtime there is no budget to spend: `poll_proceed` is always ready.
 

@@ -290,26 +290,17 @@ impl Ring {
         if self.sqpoll {
             flags |= self.sqpoll_enter_flags(to_submit);
         }
-        let timeout = match wait {
-            Wait::No | Wait::Forever => None,
-            Wait::Timeout(d) => Some(d),
-            // The driver turns these into `Forever` once its alarm is armed; a ring entered
+        let result = match wait {
+            Wait::No => self.raw_enter(to_submit, 0, flags, None),
+            Wait::Forever => self.raw_enter(to_submit, 1, flags, None),
+            Wait::Timeout(d) => self.timed_enter(to_submit, flags, d),
+            // The driver turns this into `Forever` once its alarm is armed; a ring entered
             // directly waits with a timeout instead.
-            Wait::Until(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
-        };
-        let result = match (wait, timeout) {
-            (Wait::No, _) => self.raw_enter(to_submit, 0, flags, None),
-            (_, None) => self.raw_enter(to_submit, 1, flags, None),
-            (_, Some(d)) => {
-                let ts = Timespec::from(d);
-                let args = SubmitArgs::new().timespec(&ts);
-                self.raw_enter(
-                    to_submit,
-                    1,
-                    flags | EnterFlags::EXT_ARG.bits(),
-                    Some(&args),
-                )
-            }
+            Wait::Until(deadline) => self.timed_enter(
+                to_submit,
+                flags,
+                deadline.saturating_duration_since(Instant::now()),
+            ),
         };
         match result {
             Ok(n) => Ok(n),
@@ -318,6 +309,18 @@ impl Ring {
                 _ => Err(e),
             },
         }
+    }
+
+    /// An enter that waits for one CQE at most `timeout` (`IORING_ENTER_EXT_ARG`).
+    fn timed_enter(&self, to_submit: u32, flags: u32, timeout: Duration) -> io::Result<usize> {
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        self.raw_enter(
+            to_submit,
+            1,
+            flags | EnterFlags::EXT_ARG.bits(),
+            Some(&args),
+        )
     }
 
     /// With SQPOLL, the flags an enter needs for the SQ: wake the thread if it sleeps, and

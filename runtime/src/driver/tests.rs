@@ -17,8 +17,13 @@ use io_uring::{opcode, squeue, types};
 
 use super::*;
 
-/// A ring with no runtime around it, and the eventfd its wake read is armed on.
+/// A ring with no runtime around it, its wake read armed on an eventfd of its own.
 fn driver(entries: u32, cq_entries: u32) -> RefCell<Driver> {
+    driver_woken_by(entries, cq_entries, eventfd(0))
+}
+
+/// A ring with no runtime around it, its wake read armed on `wake`.
+fn driver_woken_by(entries: u32, cq_entries: u32, wake: Arc<OwnedFd>) -> RefCell<Driver> {
     let config = RingConfig {
         entries,
         cq_entries,
@@ -28,7 +33,7 @@ fn driver(entries: u32, cq_entries: u32) -> RefCell<Driver> {
         direct_descriptors: 0,
         sqpoll: None,
     };
-    let (driver, info) = Driver::new(&config, eventfd(0)).expect("io_uring must be available");
+    let (driver, info) = Driver::new(&config, wake).expect("io_uring must be available");
     assert_eq!(info.cq_entries, cq_entries);
     RefCell::new(driver)
 }
@@ -426,17 +431,7 @@ fn deadline_waits_end_on_time(driver: &RefCell<Driver>, wake: &Arc<OwnedFd>) {
 #[test]
 fn a_wait_for_a_deadline_ends_at_it_on_the_ring() {
     let wake = eventfd(0);
-    let config = RingConfig {
-        entries: 8,
-        cq_entries: 16,
-        mode: RingMode::Auto,
-        register_ring_fd: true,
-        cqe32: false,
-        direct_descriptors: 0,
-        sqpoll: None,
-    };
-    let (driver, _) = Driver::new(&config, wake.clone()).expect("io_uring must be available");
-    let driver = RefCell::new(driver);
+    let driver = driver_woken_by(8, 16, wake.clone());
     deadline_waits_end_on_time(&driver, &wake);
     // The alarm moved to 30 ms and fired; its CQE cleared it, and the one for 10 s was
     // the same request (moved, not a second one).
