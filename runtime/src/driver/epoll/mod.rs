@@ -40,6 +40,7 @@
 
 mod alarm;
 mod closed;
+mod waiters;
 
 use std::{
     io,
@@ -54,6 +55,7 @@ use super::{Wait, completion::Completion};
 use alarm::{ALARM_KEY, Alarm};
 use closed::ClosedFds;
 pub(crate) use closed::forget_fd;
+use waiters::Waiters;
 
 /// `epoll_event.u64` of the wake-up eventfd (no fd number is this large).
 const WAKE_KEY: u64 = u64::MAX;
@@ -96,13 +98,6 @@ pub(crate) trait ReadyOp {
     }
 }
 
-/// Who waits for an fd's readiness.
-enum Waiter {
-    Task(Waker),
-    /// An op in `Poller::parked`.
-    Parked(usize),
-}
-
 /// What a readiness event asks the caller to do once the driver borrow ended.
 pub(crate) enum Ready {
     Wake(Waker),
@@ -140,9 +135,9 @@ struct FdSlot {
     ready: u8,
     /// Bumped by every `cancel`: an op that waited under an older epoch was cancelled.
     epoch: u32,
-    readers: Vec<Waiter>,
-    writers: Vec<Waiter>,
-    errors: Vec<Waiter>,
+    readers: Waiters,
+    writers: Waiters,
+    errors: Waiters,
 }
 
 /// The epoll engine of one driver (see the module docs).
@@ -316,7 +311,7 @@ impl Poller {
         slot.epoch = slot.epoch.wrapping_add(1);
         let before = out.len();
         for list in [&mut slot.readers, &mut slot.writers, &mut slot.errors] {
-            out.extend(list.drain(..).map(Ready::from));
+            list.drain_into(out);
         }
         out.len() - before
     }
@@ -334,41 +329,34 @@ impl Poller {
         }
     }
 
-    /// Registers `waiter`, for `fd`'s next `interest` event; `fd` was prepared.
-    fn wait(&mut self, fd: RawFd, interest: Interest, waiter: Waiter) {
-        let Some(index) = usize::try_from(fd).ok().filter(|&i| i < self.fds.len()) else {
-            return;
-        };
+    /// The waiters of `fd`'s next `interest` event (`fd` was prepared), with `EPOLLOUT`
+    /// watched when they wait for room.
+    fn waiters(&mut self, fd: RawFd, interest: Interest) -> Option<&mut Waiters> {
+        let index = usize::try_from(fd).ok().filter(|&i| i < self.fds.len())?;
         if interest == Interest::Writable && !self.fds[index].watch_out {
             self.watch_out(fd, true);
         }
         let slot = &mut self.fds[index];
-        let list = match interest {
+        Some(match interest {
             Interest::Readable => &mut slot.readers,
             Interest::Writable => &mut slot.writers,
             Interest::Error => &mut slot.errors,
-        };
-        // A task polled again before its event (a spurious wake-up, a `select!` loop) is
-        // already listed: one entry per task, so a busy fd's list stays short.
-        if let Waiter::Task(waker) = &waiter
-            && list
-                .iter()
-                .any(|w| matches!(w, Waiter::Task(old) if old.will_wake(waker)))
-        {
-            return;
-        }
-        list.push(waiter);
+        })
     }
 
-    /// A task waits for `fd`'s `interest`.
+    /// A task waits for `fd`'s `interest` (once, however often it asks before the event).
     pub(crate) fn wait_task(&mut self, fd: RawFd, interest: Interest, waker: &Waker) {
-        self.wait(fd, interest, Waiter::Task(waker.clone()));
+        if let Some(waiters) = self.waiters(fd, interest) {
+            waiters.add_task(waker);
+        }
     }
 
     /// A detached op waits for `fd`'s `interest`; returns its key.
     pub(crate) fn park(&mut self, fd: RawFd, interest: Interest, op: Box<dyn ReadyOp>) -> usize {
         let key = self.parked.insert(Some(op));
-        self.wait(fd, interest, Waiter::Parked(key));
+        if let Some(waiters) = self.waiters(fd, interest) {
+            waiters.add_parked(key);
+        }
         key
     }
 
@@ -382,7 +370,9 @@ impl Poller {
     ) {
         if let Some(entry) = self.parked.get_mut(key) {
             *entry = Some(op);
-            self.wait(fd, interest, Waiter::Parked(key));
+            if let Some(waiters) = self.waiters(fd, interest) {
+                waiters.add_parked(key);
+            }
         }
     }
 
@@ -449,7 +439,7 @@ impl Poller {
             }
             if hangup || events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) != 0 {
                 slot.ready |= READABLE;
-                out.extend(slot.readers.drain(..).map(Ready::from));
+                slot.readers.drain_into(out);
             }
             if hangup || events & libc::EPOLLOUT != 0 {
                 slot.ready |= WRITABLE;
@@ -458,10 +448,10 @@ impl Poller {
                     self.watch_out(key as RawFd, false);
                     continue;
                 }
-                out.extend(slot.writers.drain(..).map(Ready::from));
+                slot.writers.drain_into(out);
             }
             if events & libc::EPOLLERR != 0 {
-                out.extend(slot.errors.drain(..).map(Ready::from));
+                slot.errors.drain_into(out);
             }
         }
     }
@@ -488,15 +478,6 @@ impl Poller {
             std::mem::forget(op);
         }
         n
-    }
-}
-
-impl From<Waiter> for Ready {
-    fn from(waiter: Waiter) -> Ready {
-        match waiter {
-            Waiter::Task(waker) => Ready::Wake(waker),
-            Waiter::Parked(key) => Ready::Retry(key),
-        }
     }
 }
 
