@@ -181,10 +181,11 @@ impl Handle {
             && !self.coop.has_waiters()
             && !self.driver.borrow().has_skip_pending()
         {
+            // The engine reads the clock only when it must move its alarm: a deadline that
+            // has passed makes it not wait at all.
             match self.timers.borrow().next_deadline() {
                 None => Wait::Forever,
-                Some(deadline) if deadline > Instant::now() => Wait::Until(deadline),
-                Some(_) => Wait::No,
+                Some(deadline) => Wait::Until(deadline),
             }
         } else {
             Wait::No

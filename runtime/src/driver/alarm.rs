@@ -116,7 +116,6 @@ impl Alarm {
     }
 
     /// The deadline of the alarm in the kernel, if one is armed.
-    #[cfg(test)]
     pub(super) fn armed_deadline(&self) -> Option<Instant> {
         self.armed.map(|a| a.deadline)
     }

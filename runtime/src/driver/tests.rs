@@ -396,7 +396,8 @@ fn napi_registration_round_trips() {
 
 /// Waits for deadlines on `driver` (woken through `wake`): the first wait, for a deadline
 /// 10 s away, is interrupted by the eventfd; the next, 30 ms away, must move the alarm
-/// earlier and end at its deadline, not before and not 10 s later.
+/// earlier and end at its deadline, not before and not 10 s later; a wait for a deadline
+/// later than the armed alarm's ends at the alarm's.
 fn deadline_waits_end_on_time(driver: &RefCell<Driver>, wake: &Arc<OwnedFd>) {
     let far = Instant::now() + Duration::from_secs(10);
     let kicker = {
@@ -422,6 +423,28 @@ fn deadline_waits_end_on_time(driver: &RefCell<Driver>, wake: &Arc<OwnedFd>) {
     }
     let late = start.elapsed();
     assert!(late < Duration::from_secs(2), "woke after {late:?}");
+    // An alarm armed for an earlier deadline (its wait was cut short by the eventfd) ends a
+    // wait for a later one at its own, without being moved: the caller's timers then wake
+    // what is due, and a wait longer than that would oversleep them.
+    let start = Instant::now();
+    let soon = start + Duration::from_millis(40);
+    let kicker = {
+        let wake = wake.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            write_one(wake.as_raw_fd());
+        })
+    };
+    turn(driver, Wait::Until(soon));
+    kicker.join().unwrap();
+    while Instant::now() < soon {
+        turn(driver, Wait::Until(start + Duration::from_secs(10)));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "a wait for 10 s past an alarm armed 40 ms away took {:?}",
+            start.elapsed()
+        );
+    }
     // A deadline that passed: the wait does not block.
     let start = Instant::now();
     turn(driver, Wait::Until(start - Duration::from_millis(1)));

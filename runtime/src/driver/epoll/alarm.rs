@@ -43,6 +43,9 @@ impl Alarm {
             Wait::No => 0,
             Wait::Forever => -1,
             Wait::Timeout(d) => millis_up(d),
+            // Set for this deadline or an earlier one: its event ends the wait in time (at
+            // once when it has passed), without reading the clock.
+            Wait::Until(deadline) if self.armed.is_some_and(|armed| armed <= deadline) => -1,
             Wait::Until(deadline) => {
                 let now = Instant::now();
                 if deadline <= now {
