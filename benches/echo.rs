@@ -432,8 +432,11 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
     let port = free_port(proto)?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let metrics_file = server.ours.then(|| {
-        cfg.out_dir
-            .join(format!("metrics-{}-{port}.txt", server.key))
+        benches::metrics_dir(&cfg.out_dir).join(format!(
+            "runtime-echo-metrics-{}-{}-{port}.txt",
+            std::process::id(),
+            server.key
+        ))
     });
     let mut cmd = Command::new(exe);
     cmd.arg(addr.to_string());
@@ -511,6 +514,10 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
     drop(process);
     if let Some(path) = &metrics_file {
         let _ = std::fs::remove_file(path);
+        // Left behind if the server was stopped between its write and its rename.
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let _ = std::fs::remove_file(tmp);
     }
     result.map_err(|e| format!("{} on {}: {e}", server.label(proto), workload.short()).into())
 }
