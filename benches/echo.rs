@@ -515,9 +515,7 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
     if let Some(path) = &metrics_file {
         let _ = std::fs::remove_file(path);
         // Left behind if the server was stopped between its write and its rename.
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
-        let _ = std::fs::remove_file(tmp);
+        let _ = std::fs::remove_file(examples::metrics_tmp_path(path));
     }
     result.map_err(|e| format!("{} on {}: {e}", server.label(proto), workload.short()).into())
 }

@@ -19,6 +19,13 @@ pub const METRICS_FILE_VAR: &str = "RUNTIME_METRICS_FILE";
 /// How often [`export_metrics`] rewrites its file.
 pub const METRICS_PERIOD: Duration = Duration::from_millis(50);
 
+/// The file [`export_metrics`] writes beside `path` before renaming it over `path`.
+pub fn metrics_tmp_path(path: &std::path::Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
 /// For the benchmarks (`benches/echo.rs`): when the environment variable
 /// `RUNTIME_METRICS_FILE` is set, keeps the file it names up to date with the runtime's
 /// counters; when it is not set, does nothing, so the example behaves exactly as written.
@@ -72,8 +79,7 @@ pub fn export_metrics_to(path: PathBuf) {
         });
     }
     runtime::spawn(async move {
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
+        let tmp = metrics_tmp_path(&path);
         loop {
             publish(&counters[0]);
             let sum = |i: usize| {

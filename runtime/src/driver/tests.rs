@@ -394,19 +394,22 @@ fn napi_registration_round_trips() {
     );
 }
 
+/// Writes the eventfd `wake` from another thread after `delay`.
+fn kick_after(wake: &Arc<OwnedFd>, delay: Duration) -> std::thread::JoinHandle<()> {
+    let wake = wake.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        write_one(wake.as_raw_fd());
+    })
+}
+
 /// Waits for deadlines on `driver` (woken through `wake`): the first wait, for a deadline
 /// 10 s away, is interrupted by the eventfd; the next, 30 ms away, must move the alarm
 /// earlier and end at its deadline, not before and not 10 s later; a wait for a deadline
 /// later than the armed alarm's ends at the alarm's.
 fn deadline_waits_end_on_time(driver: &RefCell<Driver>, wake: &Arc<OwnedFd>) {
     let far = Instant::now() + Duration::from_secs(10);
-    let kicker = {
-        let wake = wake.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            write_one(wake.as_raw_fd());
-        })
-    };
+    let kicker = kick_after(wake, Duration::from_millis(20));
     turn(driver, Wait::Until(far));
     kicker.join().unwrap();
     let start = Instant::now();
@@ -428,13 +431,7 @@ fn deadline_waits_end_on_time(driver: &RefCell<Driver>, wake: &Arc<OwnedFd>) {
     // what is due, and a wait longer than that would oversleep them.
     let start = Instant::now();
     let soon = start + Duration::from_millis(40);
-    let kicker = {
-        let wake = wake.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(10));
-            write_one(wake.as_raw_fd());
-        })
-    };
+    let kicker = kick_after(wake, Duration::from_millis(10));
     turn(driver, Wait::Until(soon));
     kicker.join().unwrap();
     while Instant::now() < soon {

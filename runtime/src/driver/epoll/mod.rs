@@ -351,12 +351,17 @@ impl Poller {
         }
     }
 
-    /// A detached op waits for `fd`'s `interest`; returns its key.
-    pub(crate) fn park(&mut self, fd: RawFd, interest: Interest, op: Box<dyn ReadyOp>) -> usize {
-        let key = self.parked.insert(Some(op));
+    /// The parked op under `key` waits for `fd`'s `interest`.
+    fn wait_parked(&mut self, fd: RawFd, interest: Interest, key: usize) {
         if let Some(waiters) = self.waiters(fd, interest) {
             waiters.add_parked(key);
         }
+    }
+
+    /// A detached op waits for `fd`'s `interest`; returns its key.
+    pub(crate) fn park(&mut self, fd: RawFd, interest: Interest, op: Box<dyn ReadyOp>) -> usize {
+        let key = self.parked.insert(Some(op));
+        self.wait_parked(fd, interest, key);
         key
     }
 
@@ -370,9 +375,7 @@ impl Poller {
     ) {
         if let Some(entry) = self.parked.get_mut(key) {
             *entry = Some(op);
-            if let Some(waiters) = self.waiters(fd, interest) {
-                waiters.add_parked(key);
-            }
+            self.wait_parked(fd, interest, key);
         }
     }
 

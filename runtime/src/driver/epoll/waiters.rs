@@ -76,13 +76,12 @@ impl Waiters {
     /// Appends every waiter's wake-up to `out`, in the order they were added, and empties
     /// the list.
     pub(super) fn drain_into(&mut self, out: &mut Vec<Ready>) {
-        match &mut self.0 {
+        match std::mem::take(&mut self.0) {
             List::None => {}
-            List::Many(list) => out.extend(list.drain(..).map(Ready::from)),
-            List::One(_) => {
-                if let List::One(waiter) = std::mem::take(&mut self.0) {
-                    out.push(waiter.into());
-                }
+            List::One(waiter) => out.push(waiter.into()),
+            List::Many(mut list) => {
+                out.extend(list.drain(..).map(Ready::from));
+                self.0 = List::Many(list);
             }
         }
     }
