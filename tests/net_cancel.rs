@@ -42,8 +42,10 @@ async fn a_timed_out_read_returns_its_buffer_and_the_stream_goes_on() {
     assert!(runtime::op::is_cancelled(&err));
     assert!(start.elapsed() >= Duration::from_millis(20));
     assert_eq!((buf.as_ptr(), buf.capacity(), buf.len()), (ptr, cap, 0));
-    // The request ended (its final CQE came) before the buffer was handed back.
-    assert_eq!(metrics().ops_in_flight, 0);
+    // The buffer never reached the kernel while the read-ahead's multishot serves reads (it
+    // stays armed for the next read, and is the only request left); a plain receive ended
+    // (its final CQE came) before the buffer was handed back.
+    assert!(metrics().ops_in_flight <= 1, "{:?}", metrics());
 
     // The same buffer serves the next reads, which get the bytes in order.
     peer.write_all(b"abc").unwrap();
@@ -71,7 +73,11 @@ async fn a_read_completing_as_the_deadline_fires_returns_its_data() {
         )
         .await
         .unwrap();
-        assert_eq!(res.unwrap(), 5, "round {round}");
+        assert_eq!(
+            res.map_err(|e| format!("round {round}: {e}")).unwrap(),
+            5,
+            "round {round}"
+        );
         assert_eq!(buf, [round; 5]);
     }
 }

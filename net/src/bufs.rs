@@ -6,21 +6,36 @@ use runtime::buf::{IoBuf, IoBufMut};
 /// Copies `data` into the start of the buffers, in order, each filled up to its capacity.
 /// Returns how many bytes were copied (less than `data.len()` when the buffers are full).
 pub(crate) fn scatter<B: IoBufMut>(bufs: &mut [B], data: &[u8]) -> usize {
+    scatter_at(bufs, 0, data)
+}
+
+/// Copies `data` into the buffers from byte `at` of their combined capacity on (the buffers
+/// are filled in order, each up to its capacity), and marks everything up to the end of the
+/// copy as initialized: the bytes before `at` must have been written already (by earlier
+/// calls). Returns how many bytes were copied.
+pub(crate) fn scatter_at<B: IoBufMut>(bufs: &mut [B], mut at: usize, data: &[u8]) -> usize {
     let mut copied = 0;
     for buf in bufs {
         if copied == data.len() {
             break;
         }
-        let room = buf.bytes_total().min(data.len() - copied);
+        let total = buf.bytes_total();
+        if at >= total {
+            at -= total;
+            continue;
+        }
+        let room = (total - at).min(data.len() - copied);
         // SAFETY: only initialized values (copies of `data`) are written, so bytes the buffer
         // already counts as initialized stay initialized.
-        let dst = &mut unsafe { buf.as_mut_capacity() }[..room];
+        let dst = &mut unsafe { buf.as_mut_capacity() }[at..at + room];
         for (d, s) in dst.iter_mut().zip(&data[copied..copied + room]) {
             d.write(*s);
         }
-        // SAFETY: the first `room` bytes were just written and `room <= bytes_total`.
-        unsafe { buf.set_init(room) };
+        // SAFETY: bytes `..at` were written before (the caller's guarantee) and `at..at + room`
+        // just now, and `at + room <= bytes_total`.
+        unsafe { buf.set_init(at + room) };
         copied += room;
+        at = 0;
     }
     copied
 }

@@ -110,10 +110,15 @@ struct Inner {
 /// The socket of a stream type that has an adapter.
 pub(crate) trait HasSocket {
     fn socket(&self) -> &Socket;
+
+    /// Ends the handle's own reading state (a TCP stream's read-ahead), whose bytes go to the
+    /// socket's rescue queue, before the adapter reads the socket itself.
+    fn release_reads(&mut self) {}
 }
 
 /// The adapter of `stream`, reading into its own buffers.
-pub(crate) fn wrap<S: HasSocket>(stream: S) -> Compat<S> {
+pub(crate) fn wrap<S: HasSocket>(mut stream: S) -> Compat<S> {
+    stream.release_reads();
     let socket = stream.socket().clone();
     let reader = Reader::Owned(Owned::Idle {
         buf: Vec::new(),
@@ -124,7 +129,8 @@ pub(crate) fn wrap<S: HasSocket>(stream: S) -> Compat<S> {
 }
 
 /// The adapter of `stream`, reading from `ring`.
-pub(crate) fn wrap_with_ring<S: HasSocket>(stream: S, ring: &BufRing) -> Compat<S> {
+pub(crate) fn wrap_with_ring<S: HasSocket>(mut stream: S, ring: &BufRing) -> Compat<S> {
+    stream.release_reads();
     let socket = stream.socket().clone();
     let reader = Reader::Ring {
         ring: ring.clone(),

@@ -149,11 +149,19 @@ macro_rules! halves {
                 fn socket(&self) -> &Socket {
                     &self.stream.socket
                 }
+
+                fn release_reads(&mut self) {
+                    HasSocket::release_reads(&mut self.stream);
+                }
             }
 
             impl HasSocket for ReadHalf<'_> {
                 fn socket(&self) -> &Socket {
                     &self.stream.socket
+                }
+
+                fn release_reads(&mut self) {
+                    HasSocket::release_reads(&mut self.stream);
                 }
             }
 

@@ -66,6 +66,7 @@ mod direct;
 mod halves;
 mod op;
 mod options;
+mod read_ahead;
 mod recv_stream;
 mod socket;
 mod spares;

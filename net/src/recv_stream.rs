@@ -11,6 +11,10 @@
 //! buffer pool rejected as malformed, say) cancels the request at once, as dropping the stream
 //! would: the kernel must not go on filling buffers that no one takes. Data that still arrives
 //! for the cancelled request is kept for the socket's next receive.
+//!
+//! Bytes rescued from abandoned receives (a dropped read, or the read-ahead a byte stream
+//! replaced, whose request may still deliver) come before the stream's own: taken when it
+//! begins, and again before each wait for its request.
 
 use std::{
     collections::VecDeque,
@@ -83,6 +87,9 @@ impl BufferPool for Zcrx {
 /// harmless end, paused while the buffer pool is exhausted, ended by EOF or an error.
 struct ByteReceiver<O: MultishotOp, P> {
     pool: P,
+    /// For bytes rescued after the stream began (from a read-ahead it replaced, whose
+    /// request the kernel had not ended yet): they are older than what comes next.
+    socket: Socket,
     /// `None` once the stream ended with an error: the request was dropped, which cancels it.
     op: Option<Multishot<O>>,
     /// Buffers of a bundle (or rescued chunks) not yet handed out; boxed, and only while
@@ -111,6 +118,7 @@ where
         }
         ByteReceiver {
             pool,
+            socket: socket.clone(),
             op: Some(Multishot::new(op)),
             ready,
             state: State::Armed,
@@ -127,6 +135,9 @@ where
                     self.ready = None;
                 }
                 return Poll::Ready(Some(Ok(buf)));
+            }
+            if let Some(data) = self.socket.take_rescued_chunk() {
+                return Poll::Ready(Some(Ok(RxBuf::from_vec(data))));
             }
             let Some(op) = self.op.as_mut() else {
                 return Poll::Ready(None);

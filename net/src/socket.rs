@@ -362,6 +362,12 @@ impl Socket {
         }
     }
 
+    /// The sequence number of the oldest rescued chunk, if any.
+    pub(crate) fn rescued_sequence(&self) -> Option<u64> {
+        self.0
+            .with_rescued(|queue| Some(queue.as_ref()?.front()?.sequence))
+    }
+
     /// Whether rescued data waits to be read.
     pub(crate) fn has_rescued(&self) -> bool {
         self.0.rescued_len() > 0

@@ -29,7 +29,7 @@ use std::{
 };
 
 use runtime::{
-    buf::{IoBuf, IoBufMut},
+    buf::{IoBuf, IoBufMut, Slice},
     op::{Op, OpCode},
 };
 
@@ -96,13 +96,17 @@ where
     }
 }
 
-/// Reads until `buf` is full (to its capacity); `UnexpectedEof` if the peer closes first.
-pub(crate) async fn read_exact<B: IoBufMut>(socket: &Socket, buf: B) -> (io::Result<()>, B) {
+/// Reads until `buf` is full (to its capacity) with `read` (a handle's read of a slice);
+/// `UnexpectedEof` if the peer closes first.
+pub(crate) async fn read_exact<B: IoBufMut>(
+    buf: B,
+    mut read: impl AsyncFnMut(Slice<B>) -> (io::Result<usize>, Slice<B>),
+) -> (io::Result<()>, B) {
     let total = buf.bytes_total();
     let mut filled = 0;
     let mut buf = buf;
     while filled < total {
-        let (res, slice) = read(socket, buf.slice(filled..)).await;
+        let (res, slice) = read(buf.slice(filled..)).await;
         buf = slice.into_inner();
         match res {
             Ok(0) => {

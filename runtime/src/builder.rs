@@ -434,6 +434,7 @@ impl Builder {
             coop: Rc::default(),
             drain_waiters: Default::default(),
             zcrx,
+            shared_ring: Rc::default(),
         }))
     }
 

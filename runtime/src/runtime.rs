@@ -15,7 +15,8 @@
 //!
 //! 1. Every task's future is dropped (idle tasks are woken first so none is missed); their
 //!    in-flight operations park their resources in the driver and are cancelled.
-//! 2. Timers are cleared, and operations left to run on their own that finish inside an
+//! 2. Timers are cleared, the shared receive ring is released (receives still in flight keep
+//!    their own references), and operations left to run on their own that finish inside an
 //!    enter (sends written behind) get a few non-blocking turns to finish what they chain to.
 //! 3. Every remaining operation is cancelled, and completions are drained until each has
 //!    received its final CQE, for at most `shutdown_timeout`. Resources of operations the
@@ -173,10 +174,7 @@ impl Handle {
     /// are pulled into the run queue first, so they count against blocking.
     fn turn(&self, cqes: &mut Vec<(u64, Completion)>) {
         self.scheduler.take_remote(&self.remote);
-        driver::refill(&self.driver);
-        if let Some(zcrx) = &self.zcrx {
-            zcrx.publish();
-        }
+        self.top_up();
         let wait = if self.scheduler.is_idle()
             && !self.coop.has_waiters()
             && !self.driver.borrow().has_skip_pending()
@@ -214,9 +212,12 @@ impl Handle {
 
     /// [`submit_now`] on this runtime.
     fn submit_now(&self) -> bool {
-        if !self.scheduler.is_idle() {
+        if !self.scheduler.is_idle() || self.driver.try_borrow_mut().is_err() {
             return false;
         }
+        // Buffer pools are topped up before every enter, this one too: a task that goes on
+        // without yielding would otherwise drain them.
+        self.top_up();
         let Ok(mut driver) = self.driver.try_borrow_mut() else {
             return false;
         };
@@ -231,6 +232,14 @@ impl Handle {
             }
             Err(_) => false,
         })
+    }
+
+    /// Tops up the buffer pools before an enter: provided-buffer rings, the ifq's refill queue.
+    fn top_up(&self) {
+        driver::refill(&self.driver);
+        if let Some(zcrx) = &self.zcrx {
+            zcrx.publish();
+        }
     }
 
     /// Routes every available CQE (the driver's reap loop, `driver/dispatch.rs`).
@@ -283,6 +292,8 @@ impl Handle {
         self.scheduler.close(&self.remote);
         let timers = self.timers.borrow_mut().take_all();
         drop(timers);
+        // Receives still in flight hold their own clones until their final completions.
+        self.shared_ring.clear();
 
         // Operations still in flight: the driver's drain (`driver/shutdown.rs`).
         driver::drain(&self.driver, self.shutdown_timeout);

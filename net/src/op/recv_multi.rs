@@ -51,7 +51,11 @@ impl RecvMulti {
         }
     }
 
-    fn event(&self, cqe: &Completion) -> io::Result<RecvEvent> {
+    pub(super) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    pub(super) fn event(&self, cqe: &Completion) -> io::Result<RecvEvent> {
         let data = if self.bundle {
             let mut bufs = VecDeque::new();
             self.ring.take_bundle(cqe, &mut bufs)?;
@@ -115,7 +119,7 @@ unsafe impl MultishotOp for RecvMulti {
 
 /// Keeps data that arrived for a dropped stream for the socket's next receive (the buffers go
 /// back to their pool when `event` is dropped).
-fn rescue_stream_data(socket: &Socket, cqe: &Completion, event: io::Result<RecvEvent>) {
+pub(super) fn rescue_stream_data(socket: &Socket, cqe: &Completion, event: io::Result<RecvEvent>) {
     let data = match event {
         Ok(RecvEvent::One(buf)) => buf.to_vec(),
         Ok(RecvEvent::Many(bufs)) => bufs.iter().flat_map(|b| b.iter().copied()).collect(),

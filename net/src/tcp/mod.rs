@@ -3,6 +3,7 @@
 mod direct;
 mod incoming;
 mod listener;
+mod receive;
 mod socket;
 mod split;
 mod stream;

@@ -7,18 +7,18 @@ use std::{
 };
 
 use runtime::{
-    buf::{BufRing, IoBuf, IoBufMut},
+    buf::{IoBuf, IoBufMut},
     op::Op,
-    zcrx::Zcrx,
 };
 use socket2::{Domain, Protocol, Type};
 
 use super::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::{
-    RecvStream, ZcSent, ZcrxStream, ZeroCopy, ZeroCopyRecv, ZeroCopyStats,
+    ZcSent, ZeroCopy, ZeroCopyStats,
     addr::{self, ToSocketAddrs},
     behind,
     op::{CancelFd, Connect, Recv, SendMode, SendZc, send_some},
+    read_ahead::ReadAhead,
     socket::Socket,
     stream::RescueAware,
     stream::{self, is_cancelled, stopped},
@@ -83,11 +83,22 @@ const SEND_ZC: u8 = io_uring::opcode::SendZc::CODE;
 #[derive(Debug)]
 pub struct TcpStream {
     pub(super) socket: Socket,
+    /// The multishot receive under `read` (`read_ahead.rs`).
+    read_ahead: ReadAhead,
 }
 
 impl TcpStream {
     pub(crate) fn from_socket(socket: Socket) -> TcpStream {
-        TcpStream { socket }
+        TcpStream {
+            socket,
+            read_ahead: ReadAhead::new(),
+        }
+    }
+
+    /// Ends this handle's read-ahead (see `read_ahead.rs`): before another reader (a half, a
+    /// receive stream, an adapter) takes bytes from the socket.
+    pub(crate) fn release_reads(&mut self) {
+        self.read_ahead.dissolve();
     }
 
     /// Opens a connection to `addr`, trying each resolved address in turn like
@@ -116,8 +127,22 @@ impl TcpStream {
 
     /// Reads into `buf` (from its start, up to its capacity) and returns how many bytes
     /// arrived; `Ok(0)` means the peer closed its side (or `buf` has no capacity).
-    pub async fn read<B: IoBufMut>(&mut self, buf: B) -> (io::Result<usize>, B) {
-        stream::read(&self.socket, buf).await
+    ///
+    /// On io_uring, reads of messages are served by one multishot receive into the worker's
+    /// shared ring ([`BufRing::shared`](runtime::buf::BufRing::shared)), armed by the first read and kept across reads: a
+    /// read takes what already arrived, copied into `buf`, or waits for the next arrival, and
+    /// submits nothing. At most 64 KiB wait there for a reader that stops. A stream carrying
+    /// bulk data (arrivals that fill whole 4 KiB ring buffers) goes back to one receive per
+    /// read into `buf`, which saves the copy.
+    pub async fn read<B: IoBufMut>(&mut self, mut buf: B) -> (io::Result<usize>, B) {
+        let slot = std::slice::from_mut(&mut buf);
+        if let Some(res) = self.read_ahead.read(&self.socket, slot).await {
+            return (res, buf);
+        }
+        let offered = buf.bytes_total();
+        let (res, buf) = stream::read(&self.socket, buf).await;
+        self.read_ahead.note_plain(&res, offered);
+        (res, buf)
     }
 
     /// Receives into `buf` like [`read`](TcpStream::read), but leaves the bytes in the
@@ -129,6 +154,10 @@ impl TcpStream {
     /// [`flush`](TcpStream::flush) first; a peek that waits for the peer's answer to them
     /// sends them with the loop's next enter, as a read does.
     pub async fn peek<B: IoBufMut>(&mut self, mut buf: B) -> (io::Result<usize>, B) {
+        let slot = std::slice::from_mut(&mut buf);
+        if let Some(res) = self.read_ahead.peek(&self.socket, slot).await {
+            return (res, buf);
+        }
         loop {
             if let Some(n) = self.socket.peek_rescued(std::slice::from_mut(&mut buf)) {
                 return (Ok(n), buf);
@@ -153,12 +182,18 @@ impl TcpStream {
     /// arrived, the scope's error carries their count in
     /// [`Cancelled::transferred`](runtime::op::Cancelled) (they are in the buffer too).
     pub async fn read_exact<B: IoBufMut>(&mut self, buf: B) -> (io::Result<()>, B) {
-        stream::read_exact(&self.socket, buf).await
+        stream::read_exact(buf, async |slice| self.read(slice).await).await
     }
 
     /// Reads into several buffers, filling each from its start in order.
-    pub async fn readv<B: IoBufMut>(&mut self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-        stream::readv(&self.socket, bufs).await
+    pub async fn readv<B: IoBufMut>(&mut self, mut bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        if let Some(res) = self.read_ahead.read(&self.socket, &mut bufs).await {
+            return (res, bufs);
+        }
+        let offered = crate::bufs::capacity(&bufs);
+        let (res, bufs) = stream::readv(&self.socket, bufs).await;
+        self.read_ahead.note_plain(&res, offered);
+        (res, bufs)
     }
 
     /// Writes some of `buf`'s initialized bytes and returns how many.
@@ -301,61 +336,6 @@ impl TcpStream {
         self.socket.zc().stats()
     }
 
-    /// Received bytes as a stream of [`RxBuf`](runtime::buf::RxBuf)s taken from `ring` only
-    /// when data arrives, over one multishot receive (Linux 6.0). Many streams can share one
-    /// ring; an idle connection then holds no buffer. See [`RecvStream`].
-    ///
-    /// The stream borrows `self` mutably, so no [`read`](TcpStream::read) can take from the
-    /// same byte stream while it lives; to write meanwhile, [`split`](TcpStream::split) first.
-    pub fn recv_stream(&mut self, ring: &BufRing) -> RecvStream<'_> {
-        RecvStream::new(self.socket.clone(), ring, false)
-    }
-
-    /// Like [`recv_stream`](TcpStream::recv_stream), with `IORING_RECVSEND_BUNDLE` (Linux 6.10)
-    /// when the kernel offers it: one completion covers several consecutive buffers when data
-    /// arrives faster than it is taken, saving completions. Falls back to the plain stream
-    /// where bundles are unavailable or the ring is incremental (`docs/kernel-notes.md` §4.7;
-    /// bundles over incremental rings are reported broken: axboe/liburing#1320).
-    pub fn recv_stream_bundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
-        RecvStream::bundled(self.socket.clone(), ring)
-    }
-
-    /// Received bytes in the runtime's zero-copy receive area (the NIC writes them there; see
-    /// `runtime::zcrx`), over one multishot `IORING_OP_RECV_ZC`.
-    ///
-    /// # Errors
-    ///
-    /// `Unsupported` when this thread's runtime has no zero-copy receive queue; the message
-    /// carries the reason recorded at start-up.
-    pub fn recv_zc_stream(&mut self) -> io::Result<ZcrxStream<'_>> {
-        match Zcrx::current() {
-            Some(zcrx) => Ok(ZcrxStream::new(self.socket.clone(), zcrx)),
-            None => {
-                let caps = runtime::capabilities();
-                let why = caps
-                    .notes()
-                    .iter()
-                    .find(|n| n.contains("zero-copy receive"))
-                    .cloned()
-                    .unwrap_or_else(|| "no ZcrxConfig was given to the Builder".into());
-                Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("this runtime has no zero-copy receive queue: {why}"),
-                ))
-            }
-        }
-    }
-
-    /// Received bytes through the best zero-copy path available: the zero-copy receive area
-    /// when this thread's runtime registered one, otherwise multishot receives from `ring`.
-    /// Either way the items are [`RxBuf`](runtime::buf::RxBuf)s.
-    pub fn recv_zero_copy(&mut self, ring: &BufRing) -> ZeroCopyRecv<'_> {
-        match Zcrx::current() {
-            Some(zcrx) => ZeroCopyRecv::Zcrx(ZcrxStream::new(self.socket.clone(), zcrx)),
-            None => ZeroCopyRecv::Ring(self.recv_stream(ring)),
-        }
-    }
-
     /// Shuts down the read half, the write half (the peer reads EOF) or both.
     ///
     /// A connection the kernel already tore down (the peer reset it, or both directions are
@@ -433,6 +413,7 @@ impl TcpStream {
     /// # });
     /// ```
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        self.release_reads();
         super::split::split(self)
     }
 
@@ -502,6 +483,10 @@ mod compat {
     impl HasSocket for TcpStream {
         fn socket(&self) -> &Socket {
             &self.socket
+        }
+
+        fn release_reads(&mut self) {
+            TcpStream::release_reads(self);
         }
     }
 }

@@ -112,7 +112,7 @@ impl UnixStream {
     /// Reads until `buf` is full (to its capacity). See
     /// [`TcpStream::read_exact`](crate::TcpStream::read_exact).
     pub async fn read_exact<B: IoBufMut>(&mut self, buf: B) -> (io::Result<()>, B) {
-        stream::read_exact(&self.socket, buf).await
+        stream::read_exact(buf, async |slice| stream::read(&self.socket, slice).await).await
     }
 
     /// Reads into several buffers, filling each from its start in order.

@@ -12,6 +12,7 @@
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
 use crate::{
+    buf::ring::shared::{self, SharedRing},
     capabilities::Capabilities,
     coop, current,
     driver::{self, Driver},
@@ -48,6 +49,8 @@ pub(crate) struct Handle {
     /// (`Driver::keep_until_closed`), so it is dropped after the ring closes: the kernel may
     /// use its memory until then.
     pub(crate) zcrx: Option<Rc<crate::zcrx::ZcrxInner>>,
+    /// The worker's shared receive ring, built on first use (`buf/ring/shared.rs`).
+    pub(crate) shared_ring: Rc<SharedRing>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -108,6 +111,7 @@ pub(crate) fn enter(handle: Rc<Handle>) -> EnterGuard {
         _timers: current::set(&time::CURRENT, Some(handle.timers.clone())),
         _coop: current::set(&coop::CURRENT, Some(handle.coop.clone())),
         _zcrx: current::set(&zcrx::CURRENT, handle.zcrx.clone()),
+        _shared_ring: current::set(&shared::CURRENT, Some(handle.shared_ring.clone())),
     };
     let previous = CURRENT.with(|c| c.replace(Some(handle)));
     EnterGuard {
@@ -124,6 +128,7 @@ struct Layers {
     _timers: current::Restore<Rc<RefCell<Timers>>>,
     _coop: current::Restore<Rc<coop::Coop>>,
     _zcrx: current::Restore<Rc<zcrx::ZcrxInner>>,
+    _shared_ring: current::Restore<Rc<SharedRing>>,
 }
 
 /// Whether any runtime is running on this thread.

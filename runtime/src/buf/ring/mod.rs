@@ -40,6 +40,7 @@ use std::{
 };
 
 mod builder;
+pub(crate) mod shared;
 mod user;
 
 pub use builder::BufRingBuilder;
@@ -216,10 +217,17 @@ impl BufRing {
         inner.update_stats(|s| s.exhausted += 1);
     }
 
+    /// Whether a buffer can be given to the kernel at the next loop turn (one is free or
+    /// already published), as [`poll_available`](BufRing::poll_available) answers without
+    /// registering a task.
+    pub fn has_available(&self) -> bool {
+        !self.inner.free.borrow().is_empty() || !self.inner.published.borrow().is_empty()
+    }
+
     /// Ready when a buffer can be given to the kernel at the next loop turn (one is free);
     /// otherwise registers the task to be woken when an `RxBuf` is dropped.
     pub fn poll_available(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.inner.free.borrow().is_empty() || !self.inner.published.borrow().is_empty() {
+        if self.has_available() {
             return Poll::Ready(());
         }
         self.inner.waiters.register(cx.waker());
