@@ -34,7 +34,7 @@ use runtime::{
 
 use crate::{
     op::{RecvEvent, RecvMsgMulti, RecvMulti, RecvZc},
-    socket::Socket,
+    socket::{Rescued, Socket},
     udp::cmsg,
 };
 
@@ -175,6 +175,19 @@ where
                         self.rearms += 1;
                     }
                 },
+            }
+        }
+    }
+}
+
+impl<O: MultishotOp, P> Drop for ByteReceiver<O, P> {
+    /// Bytes taken from the kernel (or the rescue queue) but not yielded go back to the
+    /// socket's rescue queue, in front: they are older than anything rescued after them.
+    fn drop(&mut self) {
+        if let Some(ready) = self.ready.take() {
+            let bytes: Vec<u8> = ready.iter().flat_map(|b| b.iter().copied()).collect();
+            if !bytes.is_empty() {
+                self.socket.rescue(Rescued::stream(0, bytes));
             }
         }
     }
