@@ -33,7 +33,9 @@
 //! `runtime-napi` is the same servers with NAPI busy polling (`RUNTIME_NAPI=<NAPI_US, default
 //! 50>`, `,prefer` with `NAPI_PREFER=1`), which loopback cannot use (no NAPI device), so that
 //! row shows what registering it costs; `runtime-direct` is `tcp_echo` accepting into direct
-//! descriptors (`TCP_ECHO_DIRECT=1`: registered files, `IOSQE_FIXED_FILE` on every op). The SQ thread is a thread of the server process, so
+//! descriptors (`TCP_ECHO_DIRECT=1`: registered files, `IOSQE_FIXED_FILE` on every op);
+//! `runtime-sockbuf` is `tcp_echo` with `SO_RCVBUF` = `SO_SNDBUF` = 4 MiB on its accepted
+//! sockets (`TCP_ECHO_SOCKBUF`) instead of autotuned buffers. The SQ thread is a thread of the server process, so
 //! its CPU time is in the server's CPU per message (the sum over `/proc/<pid>/task/*`).
 //! `runtime-epoll` is the same servers on the epoll backend (`RUNTIME_BACKEND=epoll`), whose
 //! target is tokio's server CPU per message within 5%.
@@ -127,6 +129,8 @@ enum Mode {
     Direct,
     /// The epoll backend (`RUNTIME_BACKEND=epoll`).
     Epoll,
+    /// `tcp_echo` with fixed 4 MiB socket buffers (`TCP_ECHO_SOCKBUF`).
+    SockBuf,
 }
 
 impl Server {
@@ -139,7 +143,7 @@ impl Server {
     }
 }
 
-const SERVERS: [Server; 8] = [
+const SERVERS: [Server; 9] = [
     Server {
         key: "runtime",
         ours: true,
@@ -198,6 +202,19 @@ const SERVERS: [Server; 8] = [
             env!("CARGO_BIN_EXE_udp_echo_runtime"),
         ),
         mode: Mode::Epoll,
+    },
+    Server {
+        key: "runtime-sockbuf",
+        ours: true,
+        tcp: (
+            "runtime 4 MiB socket buffers (tcp_echo --sockbuf 4194304)",
+            env!("CARGO_BIN_EXE_echo_runtime"),
+        ),
+        udp: (
+            "runtime (udp_echo; the socket buffers are TCP's)",
+            env!("CARGO_BIN_EXE_udp_echo_runtime"),
+        ),
+        mode: Mode::SockBuf,
     },
     Server {
         key: "runtime-ring",
@@ -449,6 +466,7 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
         "RUNTIME_SQPOLL_CPU",
         "RUNTIME_NAPI",
         "TCP_ECHO_DIRECT",
+        "TCP_ECHO_SOCKBUF",
         "RUNTIME_BACKEND",
     ] {
         cmd.env_remove(var);
@@ -468,6 +486,9 @@ fn measure(server: &Server, workload: Workload, cfg: &Config) -> Result<Sample, 
         }
         Mode::Epoll => {
             cmd.env("RUNTIME_BACKEND", "epoll");
+        }
+        Mode::SockBuf => {
+            cmd.env("TCP_ECHO_SOCKBUF", (4 << 20).to_string());
         }
     }
     let threads = if server.ours && proto == Proto::Tcp {

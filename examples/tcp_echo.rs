@@ -1,7 +1,7 @@
 //! TCP echo server: one task per connection, echoing every byte until the peer closes.
 //!
 //! ```text
-//! cargo run --release --example tcp_echo [ADDR] [--threads N] [--direct]
+//! cargo run --release --example tcp_echo [ADDR] [--threads N] [--direct] [--sockbuf BYTES]
 //! nc 127.0.0.1 8080                                              # type lines, they come back
 //! ```
 //!
@@ -10,6 +10,11 @@
 //! connections are accepted as direct descriptors: they live only in each worker's io_uring
 //! file table, sized to the soft `RLIMIT_NOFILE` at start, so the server holds connections
 //! past that limit (see `TcpListener::set_direct_descriptors`).
+//!
+//! With `--sockbuf BYTES` (or `TCP_ECHO_SOCKBUF=BYTES`) accepted connections get
+//! `SO_RCVBUF` and `SO_SNDBUF` of that size instead of the kernel's autotuned buffers
+//! (`ListenerOptions::recv_buffer_size`, `send_buffer_size`); `docs/benchmarks.md` says what
+//! that does to a bulk stream.
 //!
 //! With `--threads N`, N workers (one per core, pinned) each bind their own `SO_REUSEPORT`
 //! listener on the address and serve the connections the kernel hands them, entirely on that
@@ -44,6 +49,9 @@ pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()>
     let mut addr = DEFAULT_ADDR.to_owned();
     let mut threads = 1;
     let mut direct = std::env::var_os("TCP_ECHO_DIRECT").is_some_and(|v| v != "0");
+    let mut sockbuf = std::env::var("TCP_ECHO_SOCKBUF")
+        .ok()
+        .map(|v| parse_size(&v).unwrap_or_else(|| usage("TCP_ECHO_SOCKBUF takes a byte count")));
     while let Some(arg) = args.next() {
         if arg == "--threads" {
             threads = args
@@ -53,6 +61,9 @@ pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()>
                 .unwrap_or_else(|| usage("--threads takes a positive number"));
         } else if arg == "--direct" {
             direct = true;
+        } else if arg == "--sockbuf" {
+            let bytes = args.next().and_then(|n| parse_size(&n));
+            sockbuf = Some(bytes.unwrap_or_else(|| usage("--sockbuf takes a byte count")));
         } else if arg.starts_with('-') {
             usage(&format!("unknown option {arg}"));
         } else {
@@ -75,7 +86,7 @@ pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()>
         let servers = runtime::on_each_worker(move |worker| {
             let addr = addr.clone();
             let stop = stop_rx.clone();
-            async move { serve(&addr, worker, direct, stop).await }
+            async move { serve(&addr, worker, direct, sockbuf, stop).await }
         });
         let mut servers = servers.into_iter();
         let Some(mut first) = servers.next() else {
@@ -97,8 +108,13 @@ pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()>
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: tcp_echo [ADDR] [--threads N] [--direct]");
+    eprintln!("{problem}\nusage: tcp_echo [ADDR] [--threads N] [--direct] [--sockbuf BYTES]");
     std::process::exit(2)
+}
+
+/// A positive byte count.
+fn parse_size(s: &str) -> Option<usize> {
+    s.parse().ok().filter(|&n| n > 0)
 }
 
 /// One worker's accept loop on its own reuse-port listener, until `stop` turns true.
@@ -106,15 +122,19 @@ async fn serve(
     addr: &str,
     worker: usize,
     direct: bool,
+    sockbuf: Option<usize>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind_with(
-        addr,
-        ListenerOptions::new()
-            .reuse_port(true)
-            .nodelay(true)
-            .direct_descriptors(direct),
-    )?;
+    let mut options = ListenerOptions::new();
+    options
+        .reuse_port(true)
+        .nodelay(true)
+        .direct_descriptors(direct);
+    if let Some(bytes) = sockbuf {
+        // Fixed socket buffers instead of autotuned ones (see the module docs).
+        options.recv_buffer_size(bytes).send_buffer_size(bytes);
+    }
+    let listener = TcpListener::bind_with(addr, &options)?;
     if worker == 0 {
         eprintln!(
             "tcp_echo listening on {} with {} worker(s)",
