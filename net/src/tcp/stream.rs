@@ -436,6 +436,13 @@ impl TcpStream {
     /// Bytes written behind (see [`write`](TcpStream::write)) that the kernel has not taken yet
     /// still go out through the runtime: [`flush`](TcpStream::flush) first if the `std` stream
     /// writes too, so that its bytes follow them.
+    ///
+    /// Reading works the other way round: the `std` stream reads what the kernel still holds,
+    /// and bytes the runtime already took for this stream but no read returned (queued by the
+    /// read-ahead under [`read`](TcpStream::read), or rescued from a dropped read) are dropped
+    /// with it, as is whatever the read-ahead's request, cancelled here, takes before the
+    /// cancel lands. Convert before the first read, or when the peer is known to be silent
+    /// (the last message was read whole and the peer waits for an answer).
     pub fn into_std(self) -> io::Result<std::net::TcpStream> {
         Ok(std::net::TcpStream::from(self.socket.into_fd()?))
     }
