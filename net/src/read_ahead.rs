@@ -11,9 +11,11 @@
 //! - Bytes are handed out in the order the kernel delivered them: queued chunks and bytes
 //!   rescued from abandoned receives are merged by the sequence numbers of the completions
 //!   that brought them.
-//! - An arming takes at most [`LIMIT`] bytes (the kernel's multishot byte limit) and is
-//!   re-armed only once its bytes were read, so a connection whose reader stops holds at most
-//!   that much of the shared ring.
+//! - An arming takes at most about [`BUFFERS_PER_ARMING`] arrivals' worth of bytes (the
+//!   kernel's multishot byte limit, set from the bytes per arrival the previous arming saw,
+//!   within [`MIN_LIMIT`]..=[`LIMIT`]) and is re-armed only once its bytes were read, so a
+//!   connection whose reader stops holds about that many buffers of the shared ring (each
+//!   arrival takes one). The first arming assumes [`FIRST_ESTIMATE`] bytes per arrival.
 //! - Dropping a `ReadAhead` (its handle dropped, split, or turned into an adapter) moves its
 //!   queued bytes into the socket's rescue queue and cancels the request; bytes that still
 //!   arrive for it are rescued as they come (`RecvAhead::next_detached`), so whoever reads
@@ -43,8 +45,14 @@ use crate::{
     socket::{Rescued, Socket},
 };
 
-/// Bytes one arming of the multishot may take before the kernel ends it.
+/// Most bytes one arming of the multishot may take before the kernel ends it.
 pub(crate) const LIMIT: u32 = 64 * 1024;
+/// Fewest bytes an arming may take.
+const MIN_LIMIT: u32 = 64;
+/// Arrivals (completions, one ring buffer each) an arming is sized for.
+const BUFFERS_PER_ARMING: u32 = 16;
+/// Bytes per arrival assumed before any were seen.
+const FIRST_ESTIMATE: u32 = 64;
 /// Small reads in a row that bring a bulk stream back to the multishot.
 const SMALL_STREAK: u8 = 8;
 
@@ -75,9 +83,11 @@ struct Inner {
     queue: VecDeque<(u64, RxBuf)>,
     /// How the request ended, reported once the queue is read: end of stream (`Ok`) or error.
     end: Option<io::Result<()>>,
-    /// Completions of the current arming, and how many of them filled a whole buffer.
+    /// Completions of the current arming, how many of them filled a whole buffer, and the
+    /// bytes they brought.
     completions: u32,
     full: u32,
+    bytes: u32,
 }
 
 /// What [`ReadAhead::poll_fill`] found.
@@ -179,8 +189,7 @@ impl ReadAhead {
             }
             if inner.op.is_finished() {
                 if inner.is_bulk() {
-                    inner.completions = 0;
-                    inner.full = 0;
+                    inner.reset_counts();
                     self.mode = Mode::Bulk { small: 0 };
                     return Poll::Ready(Ok(Filled::Plain));
                 }
@@ -189,9 +198,7 @@ impl ReadAhead {
                 if !inner.ring.has_available() {
                     return Poll::Ready(Ok(Filled::Plain));
                 }
-                inner.op.rearm();
-                inner.completions = 0;
-                inner.full = 0;
+                inner.rearm();
             }
             match Pin::new(&mut inner.op).poll_next(cx) {
                 Poll::Pending if runtime::op::cancel::reason().is_some() => {
@@ -303,7 +310,8 @@ impl Inner {
     /// A read-ahead on the worker's shared ring, if it has one.
     fn new(socket: &Socket) -> Option<Box<Inner>> {
         let ring = BufRing::shared()?;
-        let op = RecvAhead::new(RecvMulti::new(socket.clone(), ring.clone(), false), LIMIT);
+        let op = RecvMulti::new(socket.clone(), ring.clone(), false);
+        let op = RecvAhead::new(op, limit_for(FIRST_ESTIMATE));
         Some(Box::new(Inner {
             socket: socket.clone(),
             ring,
@@ -312,6 +320,7 @@ impl Inner {
             end: None,
             completions: 0,
             full: 0,
+            bytes: 0,
         }))
     }
 
@@ -334,6 +343,7 @@ impl Inner {
 
     fn push(&mut self, sequence: u64, buf: RxBuf) {
         self.completions += 1;
+        self.bytes = self.bytes.saturating_add(buf.len() as u32);
         if buf.len() == self.ring.buf_len() {
             self.full += 1;
         }
@@ -346,10 +356,34 @@ impl Inner {
         self.completions >= 4 && self.full * 4 >= self.completions * 3
     }
 
+    /// Arms the ended request again, sized from what the ended arming brought per arrival.
+    fn rearm(&mut self) {
+        if let Some(op) = self.op.data()
+            && self.completions > 0
+        {
+            op.set_limit(limit_for(self.bytes / self.completions));
+        }
+        self.op.rearm();
+        self.reset_counts();
+    }
+
+    fn reset_counts(&mut self) {
+        self.completions = 0;
+        self.full = 0;
+        self.bytes = 0;
+    }
+
     /// See [`ReadAhead::dissolve`]. Dropping the request (after this) cancels it.
     fn dissolve(self) {
         for (sequence, buf) in self.queue {
             self.socket.rescue(Rescued::stream(sequence, buf.to_vec()));
         }
     }
+}
+
+/// The byte limit of an arming for arrivals of about `per_arrival` bytes.
+fn limit_for(per_arrival: u32) -> u32 {
+    per_arrival
+        .saturating_mul(BUFFERS_PER_ARMING)
+        .clamp(MIN_LIMIT, LIMIT)
 }

@@ -4,7 +4,7 @@
 //! sequence number of each completion, so the reader can order its data against bytes rescued
 //! from abandoned receives.
 
-use std::{io, os::fd::RawFd};
+use std::{cell::Cell, io, os::fd::RawFd};
 
 use io_uring::squeue;
 use runtime::op::{Completion, Interest, MultishotOp};
@@ -21,7 +21,8 @@ const OPTLEN_OFFSET: usize = 44;
 #[derive(Debug)]
 pub(crate) struct RecvAhead {
     inner: RecvMulti,
-    limit: u32,
+    /// Read by `build`: each arming may use its own (see [`RecvAhead::set_limit`]).
+    limit: Cell<u32>,
 }
 
 impl RecvAhead {
@@ -29,8 +30,13 @@ impl RecvAhead {
     pub(crate) fn new(inner: RecvMulti, limit: u32) -> RecvAhead {
         RecvAhead {
             inner,
-            limit: limit.max(1),
+            limit: Cell::new(limit.max(1)),
         }
+    }
+
+    /// The byte limit of the next arming (at least 1).
+    pub(crate) fn set_limit(&self, limit: u32) {
+        self.limit.set(limit.max(1));
     }
 }
 
@@ -52,7 +58,7 @@ unsafe impl MultishotOp for RecvAhead {
     type Item = (u64, io::Result<RecvEvent>);
 
     fn build(&mut self) -> squeue::Entry {
-        with_optlen(self.inner.build(), self.limit)
+        with_optlen(self.inner.build(), self.limit.get())
     }
 
     fn next(&mut self, cqe: Completion) -> Option<Self::Item> {

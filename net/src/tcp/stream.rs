@@ -131,7 +131,8 @@ impl TcpStream {
     /// On io_uring, reads of messages are served by one multishot receive into the worker's
     /// shared ring ([`BufRing::shared`](runtime::buf::BufRing::shared)), armed by the first read and kept across reads: a
     /// read takes what already arrived, copied into `buf`, or waits for the next arrival, and
-    /// submits nothing. At most 64 KiB wait there for a reader that stops. A stream carrying
+    /// submits nothing. A reader that stops leaves about 16 arrivals there (at most 64 KiB),
+    /// the rest waits in the socket. A stream carrying
     /// bulk data (arrivals that fill whole 4 KiB ring buffers) goes back to one receive per
     /// read into `buf`, which saves the copy.
     pub async fn read<B: IoBufMut>(&mut self, mut buf: B) -> (io::Result<usize>, B) {
