@@ -6,7 +6,7 @@
 
 use std::{io::Write, net::Shutdown, time::Duration};
 
-use integration_tests::{open_fds, pattern, stream_with_std_peer, turns_until};
+use integration_tests::{open_fds, pattern, settles_within, stream_with_std_peer};
 use runtime::{Backend, buf::BufRing, metrics, time::timeout};
 
 const GUARD: Duration = Duration::from_secs(10);
@@ -170,7 +170,7 @@ async fn split_and_receive_streams_take_over_in_order() {
         String::from_utf8_lossy(&expected)
     );
     drop(client);
-    assert!(turns_until(100, || metrics().ops_in_flight == 0).await);
+    assert!(settles_within(Duration::from_secs(5), || metrics().ops_in_flight == 0).await);
 }
 
 /// A peek sees what the read-ahead queued and takes nothing from it.

@@ -304,6 +304,20 @@ pub async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
 }
 
+/// Waits (sleeping a millisecond at a time) until `check` is true, for at most `limit`: for
+/// what the kernel finishes on its own time, such as a cancelled request's final completion
+/// under SQPOLL, where loop turns can outrun the submission thread.
+pub async fn settles_within(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !check() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        runtime::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    true
+}
+
 /// Runs loop turns (yielding) until `check` is true, at most `turns` times.
 pub async fn turns_until(turns: usize, mut check: impl FnMut() -> bool) -> bool {
     for _ in 0..turns {
