@@ -30,6 +30,19 @@ async fn read_n(stream: &mut net::TcpStream, want: usize, len: usize) -> Vec<u8>
     got
 }
 
+/// Reads from `stream` until the end of the stream, with buffers of `len`, appending to `got`.
+async fn read_to_end(stream: &mut net::TcpStream, len: usize, got: &mut Vec<u8>) {
+    loop {
+        let (res, buf) = timeout(GUARD, stream.read(Vec::with_capacity(len)))
+            .await
+            .expect("the end of the stream never came");
+        match res.unwrap() {
+            0 => return,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// Many request-response turns cost one request in all on io_uring, not one per read.
 #[runtime::test]
 async fn many_reads_share_one_receive_request() {
@@ -89,15 +102,7 @@ async fn a_stopped_reader_holds_about_sixteen_ring_buffers() {
     runtime::time::sleep(Duration::from_millis(400)).await;
     let arrivals = metrics().completions - before;
     let mut got = expected[..1000].to_vec();
-    loop {
-        let (res, buf) = timeout(GUARD, client.read(Vec::with_capacity(4096)))
-            .await
-            .unwrap();
-        match res.unwrap() {
-            0 => break,
-            n => got.extend_from_slice(&buf[..n]),
-        }
-    }
+    read_to_end(&mut client, 4096, &mut got).await;
     assert!(got == expected, "bytes lost or reordered");
     drop(writer.join().unwrap());
     if let Some(ring) = BufRing::shared() {
@@ -156,15 +161,7 @@ async fn split_and_receive_streams_take_over_in_order() {
         send(&mut peer, round);
     }
     peer.shutdown(Shutdown::Write).unwrap();
-    loop {
-        let (res, buf) = timeout(GUARD, client.read(Vec::with_capacity(7)))
-            .await
-            .unwrap();
-        match res.unwrap() {
-            0 => break,
-            n => got.extend_from_slice(&buf[..n]),
-        }
-    }
+    read_to_end(&mut client, 7, &mut got).await;
     assert_eq!(
         String::from_utf8_lossy(&got),
         String::from_utf8_lossy(&expected)
