@@ -323,7 +323,7 @@ fn idle_tables(out: &mut String, section: &Section<'_>) {
             out,
             "| {} | {} | {} |",
             section.label(row),
-            num(row.median(|s| s.idle_kib_per_conn), 2),
+            num(row.median(|s| s.idle_kib_per_conn), 3),
             mib(row.median(|s| s.peak_rss_kib)),
         );
     }

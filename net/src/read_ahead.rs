@@ -29,7 +29,8 @@
 //! messages and dear for bulk data, where one plain receive moves many kilobytes at once. An
 //! arming whose completions mostly filled whole ring buffers marks the stream as bulk: its
 //! reads then use plain receives until [`SMALL_STREAK`] reads in a row were small again. The
-//! epoll backend, and a runtime without a shared ring, always use plain receives.
+//! epoll backend, and a runtime without a shared ring, always use plain receives. Dissolving
+//! a read-ahead forgets its mode with the rest: the next read tries the multishot again.
 
 use std::{collections::VecDeque, io, pin::Pin, task::Context, task::Poll};
 
@@ -56,22 +57,21 @@ const FIRST_ESTIMATE: u32 = 64;
 /// Small reads in a row that bring a bulk stream back to the multishot.
 const SMALL_STREAK: u8 = 8;
 
-/// How a handle's reads receive.
+/// How a handle's reads receive, once it has a read-ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Through the multishot, while it pays.
     Ahead,
     /// Plain receives: the stream carries bulk data; `small` reads in a row were small.
     Bulk { small: u8 },
-    /// Plain receives for good: no shared ring here.
-    Off,
 }
 
-/// The read-ahead state of one stream handle (see the module docs).
+/// The read-ahead state of one stream handle (see the module docs): nothing until its first
+/// read, so it costs every stream one word. Without a shared ring (`BufRing::shared` is
+/// `None`: the epoll backend) it stays empty and every read is a plain receive.
 #[derive(Debug)]
 pub(crate) struct ReadAhead {
     inner: Option<Box<Inner>>,
-    mode: Mode,
 }
 
 #[derive(Debug)]
@@ -79,6 +79,7 @@ struct Inner {
     socket: Socket,
     ring: BufRing,
     op: Multishot<RecvAhead>,
+    mode: Mode,
     /// Received bytes not read yet, with the sequence numbers of their completions.
     queue: VecDeque<(u64, RxBuf)>,
     /// How the request ended, reported once the queue is read: end of stream (`Ok`) or error.
@@ -100,10 +101,7 @@ enum Filled {
 
 impl ReadAhead {
     pub(crate) const fn new() -> ReadAhead {
-        ReadAhead {
-            inner: None,
-            mode: Mode::Ahead,
-        }
+        ReadAhead { inner: None }
     }
 
     /// Reads into `bufs` (from their start, in order) with the multishot; `None` when this read
@@ -113,7 +111,7 @@ impl ReadAhead {
         socket: &Socket,
         bufs: &mut [B],
     ) -> Option<io::Result<usize>> {
-        if bufs::capacity(bufs) == 0 || self.mode != Mode::Ahead {
+        if bufs::capacity(bufs) == 0 || self.inner.as_ref().is_some_and(|i| i.mode != Mode::Ahead) {
             return None;
         }
         match std::future::poll_fn(|cx| self.poll_fill(socket, cx)).await {
@@ -143,17 +141,18 @@ impl ReadAhead {
     /// A plain receive of this handle returned `res` into `offered` bytes of room: counts
     /// small reads of a bulk stream (see the module docs).
     pub(crate) fn note_plain(&mut self, res: &io::Result<usize>, offered: usize) {
-        if let Mode::Bulk { small } = &mut self.mode
+        if let Some(inner) = self.inner.as_mut()
+            && let Mode::Bulk { small } = &mut inner.mode
             && let Ok(n) = *res
         {
-            let threshold = self.inner.as_ref().map_or(2048, |i| i.ring.buf_len() / 2);
+            let threshold = inner.ring.buf_len() / 2;
             *small = if n > 0 && n < threshold.min(offered) {
                 *small + 1
             } else {
                 0
             };
             if *small >= SMALL_STREAK {
-                self.mode = Mode::Ahead;
+                inner.mode = Mode::Ahead;
             }
         }
     }
@@ -178,10 +177,7 @@ impl ReadAhead {
                 Some(inner) => inner,
                 None => match Inner::new(socket) {
                     Some(inner) => self.inner.insert(inner),
-                    None => {
-                        self.mode = Mode::Off;
-                        return Poll::Ready(Ok(Filled::Plain));
-                    }
+                    None => return Poll::Ready(Ok(Filled::Plain)),
                 },
             };
             if !inner.queue.is_empty() || inner.end.is_some() {
@@ -190,7 +186,7 @@ impl ReadAhead {
             if inner.op.is_finished() {
                 if inner.is_bulk() {
                     inner.reset_counts();
-                    self.mode = Mode::Bulk { small: 0 };
+                    inner.mode = Mode::Bulk { small: 0 };
                     return Poll::Ready(Ok(Filled::Plain));
                 }
                 // An empty ring would refuse the request at once: this read waits in the
@@ -316,6 +312,7 @@ impl Inner {
             socket: socket.clone(),
             ring,
             op: Multishot::new(op),
+            mode: Mode::Ahead,
             queue: VecDeque::new(),
             end: None,
             completions: 0,
@@ -386,4 +383,22 @@ fn limit_for(per_arrival: u32) -> u32 {
     per_arrival
         .saturating_mul(BUFFERS_PER_ARMING)
         .clamp(MIN_LIMIT, LIMIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadAhead;
+
+    /// Every stream handle holds one, read or not: it is one word until the first read.
+    #[test]
+    fn an_unused_read_ahead_is_one_word() {
+        assert_eq!(
+            std::mem::size_of::<ReadAhead>(),
+            std::mem::size_of::<usize>()
+        );
+        assert_eq!(
+            std::mem::size_of::<crate::TcpStream>(),
+            2 * std::mem::size_of::<usize>()
+        );
+    }
 }

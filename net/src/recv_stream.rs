@@ -100,7 +100,8 @@ struct ByteReceiver<O: MultishotOp, P> {
     )]
     ready: Option<Box<VecDeque<RxBuf>>>,
     state: State,
-    rearms: u64,
+    /// Re-armings so far (`u32`: beside `state` it costs no room; saturates).
+    rearms: u32,
 }
 
 impl<O, P> ByteReceiver<O, P>
@@ -147,7 +148,7 @@ where
                 State::WaitingForBuffers => {
                     ready!(self.pool.poll_available(cx));
                     op.rearm();
-                    self.rearms += 1;
+                    self.rearms = self.rearms.saturating_add(1);
                     self.state = State::Armed;
                 }
                 State::Armed => match ready!(Pin::new(&mut *op).poll_next(cx)) {
@@ -172,7 +173,7 @@ where
                     None => {
                         // Ended without an error the user must see (e.g. CQ overflow).
                         op.rearm();
-                        self.rearms += 1;
+                        self.rearms = self.rearms.saturating_add(1);
                     }
                 },
             }
@@ -238,7 +239,7 @@ impl RecvStream<'_> {
 
     /// How many times the request was re-armed after the kernel ended it.
     pub fn rearms(&self) -> u64 {
-        self.inner.rearms
+        u64::from(self.inner.rearms)
     }
 }
 
@@ -287,7 +288,7 @@ impl ZcrxStream<'_> {
 
     /// How many times the request was re-armed after the kernel ended it.
     pub fn rearms(&self) -> u64 {
-        self.inner.rearms
+        u64::from(self.inner.rearms)
     }
 }
 
@@ -413,7 +414,8 @@ pub struct RecvMsgStream {
     op: Multishot<RecvMsgMulti>,
     socket: Socket,
     state: State,
-    rearms: u64,
+    /// Re-armings so far (`u32`: beside `state` it costs no room; saturates).
+    rearms: u32,
 }
 
 impl RecvMsgStream {
@@ -434,7 +436,7 @@ impl RecvMsgStream {
 
     /// How many times the request was re-armed after the kernel ended it.
     pub fn rearms(&self) -> u64 {
-        self.rearms
+        u64::from(self.rearms)
     }
 }
 
@@ -459,7 +461,7 @@ impl Stream for RecvMsgStream {
                 State::WaitingForBuffers => {
                     ready!(this.ring.poll_available(cx));
                     this.op.rearm();
-                    this.rearms += 1;
+                    this.rearms = this.rearms.saturating_add(1);
                     this.state = State::Armed;
                 }
                 State::Armed => match ready!(Pin::new(&mut this.op).poll_next(cx)) {
@@ -475,13 +477,13 @@ impl Stream for RecvMsgStream {
                     Some(Err(e)) => {
                         if this.op.is_finished() {
                             this.op.rearm();
-                            this.rearms += 1;
+                            this.rearms = this.rearms.saturating_add(1);
                         }
                         return Poll::Ready(Some(Err(e)));
                     }
                     None => {
                         this.op.rearm();
-                        this.rearms += 1;
+                        this.rearms = this.rearms.saturating_add(1);
                     }
                 },
             }
