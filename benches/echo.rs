@@ -43,8 +43,10 @@
 //! Per row: echoed messages per second; p50 and p99 round-trip time (every echo's time, sorted);
 //! the server's CPU time per message (the sum over its threads of the first field of
 //! `/proc/<pid>/task/*/schedstat`, nanoseconds on CPU, read at the window's edges); the client's
-//! CPU time per message (to show it is the same for every server); `io_uring_enter` calls and
-//! SQEs per message for the runtime's servers (from `runtime::metrics()`, which the examples
+//! CPU time per message (to show it is the same for every server); `io_uring_enter` calls,
+//! SQEs and inline calls (socket system calls made in place of an op: on io_uring a large
+//! write or a bulk stream's read tried at once) per message for the runtime's servers (from
+//! `runtime::metrics()`, which the examples
 //! export to the file named by `RUNTIME_METRICS_FILE`; see `examples/lib.rs`); the server's
 //! peak RSS (`VmHWM`, the process is fresh so this is the run's own peak).
 //!
@@ -289,6 +291,8 @@ pub(crate) struct Sample {
     pub(crate) client_us_per_msg: f64,
     pub(crate) enters_per_msg: Option<f64>,
     pub(crate) sqes_per_msg: Option<f64>,
+    /// Socket system calls the server made in place of an op (`Metrics::inline_calls`).
+    pub(crate) inline_per_msg: Option<f64>,
     pub(crate) peak_rss_kib: f64,
     pub(crate) idle_kib_per_conn: f64,
     pub(crate) resent: u64,
@@ -310,6 +314,7 @@ impl Default for Sample {
             client_us_per_msg: f64::NAN,
             enters_per_msg: None,
             sqes_per_msg: None,
+            inline_per_msg: None,
             peak_rss_kib: f64::NAN,
             idle_kib_per_conn: f64::NAN,
             resent: 0,
@@ -408,17 +413,21 @@ fn free_port(proto: Proto) -> std::io::Result<u16> {
 #[derive(Debug, Clone, Copy)]
 struct Snapshot {
     cpu: Duration,
-    /// `enters ops_submitted completions unix_time_ns` from the metrics file (ours only).
-    metrics: Option<[u64; 4]>,
+    /// `enters ops_submitted completions unix_time_ns inline_calls` from the metrics file
+    /// (ours only; a build from before `inline_calls` writes four numbers: none made).
+    metrics: Option<[u64; 5]>,
 }
 
 fn snapshot(pid: u32, metrics: Option<&Path>) -> Snapshot {
     let metrics = metrics.and_then(|p| {
         let text = std::fs::read_to_string(p).ok()?;
-        let v: Vec<u64> = text
+        let mut v: Vec<u64> = text
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
+        if v.len() == 4 {
+            v.push(0);
+        }
         v.try_into().ok()
     });
     Snapshot {
@@ -585,6 +594,7 @@ fn pingpong(
         client_us_per_msg: window.client_cpu.as_secs_f64() * 1e6 / msgs,
         enters_per_msg: per_message(&s0, &s1, 0, ops),
         sqes_per_msg: per_message(&s0, &s1, 1, ops),
+        inline_per_msg: per_message(&s0, &s1, 4, ops),
         peak_rss_kib: hwm.map_or(f64::NAN, |k| k as f64),
         idle_kib_per_conn: f64::NAN,
         resent: window.resent,

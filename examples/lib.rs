@@ -31,16 +31,17 @@ pub fn metrics_tmp_path(path: &std::path::Path) -> PathBuf {
 /// counters; when it is not set, does nothing, so the example behaves exactly as written.
 ///
 /// Every [`METRICS_PERIOD`] the file is replaced (written beside it, then renamed over it, so a
-/// reader never sees half a line) by one line of four numbers:
+/// reader never sees half a line) by one line of five numbers:
 ///
 /// ```text
-/// enters ops_submitted completions unix_time_ns
+/// enters ops_submitted completions unix_time_ns inline_calls
 /// ```
 ///
 /// the [`runtime::Metrics`] counters `enters` (`io_uring_enter` calls), `ops_submitted`
-/// (SQEs) and `completions` (CQEs), summed over every worker, and the wall-clock time at which
+/// (SQEs) and `completions` (CQEs), summed over every worker, the wall-clock time at which
 /// they were read, in nanoseconds since the Unix epoch (a clock every process shares, so a
-/// reader can tell exactly what interval two snapshots span). The export itself costs one timer
+/// reader can tell exactly what interval two snapshots span), and `inline_calls` (socket
+/// system calls made in place of an op). The export itself costs one timer
 /// wake-up per worker per period (20 enters a second) and a file write on worker 0.
 ///
 /// Call it inside the runtime: the first line of a `#[runtime::main]` function, or of the
@@ -63,8 +64,8 @@ pub fn export_metrics() {
 /// Panics when called outside a runtime.
 pub fn export_metrics_to(path: PathBuf) {
     let workers = runtime::worker_count();
-    // Per worker: enters, ops_submitted, completions, as last read on that worker.
-    let counters: Arc<Vec<[AtomicU64; 3]>> = Arc::new(
+    // Per worker: enters, ops_submitted, completions, inline_calls, as last read there.
+    let counters: Arc<Vec<[AtomicU64; 4]>> = Arc::new(
         (0..workers)
             .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
             .collect(),
@@ -92,7 +93,7 @@ pub fn export_metrics_to(path: PathBuf) {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_nanos();
-            let line = format!("{} {} {} {now}\n", sum(0), sum(1), sum(2));
+            let line = format!("{} {} {} {now} {}\n", sum(0), sum(1), sum(2), sum(3));
             if let Err(e) = std::fs::write(&tmp, line).and_then(|()| std::fs::rename(&tmp, &path)) {
                 eprintln!(
                     "cannot write the metrics file {} ({e}); set {METRICS_FILE_VAR} to a \
@@ -107,11 +108,12 @@ pub fn export_metrics_to(path: PathBuf) {
 }
 
 /// Stores the current worker's counters in its slot.
-fn publish(slot: &[AtomicU64; 3]) {
+fn publish(slot: &[AtomicU64; 4]) {
     let m = runtime::metrics();
     slot[0].store(m.enters, Ordering::Relaxed);
     slot[1].store(m.ops_submitted, Ordering::Relaxed);
     slot[2].store(m.completions, Ordering::Relaxed);
+    slot[3].store(m.inline_calls, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -120,13 +122,13 @@ mod tests {
 
     use super::{METRICS_PERIOD, export_metrics_to};
 
-    fn read(path: &Path) -> [u64; 4] {
+    fn read(path: &Path) -> [u64; 5] {
         let text = std::fs::read_to_string(path).expect("the metrics file exists");
         let v: Vec<u64> = text
             .split_whitespace()
             .map(|x| x.parse().expect("numbers"))
             .collect();
-        v.try_into().expect("four numbers on one line")
+        v.try_into().expect("five numbers on one line")
     }
 
     /// UDP round trips through the ring on the current worker.

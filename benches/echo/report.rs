@@ -136,7 +136,8 @@ pub(crate) fn markdown(header: &Header, sections: &[Section<'_>]) -> String {
          ratio X / Y is the median of the per-round ratios. Each run is a fresh server \
          process. CPU is time on CPU from `/proc/<pid>/task/*/schedstat` (all of the \
          server's threads, SQPOLL's kernel thread included); `io_uring_enter` \
-         and SQEs come from `runtime::metrics()` (the peers' are not observable: `-`).\n",
+         SQEs and inline calls (socket system calls made in place of an op) come from \
+         `runtime::metrics()` (the peers' are not observable: `-`).\n",
         header.machine, header.rounds, header.warmup, header.measure, header.layout
     );
     nodelay(&mut out, sections);
@@ -236,15 +237,15 @@ fn pingpong_tables(out: &mut String, section: &Section<'_>) {
     let _ = writeln!(
         out,
         "| server | ops/s | p50 µs | p99 µs | server CPU µs/{unit} | client CPU µs/{unit} | \
-         io_uring_enter/{unit} | SQEs/{unit} | peak RSS MiB |"
+         io_uring_enter/{unit} | SQEs/{unit} | inline calls/{unit} | peak RSS MiB |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut resent = 0;
     for row in &section.rows {
         resent += row.samples.iter().map(|s| s.resent).sum::<u64>();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             section.label(row),
             rate(row.median(|s| s.ops_per_sec)),
             num(row.median(|s| s.p50_us), 1),
@@ -253,6 +254,7 @@ fn pingpong_tables(out: &mut String, section: &Section<'_>) {
             num(row.median(|s| s.client_us_per_msg), 2),
             num(row.median(|s| opt(s.enters_per_msg).unwrap_or(f64::NAN)), 2),
             num(row.median(|s| opt(s.sqes_per_msg).unwrap_or(f64::NAN)), 2),
+            num(row.median(|s| opt(s.inline_per_msg).unwrap_or(f64::NAN)), 2),
             mib(row.median(|s| s.peak_rss_kib)),
         );
     }

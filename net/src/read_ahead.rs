@@ -62,8 +62,9 @@ const SMALL_STREAK: u8 = 8;
 enum Mode {
     /// Through the multishot, while it pays.
     Ahead,
-    /// Plain receives: the stream carries bulk data; `small` reads in a row were small.
-    Bulk { small: u8 },
+    /// Plain receives: the stream carries bulk data; `small` reads in a row were small, and
+    /// the last one filled its buffer (`full`: more is likely waiting).
+    Bulk { small: u8, full: bool },
 }
 
 /// The read-ahead state of one stream handle (see the module docs): nothing until its first
@@ -142,9 +143,10 @@ impl ReadAhead {
     /// small reads of a bulk stream (see the module docs).
     pub(crate) fn note_plain(&mut self, res: &io::Result<usize>, offered: usize) {
         if let Some(inner) = self.inner.as_mut()
-            && let Mode::Bulk { small } = &mut inner.mode
+            && let Mode::Bulk { small, full } = &mut inner.mode
             && let Ok(n) = *res
         {
+            *full = n > 0 && n >= offered;
             let threshold = inner.ring.buf_len() / 2;
             *small = if n > 0 && n < threshold.min(offered) {
                 *small + 1
@@ -155,6 +157,14 @@ impl ReadAhead {
                 inner.mode = Mode::Ahead;
             }
         }
+    }
+
+    /// Whether this handle's reads are plain receives of a bulk stream whose last one filled
+    /// its buffer: the next is likely to find data at once (`stream::read_bulk`).
+    pub(crate) fn bulk_backlog(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| matches!(i.mode, Mode::Bulk { full: true, .. }))
     }
 
     /// Ends the read-ahead: queued bytes go to the socket's rescue queue and the request is
@@ -186,7 +196,10 @@ impl ReadAhead {
             if inner.op.is_finished() {
                 if inner.is_bulk() {
                     inner.reset_counts();
-                    inner.mode = Mode::Bulk { small: 0 };
+                    inner.mode = Mode::Bulk {
+                        small: 0,
+                        full: true,
+                    };
                     return Poll::Ready(Ok(Filled::Plain));
                 }
                 // An empty ring would refuse the request at once: this read waits in the

@@ -346,6 +346,11 @@ impl Socket {
         self.0.drained.set(received > 0 && received < offered);
     }
 
+    /// A receive the caller made itself found the socket empty (`EAGAIN`).
+    pub(crate) fn note_empty(&self) {
+        self.0.drained.set(true);
+    }
+
     /// Keeps data an abandoned receive got from the kernel.
     pub(crate) fn rescue(&self, rescued: Rescued) {
         self.0.with_rescued(|queue| {

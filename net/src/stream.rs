@@ -60,6 +60,30 @@ pub(crate) async fn read<B: IoBufMut>(socket: &Socket, buf: B) -> (io::Result<us
     receive(socket, buf, std::slice::from_mut, Recv::new).await
 }
 
+/// [`read`] for a bulk stream whose last read filled its buffer: on io_uring it first tries
+/// the non-blocking `recv(2)` itself, as the epoll backend's op does, so that a read that
+/// finds data ends in this turn instead of waiting for an enter (`write.rs` says why that
+/// matters to a bulk stream). Only where `runtime::op::may_try_inline` allows it, on a
+/// socket with an fd, with nothing rescued (which comes first) and no cancel scope fired.
+pub(crate) async fn read_bulk<B: IoBufMut>(socket: &Socket, buf: B) -> (io::Result<usize>, B) {
+    let tries = runtime::op::may_try_inline()
+        && !runtime::op::runs_inline()
+        && !socket.is_direct()
+        && !socket.has_rescued()
+        && runtime::op::cancel::reason().is_none();
+    if !tries {
+        return read(socket, buf).await;
+    }
+    let mut op = Recv::new(socket.clone(), buf);
+    if let Some(cqe) = op.try_nonblocking() {
+        runtime::op::count_inline_op();
+        return op.complete(cqe);
+    }
+    // Empty now: the receive that waits polls first (`Socket::receive_drained`).
+    socket.note_empty();
+    read(socket, op.into_buf()).await
+}
+
 /// Reads into several buffers, filling each from its start in order.
 pub(crate) async fn readv<B: IoBufMut>(
     socket: &Socket,

@@ -10,8 +10,13 @@
 //! - Where ops run inline (the epoll backend, `runtime::op::runs_inline`) and nothing is
 //!   behind, that first poll sends from the caller's buffer itself, as the op would, and is
 //!   ready when the socket took what the write needs (tokio's write): a large write then
-//!   costs its system call and nothing else. Inside a cancel scope that fired it does not
-//!   (the op path completes with `ECANCELED` there).
+//!   costs its system call and nothing else. On io_uring a write too large to go behind does
+//!   the same (`runtime::op::may_try_inline`: not under SQPOLL, and not on a direct
+//!   descriptor, which has no fd to call with): the task goes on in the same turn instead of
+//!   waiting for an enter, so a bulk stream's next read follows at once, as with epoll, and
+//!   the peer is woken once for several writes instead of once per loop turn
+//!   (`docs/benchmarks.md`). Inside a cancel scope that fired it does not (the op path
+//!   completes with `ECANCELED` there).
 //! - Everything else is the slow path, boxed: on io_uring every write the kernel must see
 //!   (larger than `behind::COPY_MAX`), and anywhere a write behind bytes still staged, one
 //!   that found no room, or a `write_all` the socket took only part of. Keeping that state
@@ -94,7 +99,7 @@ impl<'a, B: IoBuf, K: Kind<B>> Future for Write<'a, B, K> {
                 Write::Start { socket, buf } => match write_behind(socket, buf.as_slice()) {
                     Err(e) => return Poll::Ready((Err(e), buf)),
                     Ok(true) => return Poll::Ready((Ok(K::staged(&buf)), buf)),
-                    Ok(false) if sends_inline(socket) => {
+                    Ok(false) if sends_inline(socket, buf.bytes_init()) => {
                         match K::sent(socket, send_now(socket, buf.as_slice()), buf) {
                             Ok(done) => return Poll::Ready(done),
                             Err(slow) => *this = Write::Slow(slow),
@@ -115,9 +120,12 @@ impl<'a, B: IoBuf, K: Kind<B>> Future for Write<'a, B, K> {
     }
 }
 
-/// Whether the first poll sends from the caller's buffer itself (see the module docs).
-fn sends_inline(socket: &Socket) -> bool {
-    op::runs_inline() && op::cancel::reason().is_none() && behind::is_clear(socket)
+/// Whether the first poll sends `len` bytes from the caller's buffer itself (see the module
+/// docs).
+fn sends_inline(socket: &Socket, len: usize) -> bool {
+    let allowed = op::runs_inline()
+        || (len > behind::COPY_MAX && op::may_try_inline() && !socket.is_direct());
+    allowed && op::cancel::reason().is_none() && behind::is_clear(socket)
 }
 
 /// One non-blocking `send(2)` of `bytes` (`nonblocking::send_slice_inline`); `EAGAIN` comes

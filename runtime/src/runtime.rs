@@ -70,6 +70,12 @@ pub struct Metrics {
     pub ops_submitted: u64,
     /// CQEs processed.
     pub completions: u64,
+    /// Socket system calls a caller made itself in place of an operation
+    /// ([`op::count_inline_op`](crate::op::count_inline_op)): on the epoll backend every
+    /// write sent at once, also counted in `ops_submitted` and `completions` as the op it
+    /// replaces; on io_uring a large write or a bulk stream's read tried at once, which is no
+    /// SQE and not counted there.
+    pub inline_calls: u64,
     /// `io_uring_enter` calls.
     pub enters: u64,
     /// SQEs that found the SQ full and waited in the backlog for a later turn.
@@ -277,6 +283,7 @@ impl Handle {
             timers: self.timers.borrow().len(),
             ops_submitted: stats.submitted,
             completions: stats.completions,
+            inline_calls: stats.inline_calls,
             enters: stats.enters,
             sqes_backlogged: stats.backlogged,
             stray_completions: stats.stray_completions,

@@ -63,6 +63,11 @@ impl<B: IoBufMut> Recv<B> {
         }
     }
 
+    /// The buffer back, for a receive never submitted.
+    pub(crate) fn into_buf(self) -> B {
+        self.buf
+    }
+
     /// A receive with `MSG_PEEK`. It completes with `ECANCELED`, leaving the buffer as it
     /// was, when the socket holds rescued bytes by then: those are what the next read
     /// returns (they are older than what the kernel holds, or the kernel's copy went to the

@@ -134,14 +134,20 @@ impl TcpStream {
     /// submits nothing. A reader that stops leaves about 16 arrivals there (at most 64 KiB),
     /// the rest waits in the socket. A stream carrying
     /// bulk data (arrivals that fill whole 4 KiB ring buffers) goes back to one receive per
-    /// read into `buf`, which saves the copy.
+    /// read into `buf`, which saves the copy; after a read that filled `buf` the next first
+    /// tries a non-blocking `recv(2)` itself and becomes a request only if that would block
+    /// (not under SQPOLL), so a bulk reader does not wait a loop turn per read.
     pub async fn read<B: IoBufMut>(&mut self, mut buf: B) -> (io::Result<usize>, B) {
         let slot = std::slice::from_mut(&mut buf);
         if let Some(res) = self.read_ahead.read(&self.socket, slot).await {
             return (res, buf);
         }
         let offered = buf.bytes_total();
-        let (res, buf) = stream::read(&self.socket, buf).await;
+        let (res, buf) = if self.read_ahead.bulk_backlog() {
+            stream::read_bulk(&self.socket, buf).await
+        } else {
+            stream::read(&self.socket, buf).await
+        };
         self.read_ahead.note_plain(&res, offered);
         (res, buf)
     }
@@ -220,8 +226,10 @@ impl TcpStream {
     /// the kernel with the loop's next enter. Code that then blocks the thread (a `std` read
     /// of the peer, `thread::sleep`) must [`flush`](TcpStream::flush) first.
     ///
-    /// The first attempt goes out without waiting and without a completion when it succeeds
-    /// (see the `op` module); whatever does not fit is sent by a request that waits for room.
+    /// A larger write, with nothing written behind still queued, is first tried as a
+    /// non-blocking `send(2)` from `buf` (on io_uring not under SQPOLL nor on a direct
+    /// descriptor, where the first attempt is a skip-success request); whatever does not fit
+    /// is sent by a request that waits for room.
     ///
     /// # Errors
     ///

@@ -166,6 +166,7 @@ pub(crate) enum Action {
 pub(crate) struct DriverStats {
     pub(crate) submitted: u64,
     pub(crate) completions: u64,
+    pub(crate) inline_calls: u64,
     pub(crate) enters: u64,
     pub(crate) stray_completions: u64,
     pub(crate) backlogged: u64,
@@ -191,29 +192,46 @@ thread_local! {
 }
 
 thread_local! {
-    /// Whether the driver in [`CURRENT`] runs on the epoll engine: read by every `Op::new`
-    /// without borrowing the driver (set with [`CURRENT`] by `executor::context::enter`).
-    static EPOLL: Cell<bool> = const { Cell::new(false) };
+    /// How the driver in [`CURRENT`] runs ([`EPOLL`], [`SQPOLL`] bits): read by every
+    /// `Op::new` without borrowing the driver (set with [`CURRENT`] by
+    /// `executor::context::enter`).
+    static ENGINE: Cell<u8> = const { Cell::new(0) };
+}
+
+/// [`ENGINE`] bit: the driver runs on the epoll engine.
+const EPOLL: u8 = 1;
+/// [`ENGINE`] bit: the driver's ring has a kernel thread consuming its SQ.
+const SQPOLL: u8 = 2;
+/// [`ENGINE`] bit: a driver is current at all.
+const ACTIVE: u8 = 4;
+
+fn current_engine() -> u8 {
+    ENGINE.try_with(Cell::get).unwrap_or(0)
 }
 
 /// Whether the current thread's driver runs on the epoll engine (false outside a runtime).
 pub(crate) fn current_is_epoll() -> bool {
-    EPOLL.try_with(Cell::get).unwrap_or(false)
+    current_engine() & EPOLL != 0
 }
 
-/// Marks the current thread's driver as epoll-driven (or not) until the guard is dropped.
-pub(crate) fn set_current_epoll(epoll: bool) -> EpollGuard {
-    let previous = EPOLL.with(|e| e.replace(epoll));
-    EpollGuard(previous)
+/// Whether a driver is current and makes system calls itself (not SQPOLL).
+pub(crate) fn current_enters_itself() -> bool {
+    current_engine() & (ACTIVE | SQPOLL) == ACTIVE
 }
 
-/// Restores the previous [`set_current_epoll`] value on drop.
+/// Marks how the current thread's driver runs until the guard is dropped.
+pub(crate) fn set_current_engine(epoll: bool, sqpoll: bool) -> EngineGuard {
+    let bits = ACTIVE | if epoll { EPOLL } else { 0 } | if sqpoll { SQPOLL } else { 0 };
+    EngineGuard(ENGINE.with(|e| e.replace(bits)))
+}
+
+/// Restores the previous [`set_current_engine`] value on drop.
 #[derive(Debug)]
-pub(crate) struct EpollGuard(bool);
+pub(crate) struct EngineGuard(u8);
 
-impl Drop for EpollGuard {
+impl Drop for EngineGuard {
     fn drop(&mut self) {
-        let _ = EPOLL.try_with(|e| e.set(self.0));
+        let _ = ENGINE.try_with(|e| e.set(self.0));
     }
 }
 
@@ -382,6 +400,11 @@ impl Driver {
     /// Whether this driver runs on the epoll engine.
     pub(crate) fn is_epoll(&self) -> bool {
         matches!(self.ring, Engine::Epoll(_))
+    }
+
+    /// Whether the ring has a kernel thread consuming its SQ (`IORING_SETUP_SQPOLL`).
+    pub(crate) fn is_sqpoll(&self) -> bool {
+        matches!(&self.ring, Engine::Uring(ring) if ring.is_sqpoll())
     }
 
     /// The io_uring of this driver; `None` on the epoll engine.

@@ -104,10 +104,13 @@ pub(crate) fn with_runtime<R>(remote_id: u64, f: impl FnOnce(&Handle) -> R) -> O
 /// Makes `handle` the current runtime until the guard is dropped, and its pieces the current
 /// ones of their layers (`crate::current`): the driver, the timers, the budget, the ifq.
 pub(crate) fn enter(handle: Rc<Handle>) -> EnterGuard {
-    let epoll = handle.driver.borrow().is_epoll();
+    let (epoll, sqpoll) = {
+        let driver = handle.driver.borrow();
+        (driver.is_epoll(), driver.is_sqpoll())
+    };
     let layers = Layers {
         _driver: current::set(&driver::CURRENT, Some(handle.driver.clone())),
-        _epoll: driver::set_current_epoll(epoll),
+        _engine: driver::set_current_engine(epoll, sqpoll),
         _timers: current::set(&time::CURRENT, Some(handle.timers.clone())),
         _coop: current::set(&coop::CURRENT, Some(handle.coop.clone())),
         _zcrx: current::set(&zcrx::CURRENT, handle.zcrx.clone()),
@@ -124,7 +127,7 @@ pub(crate) fn enter(handle: Rc<Handle>) -> EnterGuard {
 #[derive(Debug)]
 struct Layers {
     _driver: current::Restore<Rc<RefCell<Driver>>>,
-    _epoll: driver::EpollGuard,
+    _engine: driver::EngineGuard,
     _timers: current::Restore<Rc<RefCell<Timers>>>,
     _coop: current::Restore<Rc<coop::Coop>>,
     _zcrx: current::Restore<Rc<zcrx::ZcrxInner>>,

@@ -104,10 +104,20 @@ pub fn runs_inline() -> bool {
     crate::driver::current_is_epoll()
 }
 
-/// Counts, in [`metrics`](crate::metrics)' `ops_submitted` and `completions`, an operation
-/// that the caller performed itself as a system call because ops run inline
-/// ([`runs_inline`]; a write-behind send sent at once), so per-message counts stay what
-/// they would be through an op. Does nothing outside a runtime.
+/// Whether a caller that has the bytes at hand may try a socket's non-blocking system call
+/// itself before it submits the op: where ops run inline ([`runs_inline`]), and on io_uring
+/// unless a kernel thread consumes the SQ (SQPOLL, whose point is to make no system calls).
+/// On io_uring the try saves the task a loop turn, which a bulk stream's reads and writes
+/// otherwise each wait for. False outside a runtime.
+pub fn may_try_inline() -> bool {
+    crate::driver::current_enters_itself()
+}
+
+/// Counts an operation that the caller performed itself as a system call, in
+/// [`metrics`](crate::metrics)' `inline_calls`: where ops run inline ([`runs_inline`]; a
+/// write-behind send sent at once) also in `ops_submitted` and `completions`, so per-message
+/// counts stay what they would be through an op; on io_uring ([`may_try_inline`]) no SQE
+/// went out, and `ops_submitted` stays the count of SQEs. Does nothing outside a runtime.
 pub fn count_inline_op() {
     if let Some(driver) = crate::driver::try_current()
         && let Ok(mut driver) = driver.try_borrow_mut()
