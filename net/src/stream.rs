@@ -75,8 +75,9 @@ pub(crate) async fn read_bulk<B: IoBufMut>(socket: &Socket, buf: B) -> (io::Resu
         return read(socket, buf).await;
     }
     let mut op = Recv::new(socket.clone(), buf);
-    if let Some(cqe) = op.try_nonblocking() {
-        runtime::op::count_inline_op();
+    let tried = op.try_nonblocking();
+    runtime::op::count_inline_op();
+    if let Some(cqe) = tried {
         return op.complete(cqe);
     }
     // Empty now: the receive that waits polls first (`Socket::receive_drained`).

@@ -73,8 +73,8 @@ pub struct Metrics {
     /// Socket system calls a caller made itself in place of an operation
     /// ([`op::count_inline_op`](crate::op::count_inline_op)): on the epoll backend every
     /// write sent at once, also counted in `ops_submitted` and `completions` as the op it
-    /// replaces; on io_uring a large write or a bulk stream's read tried at once, which is no
-    /// SQE and not counted there.
+    /// replaces; on io_uring a large write or a bulk stream's read tried at once, and a busy
+    /// UDP socket's receive tries, which are no SQEs and not counted there.
     pub inline_calls: u64,
     /// `io_uring_enter` calls.
     pub enters: u64,

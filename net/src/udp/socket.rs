@@ -294,11 +294,14 @@ impl UdpSocket {
         .await
     }
 
-    /// Accounts for a direct receive try that `found` a datagram (or an error) or not: on
-    /// epoll (`inline`) it counts as the op it replaced, and a miss tells the engine the
-    /// socket is empty, so the op that follows waits without a second try; on io_uring it
-    /// feeds the back-off.
+    /// Accounts for a direct receive try that `found` a datagram (or an error) or not: it is
+    /// an inline call (`Metrics::inline_calls`; on epoll, `inline`, also the op it replaced),
+    /// and on epoll a miss tells the engine the socket is empty, so the op that follows waits
+    /// without a second try; on io_uring it feeds the back-off.
     fn tried_directly(&self, inline: bool, found: bool) {
+        if !inline {
+            runtime::op::count_inline_op();
+        }
         match (inline, found) {
             (true, found) => {
                 runtime::op::count_inline_op();
