@@ -299,18 +299,11 @@ impl UdpSocket {
     /// and on epoll a miss tells the engine the socket is empty, so the op that follows waits
     /// without a second try; on io_uring it feeds the back-off.
     fn tried_directly(&self, inline: bool, found: bool) {
-        if !inline {
-            runtime::op::count_inline_op();
-        }
+        runtime::op::count_inline_op();
         match (inline, found) {
-            (true, found) => {
-                runtime::op::count_inline_op();
-                if !found {
-                    runtime::op::found_empty(
-                        self.socket.as_raw_fd(),
-                        runtime::op::Interest::Readable,
-                    );
-                }
+            (true, true) => {}
+            (true, false) => {
+                runtime::op::found_empty(self.socket.as_raw_fd(), runtime::op::Interest::Readable)
             }
             (false, true) => self.direct.found(),
             (false, false) => self.direct.missed(),
