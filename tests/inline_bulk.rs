@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::{pattern, stream_with_std_peer};
+use integration_tests::{pattern, read_to_end, stream_with_std_peer};
 use runtime::{Backend, metrics, time::timeout};
 
 const GUARD: Duration = Duration::from_secs(20);
@@ -44,15 +44,7 @@ async fn bulk_reads_take_what_waits_at_once() {
     });
     let before = metrics().inline_calls;
     let mut got = Vec::with_capacity(expected.len());
-    loop {
-        let (res, buf) = timeout(GUARD, client.read(Vec::with_capacity(16 * 1024)))
-            .await
-            .expect("the bytes never came");
-        match res.unwrap() {
-            0 => break,
-            n => got.extend_from_slice(&buf[..n]),
-        }
-    }
+    read_to_end(&mut client, 16 * 1024, &mut got).await;
     let calls = metrics().inline_calls - before;
     drop(writer.join().unwrap());
     assert!(got == expected, "bytes lost or reordered");

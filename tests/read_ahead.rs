@@ -6,7 +6,7 @@
 
 use std::{io::Write, net::Shutdown, time::Duration};
 
-use integration_tests::{open_fds, pattern, settles_within, stream_with_std_peer};
+use integration_tests::{open_fds, pattern, read_to_end, settles_within, stream_with_std_peer};
 use runtime::{Backend, buf::BufRing, metrics, time::timeout};
 
 const GUARD: Duration = Duration::from_secs(10);
@@ -28,19 +28,6 @@ async fn read_n(stream: &mut net::TcpStream, want: usize, len: usize) -> Vec<u8>
         got.extend_from_slice(&buf[..n]);
     }
     got
-}
-
-/// Reads from `stream` until the end of the stream, with buffers of `len`, appending to `got`.
-async fn read_to_end(stream: &mut net::TcpStream, len: usize, got: &mut Vec<u8>) {
-    loop {
-        let (res, buf) = timeout(GUARD, stream.read(Vec::with_capacity(len)))
-            .await
-            .expect("the end of the stream never came");
-        match res.unwrap() {
-            0 => return,
-            n => got.extend_from_slice(&buf[..n]),
-        }
-    }
 }
 
 /// Many request-response turns cost one request in all on io_uring, not one per read.

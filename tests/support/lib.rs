@@ -299,6 +299,21 @@ pub async fn stream_with_std_peer() -> (net::TcpStream, std::net::TcpStream) {
     (stream, peer)
 }
 
+/// Reads from `stream` until the end of the stream, with buffers of `len`, appending to `got`;
+/// panics if a read errs or waits longer than 10 s.
+pub async fn read_to_end(stream: &mut net::TcpStream, len: usize, got: &mut Vec<u8>) {
+    loop {
+        let read = stream.read(Vec::with_capacity(len));
+        let (res, buf) = runtime::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("the end of the stream never came");
+        match res.unwrap() {
+            0 => return,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// Polls a future exactly once.
 pub async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
