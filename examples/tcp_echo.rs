@@ -49,20 +49,19 @@ pub(crate) fn run(mut args: impl Iterator<Item = String>) -> std::io::Result<()>
     let mut addr = DEFAULT_ADDR.to_owned();
     let mut threads = 1;
     let mut direct = std::env::var_os("TCP_ECHO_DIRECT").is_some_and(|v| v != "0");
-    let mut sockbuf = std::env::var("TCP_ECHO_SOCKBUF")
-        .ok()
-        .map(|v| parse_size(&v).unwrap_or_else(|| usage("TCP_ECHO_SOCKBUF takes a byte count")));
+    let mut sockbuf = std::env::var("TCP_ECHO_SOCKBUF").ok().map(|v| {
+        parse_positive(&v).unwrap_or_else(|| usage("TCP_ECHO_SOCKBUF takes a byte count"))
+    });
     while let Some(arg) = args.next() {
         if arg == "--threads" {
             threads = args
                 .next()
-                .and_then(|n| n.parse().ok())
-                .filter(|&n| n > 0)
+                .and_then(|n| parse_positive(&n))
                 .unwrap_or_else(|| usage("--threads takes a positive number"));
         } else if arg == "--direct" {
             direct = true;
         } else if arg == "--sockbuf" {
-            let bytes = args.next().and_then(|n| parse_size(&n));
+            let bytes = args.next().and_then(|n| parse_positive(&n));
             sockbuf = Some(bytes.unwrap_or_else(|| usage("--sockbuf takes a byte count")));
         } else if arg.starts_with('-') {
             usage(&format!("unknown option {arg}"));
@@ -112,8 +111,8 @@ fn usage(problem: &str) -> ! {
     std::process::exit(2)
 }
 
-/// A positive byte count.
-fn parse_size(s: &str) -> Option<usize> {
+/// A positive number (a worker count, a byte count).
+fn parse_positive(s: &str) -> Option<usize> {
     s.parse().ok().filter(|&n| n > 0)
 }
 
