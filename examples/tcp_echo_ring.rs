@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Every connection's receives draw buffers from one `BufRing` only when data arrives
-//! (multishot receive with buffer selection), so an idle connection holds no buffer. Each
+//! (multishot receive with buffer selection, one completion per bundle of buffers where the
+//! kernel offers `IORING_RECVSEND_BUNDLE`), so an idle connection holds no buffer. Each
 //! received `RxBuf` is written straight back and returns to the ring when the write is done.
 //! Accepted connections have `TCP_NODELAY` on, as in `tcp_echo`.
 

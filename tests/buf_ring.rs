@@ -51,7 +51,7 @@ async fn a_thousand_connections_through_a_64_buffer_ring() {
                 let ring = ring.clone();
                 checkers.push(spawn(async move {
                     // The client sends its id first (8 bytes), then its stream.
-                    let mut received = stream.recv_stream(&ring);
+                    let mut received = stream.recv_stream_unbundled(&ring);
                     let mut header = Vec::new();
                     let mut pos = 0u64;
                     let mut conn = None;
@@ -359,7 +359,7 @@ async fn bundled_streams_deliver_in_order() {
             peer.shutdown(Shutdown::Write).unwrap();
         })
     };
-    let mut received = stream.recv_stream_bundled(&ring);
+    let mut received = stream.recv_stream(&ring);
     let mut got = Vec::with_capacity(1 << 20);
     while let Some(item) = received.next().await {
         got.extend_from_slice(&item.unwrap());

@@ -47,7 +47,7 @@ fn ids_and_lens(bufs: &VecDeque<RxBuf>) -> Vec<(u16, usize)> {
 /// Receives with a bundled stream, holding every buffer, until nothing more arrives for a
 /// while; returns the distinct buffer ids held.
 async fn hold_until_stalled(stream: &mut TcpStream, ring: &BufRing) -> Vec<u16> {
-    let mut received = stream.recv_stream_bundled(ring);
+    let mut received = stream.recv_stream(ring);
     let mut held: Vec<RxBuf> = Vec::new();
     while let Ok(Some(item)) = timeout(Duration::from_millis(300), received.next()).await {
         held.push(item.expect("receive while holding buffers"));
@@ -89,7 +89,7 @@ async fn many_sockets_share_a_bundled_ring_and_every_buffer_comes_back() {
                 let ring = ring.clone();
                 checkers.push(spawn(async move {
                     // The client sends its id first (8 bytes), then its stream.
-                    let mut received = stream.recv_stream_bundled(&ring);
+                    let mut received = stream.recv_stream(&ring);
                     let mut header = Vec::new();
                     let mut conn = None;
                     let mut pos = 0u64;
@@ -331,7 +331,7 @@ async fn incremental_completions_for_buffers_out_of_the_ring_are_rejected() {
 async fn a_stream_that_ends_with_an_error_cancels_its_request() {
     let ring = BufRing::builder().entries(16).buf_len(256).build().unwrap();
     let (mut stream, mut peer) = integration_tests::stream_with_std_peer().await;
-    let mut received = stream.recv_stream_bundled(&ring);
+    let mut received = stream.recv_stream(&ring);
     // Arm the request with nothing to receive yet.
     assert!(
         timeout(Duration::from_millis(20), received.next())

@@ -56,7 +56,10 @@ impl RecvMulti {
     }
 
     pub(super) fn event(&self, cqe: &Completion) -> io::Result<RecvEvent> {
-        let data = if self.bundle {
+        // A bundle's data that fits one buffer used one entry, which `take` claims as a
+        // bundle of one would (without a queue to allocate per small message).
+        let one_buffer = i32::try_from(self.ring.buf_len()).unwrap_or(i32::MAX);
+        let data = if self.bundle && cqe.result() > one_buffer {
             let mut bufs = VecDeque::new();
             self.ring.take_bundle(cqe, &mut bufs)?;
             match bufs.len() {

@@ -15,21 +15,28 @@ impl TcpStream {
     /// when data arrives, over one multishot receive (Linux 6.0). Many streams can share one
     /// ring; an idle connection then holds no buffer. See [`RecvStream`].
     ///
+    /// Where the kernel offers it (`IORING_RECVSEND_BUNDLE`, Linux 6.10) and the ring is not
+    /// incremental, one completion covers every consecutive buffer the data that arrived
+    /// needs: a bulk stream costs one completion per bundle instead of one per buffer (on the
+    /// echo benchmark's stream row, 16 × 64 KiB chunks over 4 KiB buffers, about 0.75× the
+    /// server CPU per chunk of one buffer per completion; `docs/benchmarks.md`). The stream
+    /// still yields one buffer at a time. Bundles over incremental rings are reported broken
+    /// (axboe/liburing#1320), so those get one buffer per completion, as do kernels without
+    /// bundles. [`recv_stream_unbundled`](TcpStream::recv_stream_unbundled) always does.
+    ///
     /// The stream borrows `self` mutably, so no [`read`](TcpStream::read) can take from the
     /// same byte stream while it lives; to write meanwhile, [`split`](TcpStream::split) first.
     pub fn recv_stream(&mut self, ring: &BufRing) -> RecvStream<'_> {
         self.release_reads();
-        RecvStream::new(self.socket.clone(), ring, false)
+        RecvStream::bundled(self.socket.clone(), ring)
     }
 
-    /// Like [`recv_stream`](TcpStream::recv_stream), with `IORING_RECVSEND_BUNDLE` (Linux 6.10)
-    /// when the kernel offers it: one completion covers several consecutive buffers when data
-    /// arrives faster than it is taken, saving completions. Falls back to the plain stream
-    /// where bundles are unavailable or the ring is incremental (`docs/kernel-notes.md` §4.7;
-    /// bundles over incremental rings are reported broken: axboe/liburing#1320).
-    pub fn recv_stream_bundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
+    /// Like [`recv_stream`](TcpStream::recv_stream), with one buffer per completion even where
+    /// bundles are offered: a connection then never takes several buffers of a shared ring at
+    /// once, at the cost of a completion per buffer.
+    pub fn recv_stream_unbundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
         self.release_reads();
-        RecvStream::bundled(self.socket.clone(), ring)
+        RecvStream::new(self.socket.clone(), ring, false)
     }
 
     /// Received bytes in the runtime's zero-copy receive area (the NIC writes them there; see

@@ -80,9 +80,9 @@ macro_rules! read_methods {
             self.stream.recv_stream(ring)
         }
 
-        /// See [`TcpStream::recv_stream_bundled`].
-        pub fn recv_stream_bundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
-            self.stream.recv_stream_bundled(ring)
+        /// See [`TcpStream::recv_stream_unbundled`].
+        pub fn recv_stream_unbundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
+            self.stream.recv_stream_unbundled(ring)
         }
 
         /// See [`TcpStream::recv_zc_stream`].

@@ -80,6 +80,11 @@ macro_rules! read_methods {
             self.stream.recv_stream(ring)
         }
 
+        /// See [`UnixStream::recv_stream_unbundled`].
+        pub fn recv_stream_unbundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
+            self.stream.recv_stream_unbundled(ring)
+        }
+
         common_methods!();
     };
 }

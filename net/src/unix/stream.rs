@@ -263,17 +263,16 @@ impl UnixStream {
     }
 
     /// Received bytes as a stream of [`RxBuf`](runtime::buf::RxBuf)s taken from `ring` only
-    /// when data arrives, over one multishot receive; see
+    /// when data arrives, over one multishot receive, bundled where the kernel offers it; see
     /// [`TcpStream::recv_stream`](crate::TcpStream::recv_stream).
     pub fn recv_stream(&mut self, ring: &BufRing) -> RecvStream<'_> {
-        RecvStream::new(self.socket.clone(), ring, false)
+        RecvStream::bundled(self.socket.clone(), ring)
     }
 
-    /// Like [`recv_stream`](UnixStream::recv_stream), with `IORING_RECVSEND_BUNDLE` where the
-    /// kernel offers it; see
-    /// [`TcpStream::recv_stream_bundled`](crate::TcpStream::recv_stream_bundled).
-    pub fn recv_stream_bundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
-        RecvStream::bundled(self.socket.clone(), ring)
+    /// Like [`recv_stream`](UnixStream::recv_stream), with one buffer per completion; see
+    /// [`TcpStream::recv_stream_unbundled`](crate::TcpStream::recv_stream_unbundled).
+    pub fn recv_stream_unbundled(&mut self, ring: &BufRing) -> RecvStream<'_> {
+        RecvStream::new(self.socket.clone(), ring, false)
     }
 
     /// Shuts down the read half, the write half (after the bytes written behind; the peer
