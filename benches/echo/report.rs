@@ -40,16 +40,32 @@ impl Row<'_> {
         median(&mut v)
     }
 
-    /// The median over rounds of `f(self) / f(peer)`, pairing the two rows round by round.
-    fn ratio(&self, peer: &Row<'_>, f: impl Fn(&Sample) -> f64) -> f64 {
-        let mut v: Vec<f64> = self
-            .samples
+    /// `f(self) / f(peer)` per round, pairing the two rows round by round.
+    fn ratios(&self, peer: &Row<'_>, f: impl Fn(&Sample) -> f64) -> Vec<f64> {
+        self.samples
             .iter()
             .zip(&peer.samples)
             .map(|(a, b)| f(a) / f(b))
             .filter(|x| x.is_finite())
-            .collect();
-        median(&mut v)
+            .collect()
+    }
+
+    /// The median over rounds of `f(self) / f(peer)`, pairing the two rows round by round.
+    fn ratio(&self, peer: &Row<'_>, f: impl Fn(&Sample) -> f64) -> f64 {
+        median(&mut self.ratios(peer, f))
+    }
+
+    /// The smallest and largest per-round ratio, as "min–max": how far one round can be from
+    /// the median on this machine.
+    fn ratio_range(&self, peer: &Row<'_>, f: impl Fn(&Sample) -> f64) -> String {
+        let v = self.ratios(peer, f);
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if v.is_empty() {
+            "-".into()
+        } else {
+            format!("{}–{}", num(min, 2), num(max, 2))
+        }
     }
 }
 
@@ -132,10 +148,10 @@ pub(crate) fn markdown(header: &Header, sections: &[Section<'_>]) -> String {
     let _ = writeln!(
         out,
         "Machine: {}. {} round(s) of {:?} warm-up + {:?} measured per server and workload; \
-         {}. Figures are medians over rounds; a \
-         ratio X / Y is the median of the per-round ratios. Each run is a fresh server \
-         process. CPU is time on CPU from `/proc/<pid>/task/*/schedstat` (all of the \
-         server's threads, SQPOLL's kernel thread included); `io_uring_enter` \
+         {}. Figures are medians over rounds; a ratio X / Y is the median of the \
+         per-round ratios (each workload's ratio table also gives their range). Each run \
+         is a fresh server process. CPU is time on CPU from `/proc/<pid>/task/*/schedstat` \
+         (all of the server's threads, SQPOLL's kernel thread included); `io_uring_enter` \
          SQEs and inline calls (socket system calls made in place of an op) come from \
          `runtime::metrics()` (the peers' are not observable: `-`).\n",
         header.machine, header.rounds, header.warmup, header.measure, header.layout
@@ -297,18 +313,20 @@ fn pingpong_tables(out: &mut String, section: &Section<'_>) {
     }
     let _ = writeln!(
         out,
-        "| ratio | ops/s | p50 | p99 | server CPU/{unit} | peak RSS |\n|---|---:|---:|---:|---:|---:|"
+        "| ratio | ops/s | p50 | p99 | server CPU/{unit} | server CPU/{unit}, rounds' range | \
+         peak RSS |\n|---|---:|---:|---:|---:|---:|---:|"
     );
     for (row, peer) in pairs {
         let _ = writeln!(
             out,
-            "| {} / {} | {} | {} | {} | {} | {} |",
+            "| {} / {} | {} | {} | {} | {} | {} | {} |",
             section.label(row),
             section.label(peer),
             num(row.ratio(peer, |s| s.ops_per_sec), 2),
             num(row.ratio(peer, |s| s.p50_us), 2),
             num(row.ratio(peer, |s| s.p99_us), 2),
             num(row.ratio(peer, |s| s.server_us_per_msg), 2),
+            row.ratio_range(peer, |s| s.server_us_per_msg),
             num(row.ratio(peer, |s| s.peak_rss_kib), 2),
         );
     }
