@@ -67,6 +67,7 @@ mod halves;
 mod op;
 mod options;
 mod read_ahead;
+mod recv_msg_stream;
 mod recv_stream;
 mod socket;
 mod spares;
@@ -78,7 +79,8 @@ mod write;
 mod zc;
 
 pub use addr::ToSocketAddrs;
-pub use recv_stream::{Datagram, RecvMsgStream, RecvStream, ZcrxStream, ZeroCopyRecv};
+pub use recv_msg_stream::{Datagram, RecvMsgStream};
+pub use recv_stream::{RecvStream, ZcrxStream, ZeroCopyRecv};
 pub use socket2::TcpKeepalive;
 pub use tcp::{ListenerOptions, TcpListener, TcpSocket, TcpStream};
 pub use udp::UdpSocket;

@@ -1,4 +1,5 @@
-//! Receive streams over provided-buffer rings: `RecvStream` (TCP) and `RecvMsgStream` (UDP).
+//! Receive streams of bytes: `RecvStream` over provided-buffer rings and `ZcrxStream` over a
+//! zero-copy receive area (the datagram stream, `RecvMsgStream`, is `recv_msg_stream.rs`).
 //!
 //! Each is one multishot receive request that keeps posting completions, each carrying a
 //! buffer the kernel took from the shared ring only when data arrived. When the kernel ends
@@ -20,7 +21,6 @@ use std::{
     collections::VecDeque,
     fmt, io,
     marker::PhantomData,
-    net::SocketAddr,
     pin::Pin,
     task::{Context, Poll, ready},
 };
@@ -33,13 +33,12 @@ use runtime::{
 };
 
 use crate::{
-    op::{RecvEvent, RecvMsgMulti, RecvMulti, RecvZc},
+    op::{RecvEvent, RecvMulti, RecvZc},
     socket::{Rescued, Socket},
-    udp::cmsg,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+pub(crate) enum State {
     Armed,
     /// The ring ran dry; re-arm once a buffer is free.
     WaitingForBuffers,
@@ -83,6 +82,14 @@ impl BufferPool for Zcrx {
     }
 }
 
+/// What a byte stream has taken from its request (or the rescue queue) but not handed out.
+#[derive(Default)]
+struct Ready {
+    bufs: VecDeque<RxBuf>,
+    /// An error `poll_many` met after buffers it returned: the next poll's.
+    error: Option<io::Error>,
+}
+
 /// The state machine shared by the byte streams: one multishot request, re-armed after a
 /// harmless end, paused while the buffer pool is exhausted, ended by EOF or an error.
 struct ByteReceiver<O: MultishotOp, P> {
@@ -92,13 +99,10 @@ struct ByteReceiver<O: MultishotOp, P> {
     socket: Socket,
     /// `None` once the stream ended with an error: the request was dropped, which cancels it.
     op: Option<Multishot<O>>,
-    /// Buffers of a bundle (or rescued chunks) not yet handed out; boxed, and only while
-    /// there are some, so an idle stream holds no queue.
-    #[expect(
-        clippy::box_collection,
-        reason = "8 bytes per socket instead of 32 while empty"
-    )]
-    ready: Option<Box<VecDeque<RxBuf>>>,
+    /// Buffers of a bundle (or rescued chunks) not yet handed out, and an error met after
+    /// them; boxed, and only while there are some, so an idle stream holds no queue (8 bytes
+    /// instead of 40).
+    ready: Option<Box<Ready>>,
     state: State,
     /// Re-armings so far (`u32`: beside `state` it costs no room; saturates).
     rearms: u32,
@@ -114,7 +118,8 @@ where
         // Data rescued from abandoned receives comes first, in order.
         while let Some(data) = socket.take_rescued_chunk() {
             ready
-                .get_or_insert_with(Box::<VecDeque<RxBuf>>::default)
+                .get_or_insert_with(Box::<Ready>::default)
+                .bufs
                 .push_back(RxBuf::from_vec(data));
         }
         ByteReceiver {
@@ -127,15 +132,52 @@ where
         }
     }
 
+    /// Waits for one buffer; if it came in a bundle, takes with it the rest of the bundle and
+    /// every later buffer ready without waiting (at most `max`, and at least one, in all).
+    /// An error met after the first buffer is held for the next poll.
+    fn poll_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Option<io::Result<Vec<RxBuf>>>> {
+        let first = match ready!(self.poll_next(cx)) {
+            Some(Ok(buf)) => buf,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            None => return Poll::Ready(None),
+        };
+        // A buffer that came alone (message traffic) is all there is, most likely: only the
+        // rest of a bundle makes it worth asking for more.
+        let Some(ready) = self.ready.as_ref() else {
+            return Poll::Ready(Some(Ok(vec![first])));
+        };
+        let mut bufs = Vec::with_capacity(max.min(1 + ready.bufs.len()));
+        bufs.push(first);
+        while bufs.len() < max {
+            match self.poll_next(cx) {
+                Poll::Ready(Some(Ok(buf))) => bufs.push(buf),
+                Poll::Ready(Some(Err(e))) => {
+                    self.ready.get_or_insert_with(Box::default).error = Some(e);
+                    break;
+                }
+                // The end comes again with the next poll.
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Some(Ok(bufs)))
+    }
+
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<RxBuf>>> {
         loop {
-            if let Some(queue) = self.ready.as_mut()
-                && let Some(buf) = queue.pop_front()
-            {
-                if queue.is_empty() {
-                    self.ready = None;
+            if let Some(ready) = self.ready.as_mut() {
+                if let Some(buf) = ready.bufs.pop_front() {
+                    if ready.bufs.is_empty() && ready.error.is_none() {
+                        self.ready = None;
+                    }
+                    return Poll::Ready(Some(Ok(buf)));
                 }
-                return Poll::Ready(Some(Ok(buf)));
+                if let Some(e) = self.ready.take().and_then(|r| r.error) {
+                    return Poll::Ready(Some(Err(e)));
+                }
             }
             if let Some(data) = self.socket.take_rescued_chunk() {
                 return Poll::Ready(Some(Ok(RxBuf::from_vec(data))));
@@ -153,7 +195,9 @@ where
                 }
                 State::Armed => match ready!(Pin::new(&mut *op).poll_next(cx)) {
                     Some(Ok(RecvEvent::One(buf))) => return Poll::Ready(Some(Ok(buf))),
-                    Some(Ok(RecvEvent::Many(bufs))) => self.ready = Some(Box::new(bufs)),
+                    Some(Ok(RecvEvent::Many(bufs))) => {
+                        self.ready = Some(Box::new(Ready { bufs, error: None }));
+                    }
                     Some(Ok(RecvEvent::Eof)) => self.state = State::Ended,
                     Some(Err(e)) if e.raw_os_error() == Some(P::EXHAUSTED) => {
                         self.pool.note_exhausted();
@@ -186,7 +230,7 @@ impl<O: MultishotOp, P> Drop for ByteReceiver<O, P> {
     /// socket's rescue queue, in front: they are older than anything rescued after them.
     fn drop(&mut self) {
         if let Some(ready) = self.ready.take() {
-            let bytes: Vec<u8> = ready.iter().flat_map(|b| b.iter().copied()).collect();
+            let bytes: Vec<u8> = ready.bufs.iter().flat_map(|b| b.iter().copied()).collect();
             if !bytes.is_empty() {
                 self.socket.rescue(Rescued::stream(0, bytes));
             }
@@ -237,6 +281,23 @@ impl RecvStream<'_> {
         std::future::poll_fn(|cx| self.inner.poll_next(cx)).await
     }
 
+    /// The next received buffers: waits for one, and takes the others ready without waiting
+    /// again, at most `max` (and at least one) in all. A buffer that arrived alone (one
+    /// completion, one buffer: message traffic) comes alone; one of a bundle comes with the
+    /// rest of it and with whatever completions were already reaped after it. `None` at the
+    /// end of the stream; an error met after some buffers is yielded next, as by [`next`].
+    ///
+    /// For sending a batch with one vectored write
+    /// ([`writev_all`](crate::TcpStream::writev_all)), straight from the ring's buffers.
+    ///
+    /// [`next`]: Self::next
+    pub fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Option<io::Result<Vec<RxBuf>>>> + '_ {
+        std::future::poll_fn(move |cx| self.inner.poll_batch(cx, max))
+    }
+
     /// How many times the request was re-armed after the kernel ended it.
     pub fn rearms(&self) -> u64 {
         u64::from(self.inner.rearms)
@@ -255,7 +316,10 @@ impl fmt::Debug for RecvStream<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecvStream")
             .field("state", &self.inner.state)
-            .field("ready", &self.inner.ready.as_ref().map_or(0, |q| q.len()))
+            .field(
+                "ready",
+                &self.inner.ready.as_ref().map_or(0, |q| q.bufs.len()),
+            )
             .field("rearms", &self.inner.rearms)
             .finish()
     }
@@ -284,6 +348,23 @@ impl ZcrxStream<'_> {
     /// The next received bytes (an inherent shortcut for `StreamExt::next`).
     pub async fn next(&mut self) -> Option<io::Result<RxBuf>> {
         std::future::poll_fn(|cx| self.inner.poll_next(cx)).await
+    }
+
+    /// The next received buffers: waits for one, and takes the others ready without waiting
+    /// again, at most `max` (and at least one) in all. A buffer that arrived alone (one
+    /// completion, one buffer: message traffic) comes alone; one of a bundle comes with the
+    /// rest of it and with whatever completions were already reaped after it. `None` at the
+    /// end of the stream; an error met after some buffers is yielded next, as by [`next`].
+    ///
+    /// For sending a batch with one vectored write
+    /// ([`writev_all`](crate::TcpStream::writev_all)), straight from the ring's buffers.
+    ///
+    /// [`next`]: Self::next
+    pub fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Option<io::Result<Vec<RxBuf>>>> + '_ {
+        std::future::poll_fn(move |cx| self.inner.poll_batch(cx, max))
     }
 
     /// How many times the request was re-armed after the kernel ended it.
@@ -342,160 +423,5 @@ impl Stream for ZeroCopyRecv<'_> {
             ZeroCopyRecv::Zcrx(s) => Pin::new(s).poll_next(cx),
             ZeroCopyRecv::Ring(s) => Pin::new(s).poll_next(cx),
         }
-    }
-}
-
-/// A datagram from [`UdpSocket::recv_msg_stream`](crate::UdpSocket::recv_msg_stream).
-#[derive(Debug)]
-pub struct Datagram {
-    pub(crate) payload: RxBuf,
-    pub(crate) peer: Option<SocketAddr>,
-    /// The length on the wire.
-    pub(crate) len: usize,
-    pub(crate) truncated: bool,
-    pub(crate) control: Vec<u8>,
-}
-
-impl Datagram {
-    /// The payload (what fit in the buffer).
-    pub fn payload(&self) -> &RxBuf {
-        &self.payload
-    }
-
-    /// The payload, to keep or send on.
-    pub fn into_payload(self) -> RxBuf {
-        self.payload
-    }
-
-    /// The sender.
-    pub fn peer(&self) -> Option<SocketAddr> {
-        self.peer
-    }
-
-    /// The datagram's length on the wire (more than the payload when truncated).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the datagram was empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Whether the datagram was larger than the ring's buffers and was cut short.
-    pub fn is_truncated(&self) -> bool {
-        self.truncated
-    }
-
-    /// The control messages received with it.
-    pub fn control(&self) -> &[u8] {
-        &self.control
-    }
-
-    /// The GRO segment size, when the kernel coalesced several datagrams (see
-    /// [`UdpSocket::set_gro`](crate::UdpSocket::set_gro)).
-    pub fn gro_segment_size(&self) -> Option<usize> {
-        cmsg::gro_segment_size(&self.control)
-    }
-
-    /// The datagrams the sender sent: the payload split at the GRO segment size (one segment
-    /// when it was not coalesced).
-    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
-        cmsg::segments(&self.payload, self.gro_segment_size().unwrap_or(0))
-    }
-}
-
-/// Received datagrams of a UDP socket, from
-/// [`UdpSocket::recv_msg_stream`](crate::UdpSocket::recv_msg_stream). The stream does not end
-/// by itself; an error other than running out of buffers is yielded and the stream goes on.
-#[must_use = "streams do nothing unless polled"]
-pub struct RecvMsgStream {
-    ring: BufRing,
-    op: Multishot<RecvMsgMulti>,
-    socket: Socket,
-    state: State,
-    /// Re-armings so far (`u32`: beside `state` it costs no room; saturates).
-    rearms: u32,
-}
-
-impl RecvMsgStream {
-    pub(crate) fn new(socket: Socket, ring: &BufRing) -> RecvMsgStream {
-        RecvMsgStream {
-            ring: ring.clone(),
-            op: Multishot::new(RecvMsgMulti::new(socket.clone(), ring.clone())),
-            socket,
-            state: State::Armed,
-            rearms: 0,
-        }
-    }
-
-    /// The next datagram (an inherent shortcut for `StreamExt::next`).
-    pub async fn next(&mut self) -> Option<io::Result<Datagram>> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
-    }
-
-    /// How many times the request was re-armed after the kernel ended it.
-    pub fn rearms(&self) -> u64 {
-        u64::from(self.rearms)
-    }
-}
-
-impl Stream for RecvMsgStream {
-    type Item = io::Result<Datagram>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            // Datagrams rescued from abandoned receives first.
-            if let Some(r) = this.socket.take_rescued_datagram() {
-                return Poll::Ready(Some(Ok(Datagram {
-                    truncated: r.full_len > r.data.len(),
-                    len: r.full_len,
-                    payload: RxBuf::from_vec(r.data),
-                    peer: r.peer,
-                    control: Vec::new(),
-                })));
-            }
-            match this.state {
-                State::Ended => return Poll::Ready(None),
-                State::WaitingForBuffers => {
-                    ready!(this.ring.poll_available(cx));
-                    this.op.rearm();
-                    this.rearms = this.rearms.saturating_add(1);
-                    this.state = State::Armed;
-                }
-                State::Armed => match ready!(Pin::new(&mut this.op).poll_next(cx)) {
-                    Some(Ok(d)) => return Poll::Ready(Some(Ok(d))),
-                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        this.ring.note_exhausted();
-                        this.state = State::WaitingForBuffers;
-                    }
-                    Some(Err(e)) if e.raw_os_error() == Some(libc::ECANCELED) => {
-                        this.state = State::Ended;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    Some(Err(e)) => {
-                        if this.op.is_finished() {
-                            this.op.rearm();
-                            this.rearms = this.rearms.saturating_add(1);
-                        }
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    None => {
-                        this.op.rearm();
-                        this.rearms = this.rearms.saturating_add(1);
-                    }
-                },
-            }
-        }
-    }
-}
-
-impl fmt::Debug for RecvMsgStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecvMsgStream")
-            .field("state", &self.state)
-            .field("rearms", &self.rearms)
-            .finish()
     }
 }

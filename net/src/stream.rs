@@ -37,7 +37,7 @@ use crate::{
     behind,
     op::{Readv, Recv, Send, SendMode, Writev, send_some},
     socket::Socket,
-    write::{AfterSend, Kind, Slow, Write},
+    write::{AfterSend, Kind, Slow, Write, WritevAll},
 };
 
 /// Whether `e` is `ECANCELED`.
@@ -280,6 +280,45 @@ pub(crate) async fn writev<B: IoBuf>(socket: &Socket, bufs: Vec<B>) -> (io::Resu
         return (Err(e), bufs);
     }
     Op::new(Writev::new(socket.clone(), bufs)).await
+}
+
+/// Writes every initialized byte of several buffers, in order: behind the caller's back (copied,
+/// as `write_all` does) when they are few, otherwise with vectored sends straight from the
+/// buffers, as many as it takes (`write.rs`).
+pub(crate) fn writev_all<B: IoBuf>(
+    socket: &Socket,
+    bufs: Vec<B>,
+) -> impl Future<Output = (io::Result<()>, Vec<B>)> + use<'_, B> {
+    WritevAll::new(socket, bufs)
+}
+
+/// Sends the bytes of `bufs` after the first `sent` of `total`, once what was written behind
+/// went out.
+pub(crate) async fn writev_rest<B: IoBuf>(
+    socket: &Socket,
+    bufs: Vec<B>,
+    mut sent: usize,
+    total: usize,
+) -> (io::Result<()>, Vec<B>) {
+    if let Err(e) = behind::flush(socket).await {
+        return (Err(e), bufs);
+    }
+    let mut bufs = bufs;
+    while sent < total {
+        let (res, b) = Op::new(Writev::after(socket.clone(), bufs, sent)).await;
+        bufs = b;
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), bufs),
+            Ok(n) => sent += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) => {}
+            Err(e) => return (Err(stopped(e, sent)), bufs),
+        }
+    }
+    (Ok(()), bufs)
 }
 
 /// Shuts down the read half, the write half (after the bytes written behind) or both. A

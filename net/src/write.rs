@@ -1,4 +1,5 @@
-//! `Write`: the future of a byte stream's `write` and `write_all` (`stream.rs`).
+//! `Write`: the future of a byte stream's `write` and `write_all` (`stream.rs`), and
+//! `WritevAll`, that of `writev_all`, which does the same for several buffers.
 //!
 //! # Invariants
 //!
@@ -17,6 +18,10 @@
 //!   the peer is woken once for several writes instead of once per loop turn
 //!   (`docs/benchmarks.md`). Inside a cancel scope that fired it does not (the op path
 //!   completes with `ECANCELED` there).
+//! - `WritevAll` writes behind when all its buffers together are few enough to copy (one by
+//!   one, in order; a buffer refused because too much is staged goes, with the rest, through
+//!   the slow path, after what is staged), and otherwise takes the slow path: vectored sends
+//!   from the caller's buffers, once nothing is behind.
 //! - Everything else is the slow path, boxed: on io_uring every write the kernel must see
 //!   (larger than `behind::COPY_MAX`), and anywhere a write behind bytes still staged, one
 //!   that found no room, or a `write_all` the socket took only part of. Keeping that state
@@ -39,7 +44,7 @@ use crate::{
     behind,
     op::{MAX_IO, nonblocking},
     socket::Socket,
-    stream::write_behind,
+    stream::{write_behind, writev_rest},
 };
 
 /// The boxed slow path of a write.
@@ -120,6 +125,68 @@ impl<'a, B: IoBuf, K: Kind<B>> Future for Write<'a, B, K> {
     }
 }
 
+/// `writev_all`: [`Write`] for several buffers (see the module docs).
+pub(crate) enum WritevAll<'a, B: IoBuf> {
+    Start { socket: &'a Socket, bufs: Vec<B> },
+    Slow(Slow<'a, Vec<B>, ()>),
+    Done,
+}
+
+impl<'a, B: IoBuf> WritevAll<'a, B> {
+    pub(crate) fn new(socket: &'a Socket, bufs: Vec<B>) -> Self {
+        WritevAll::Start { socket, bufs }
+    }
+}
+
+impl<B: IoBuf> fmt::Debug for WritevAll<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WritevAll::Start { .. } => "WritevAll::Start",
+            WritevAll::Slow(_) => "WritevAll::Slow",
+            WritevAll::Done => "WritevAll::Done",
+        })
+    }
+}
+
+impl<B: IoBuf> Unpin for WritevAll<'_, B> {}
+
+impl<'a, B: IoBuf> Future for WritevAll<'a, B> {
+    type Output = (io::Result<()>, Vec<B>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match std::mem::replace(this, WritevAll::Done) {
+                WritevAll::Start { socket, bufs } => {
+                    let total: usize = bufs.iter().map(IoBuf::bytes_init).sum();
+                    let mut staged = 0;
+                    if total <= behind::COPY_MAX {
+                        for buf in &bufs {
+                            match write_behind(socket, buf.as_slice()) {
+                                Ok(true) => staged += buf.bytes_init(),
+                                Ok(false) => break,
+                                Err(e) => return Poll::Ready((Err(e), bufs)),
+                            }
+                        }
+                        if staged == total {
+                            return Poll::Ready((Ok(()), bufs));
+                        }
+                    }
+                    *this = WritevAll::Slow(Box::pin(writev_rest(socket, bufs, staged, total)));
+                }
+                WritevAll::Slow(mut fut) => {
+                    let poll = fut.as_mut().poll(cx);
+                    if poll.is_pending() {
+                        *this = WritevAll::Slow(fut);
+                    }
+                    return poll;
+                }
+                WritevAll::Done => panic!("a writev_all future polled after it completed"),
+            }
+        }
+    }
+}
+
 /// Whether the first poll sends `len` bytes from the caller's buffer itself (see the module
 /// docs).
 fn sends_inline(socket: &Socket, len: usize) -> bool {
@@ -138,7 +205,7 @@ fn send_now(socket: &Socket, bytes: &[u8]) -> io::Result<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::Write;
+    use super::{Write, WritevAll};
     use crate::stream::{WriteAll, WriteSome};
 
     /// The future sits in every connection task that writes, idle or not: it holds the
@@ -148,5 +215,7 @@ mod tests {
         let inline = std::mem::size_of::<(&crate::socket::Socket, Vec<u8>)>();
         assert_eq!(std::mem::size_of::<Write<'_, Vec<u8>, WriteAll>>(), inline);
         assert_eq!(std::mem::size_of::<Write<'_, Vec<u8>, WriteSome>>(), inline);
+        let several = std::mem::size_of::<(&crate::socket::Socket, Vec<Vec<u8>>)>();
+        assert_eq!(std::mem::size_of::<WritevAll<'_, Vec<u8>>>(), several);
     }
 }

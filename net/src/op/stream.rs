@@ -384,11 +384,18 @@ unsafe impl<B: IoBufMut> OpCode for Readv<B> {
     }
 }
 
-/// `IORING_OP_SENDMSG` of several owned buffers (a vectored write that cannot raise SIGPIPE).
+/// The most buffers one vectored send takes: the kernel's `UIO_MAXIOV`
+/// (`include/uapi/linux/uio.h`).
+const MAX_IOVECS: usize = 1024;
+
+/// `IORING_OP_SENDMSG` of several owned buffers (a vectored write that cannot raise SIGPIPE);
+/// at most [`MAX_IOVECS`] of them per request.
 #[derive(Debug)]
 pub(crate) struct Writev<B> {
     socket: Socket,
     bufs: Vec<B>,
+    /// Leading bytes of `bufs` already sent (by earlier requests), left out of this one.
+    skip: usize,
     iovecs: Vec<libc::iovec>,
     /// Boxed: the SQE points at it.
     hdr: Box<MsgHdr>,
@@ -416,9 +423,15 @@ impl MsgHdr {
 
 impl<B: IoBuf> Writev<B> {
     pub(crate) fn new(socket: Socket, bufs: Vec<B>) -> Writev<B> {
+        Writev::after(socket, bufs, 0)
+    }
+
+    /// Sends what follows the first `skip` bytes of `bufs`.
+    pub(crate) fn after(socket: Socket, bufs: Vec<B>, skip: usize) -> Writev<B> {
         Writev {
             socket,
             bufs,
+            skip,
             iovecs: Vec::new(),
             hdr: Box::new(MsgHdr::zeroed()),
         }
@@ -432,13 +445,22 @@ unsafe impl<B: IoBuf> OpCode for Writev<B> {
     type Output = (io::Result<usize>, Vec<B>);
 
     fn build(&mut self) -> squeue::Entry {
+        let mut skip = self.skip;
         self.iovecs = self
             .bufs
             .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.stable_ptr() as *mut libc::c_void,
-                iov_len: b.bytes_init(),
+            .filter_map(|b| {
+                let len = b.bytes_init();
+                let start = skip.min(len);
+                skip -= start;
+                (start < len).then(|| libc::iovec {
+                    // In bounds: `start < len`, and the buffer has `len` initialized bytes.
+                    iov_base: b.stable_ptr().wrapping_add(start) as *mut libc::c_void,
+                    iov_len: len - start,
+                })
             })
+            // More would fail the whole send (`EMSGSIZE`); the rest goes with the next one.
+            .take(MAX_IOVECS)
             .collect();
         self.hdr.0.msg_iov = self.iovecs.as_mut_ptr();
         self.hdr.0.msg_iovlen = self.iovecs.len();

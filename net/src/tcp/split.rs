@@ -129,6 +129,14 @@ macro_rules! write_methods {
             self.stream.writev(bufs)
         }
 
+        /// See [`TcpStream::writev_all`].
+        pub fn writev_all<B: IoBuf>(
+            &mut self,
+            bufs: Vec<B>,
+        ) -> impl Future<Output = (io::Result<()>, Vec<B>)> {
+            self.stream.writev_all(bufs)
+        }
+
         /// See [`TcpStream::send_zc`].
         pub fn send_zc<B: IoBuf>(
             &mut self,

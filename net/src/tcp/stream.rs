@@ -252,6 +252,24 @@ impl TcpStream {
         stream::writev(&self.socket, bufs).await
     }
 
+    /// Writes every initialized byte of `bufs`, in order, as [`write_all`](TcpStream::write_all)
+    /// does for one buffer: up to 4 KiB in all are written behind (copied, and sent with the
+    /// loop's next enter); more go out straight from the buffers with vectored sends
+    /// (`sendmsg`), as many as the socket needs. The buffers come back once the kernel took
+    /// their bytes. For forwarding a batch of received buffers
+    /// ([`RecvStream::next_batch`](crate::RecvStream::next_batch)) without copying them.
+    ///
+    /// # Errors
+    ///
+    /// As for `write_all`; bytes before the failure may have been sent.
+    #[doc(alias = "write_vectored_all")]
+    pub fn writev_all<B: IoBuf>(
+        &mut self,
+        bufs: Vec<B>,
+    ) -> impl Future<Output = (io::Result<()>, Vec<B>)> {
+        stream::writev_all(&self.socket, bufs)
+    }
+
     /// Sends with `IORING_OP_SEND_ZC`: the kernel transmits straight from `buf`'s pages, and
     /// the buffer comes back only after the kernel's notification that no packet references it
     /// any more, so it is free to reuse. May send fewer bytes than offered, like

@@ -115,6 +115,14 @@ macro_rules! write_methods {
             self.stream.writev(bufs)
         }
 
+        /// See [`UnixStream::writev_all`].
+        pub fn writev_all<B: IoBuf>(
+            &mut self,
+            bufs: Vec<B>,
+        ) -> impl Future<Output = (io::Result<()>, Vec<B>)> {
+            self.stream.writev_all(bufs)
+        }
+
         /// See [`UnixStream::send_with_fds`].
         pub async fn send_with_fds<B: IoBuf>(
             &mut self,
