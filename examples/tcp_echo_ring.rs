@@ -22,8 +22,10 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
-    // 4096 buffers of 4 KiB: only the ones in circulation become resident memory.
-    let ring = BufRing::builder().entries(4096).buf_len(4096).build()?;
+    // 2048 buffers of 16 KiB: only the pages the kernel writes become resident memory (one
+    // per buffer for a message), and a 64 KiB chunk of a bulk stream takes 4 buffers, not 16
+    // (docs/benchmarks.md: 0.85x the stream row's CPU per chunk with 4 KiB buffers).
+    let ring = BufRing::builder().entries(2048).buf_len(16384).build()?;
     let listener = TcpListener::bind_with(addr.as_str(), ListenerOptions::new().nodelay(true))?;
     eprintln!("tcp_echo_ring listening on {}", listener.local_addr()?);
     let mut incoming = listener.incoming();
@@ -71,5 +73,5 @@ fn echo(stream: TcpStream, ring: BufRing) -> impl Future<Output = ()> {
     }
 }
 
-/// Most received buffers echoed with one write (a 64 KiB chunk is 16 of the ring's buffers).
+/// Most received buffers echoed with one write (a 64 KiB chunk is 4 of the ring's buffers).
 const BATCH: usize = 64;
