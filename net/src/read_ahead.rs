@@ -82,7 +82,7 @@ struct Inner {
     op: Multishot<RecvAhead>,
     mode: Mode,
     /// Received bytes not read yet, with the sequence numbers of their completions.
-    queue: VecDeque<(u64, RxBuf)>,
+    queue: Queue,
     /// How the request ended, reported once the queue is read: end of stream (`Ok`) or error.
     end: Option<io::Result<()>>,
     /// Completions of the current arming, how many of them filled a whole buffer, and the
@@ -285,7 +285,7 @@ impl ReadAhead {
             (Some(r), q) if q.is_none_or(|q| r < q) => socket.peek_rescued(bufs).map(Ok),
             (_, Some(_)) => {
                 let mut filled = 0;
-                for (_, chunk) in queue.into_iter().flatten() {
+                for (_, chunk) in queue.into_iter().flat_map(Queue::iter) {
                     let n = bufs::scatter_at(bufs, filled, chunk);
                     filled += n;
                     if n < chunk.len() {
@@ -326,7 +326,7 @@ impl Inner {
             ring,
             op: Multishot::new(op),
             mode: Mode::Ahead,
-            queue: VecDeque::new(),
+            queue: Queue::default(),
             end: None,
             completions: 0,
             full: 0,
@@ -385,9 +385,57 @@ impl Inner {
 
     /// See [`ReadAhead::dissolve`]. Dropping the request (after this) cancels it.
     fn dissolve(self) {
-        for (sequence, buf) in self.queue {
+        for (sequence, buf) in self.queue.into_iter() {
             self.socket.rescue(Rescued::stream(sequence, buf.to_vec()));
         }
+    }
+}
+
+/// A read-ahead's queued chunks, oldest first. The oldest lives inline: a completion is taken
+/// only once the queue is empty and the read-ahead receives without bundles, so one chunk is
+/// queued at a time (`rest` holds the further buffers of a bundle, should one come), and it
+/// is read from the read-ahead's own allocation instead of a second one (on 512 connections
+/// that second allocation's cache miss was a third of the echo task's poll; `perf annotate`).
+/// Invariant: `head` is `None` only while `rest` is empty.
+#[derive(Debug, Default)]
+struct Queue {
+    head: Option<(u64, RxBuf)>,
+    rest: VecDeque<(u64, RxBuf)>,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    fn push_back(&mut self, chunk: (u64, RxBuf)) {
+        if self.head.is_none() {
+            self.head = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
+        }
+    }
+
+    fn front(&self) -> Option<&(u64, RxBuf)> {
+        self.head.as_ref()
+    }
+
+    fn front_mut(&mut self) -> Option<&mut (u64, RxBuf)> {
+        self.head.as_mut()
+    }
+
+    fn pop_front(&mut self) -> Option<(u64, RxBuf)> {
+        let front = self.head.take();
+        self.head = self.rest.pop_front();
+        front
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u64, RxBuf)> {
+        self.head.iter().chain(self.rest.iter())
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = (u64, RxBuf)> {
+        self.head.into_iter().chain(self.rest)
     }
 }
 
