@@ -25,6 +25,11 @@ impl WaitList {
 
     /// Wakes every registered waker and empties the list.
     pub(crate) fn wake_all(&self) {
+        // The common case, nobody waiting, touches nothing else (it runs for every buffer
+        // returned to a ring and every loop turn).
+        if self.is_empty() {
+            return;
+        }
         let waiters = std::mem::take(&mut *self.0.borrow_mut());
         for waker in waiters {
             waker.wake();

@@ -167,6 +167,29 @@ impl Driver {
         if self.closed {
             return None;
         }
+        Some(self.insert(sqe, skip_success, Lifecycle::Waiting(None)))
+    }
+
+    /// Queues an operation that nobody will poll, its resources parked at once: what
+    /// [`submit`](Driver::submit) then [`detach_lazy`](Driver::detach_lazy) do, with one slot
+    /// lookup (a write-behind send per message takes this path). After shutdown the
+    /// resources come back, for the caller to finish with `ECANCELED`.
+    pub(crate) fn submit_detached(
+        &mut self,
+        sqe: squeue::Entry,
+        skip_success: Option<i32>,
+        parked: Box<dyn Parked>,
+    ) -> Result<u64, Box<dyn Parked>> {
+        if self.closed {
+            return Err(parked);
+        }
+        self.parked += 1;
+        Ok(self.insert(sqe, skip_success, Lifecycle::Parked(parked)))
+    }
+
+    /// Takes a slot for a new operation in `state` (`Waiting`, or `Parked` when detached at
+    /// once: a skip-success one is then lazy) and queues its SQE.
+    fn insert(&mut self, sqe: squeue::Entry, skip_success: Option<i32>, state: Lifecycle) -> u64 {
         let generation = self.next_generation;
         self.next_generation = match generation.wrapping_add(1) {
             RESERVED_GENERATION => 0,
@@ -180,22 +203,25 @@ impl Driver {
             self.slots
                 .reserve_exact((self.slots.capacity() / 8).max(SLOT_GROWTH_MIN));
         }
+        let lazy_skip = skip_success.is_some() && matches!(state, Lifecycle::Parked(_));
         let entry = self.slots.vacant_entry();
         let key = encode(entry.key(), generation);
         entry.insert(Slot {
             generation,
-            state: Lifecycle::Waiting(None),
+            state,
             skip_success,
-            lazy_skip: false,
+            lazy_skip,
         });
         if skip_success.is_some() {
             self.skip_pending.push(key);
-            self.urgent_skips += 1;
+            if !lazy_skip {
+                self.urgent_skips += 1;
+            }
         }
         self.in_flight += 1;
         self.stats.submitted += 1;
         self.queue_sqe(sqe.user_data(key));
-        Some(key)
+        key
     }
 
     /// Hands the owner its next CQE, or registers its waker. The final CQE removes the slot.

@@ -284,6 +284,48 @@ fn the_drain_cancels_every_op_and_refuses_new_ones() {
     assert_eq!(driver.borrow().stats().0.leaked, 0);
 }
 
+/// An op submitted already detached (`submit_detached`, the write-behind path): a
+/// skip-success one does not hold the loop awake, its success is synthesized after the enter
+/// that consumed it and finishes the parked resources once; after shutdown the resources
+/// come back to the caller instead.
+#[test]
+fn an_op_submitted_detached_finishes_once_and_a_lazy_skip_does_not_hold_the_loop() {
+    let driver = driver(8, 32);
+    let (log, parked) = recorder(None);
+    let nop = opcode::Nop::new()
+        .build()
+        .flags(squeue::Flags::SKIP_SUCCESS);
+    let key = driver
+        .borrow_mut()
+        .submit_detached(nop, Some(7), parked)
+        .unwrap_or_else(|_| panic!("driver is open"));
+    assert!(key & u64::from(u32::MAX) < 8, "a slot of the table");
+    assert!(
+        !driver.borrow().has_skip_pending(),
+        "nobody waits for a lazily detached skip-success op"
+    );
+    assert!(driver.borrow().has_any_skip_pending());
+    assert_eq!(driver.borrow().stats().2, 1, "parked at once");
+    turn(&driver, Wait::No);
+    assert_eq!(*log.borrow(), ["finish 7"], "success synthesized once");
+    assert!(!driver.borrow().has_any_skip_pending());
+    assert_eq!(driver.borrow().stats().1, 0, "nothing in flight");
+    assert_eq!(driver.borrow().stats().2, 0, "nothing parked");
+    turn(&driver, Wait::No);
+    assert_eq!(log.borrow().len(), 1, "finished once");
+
+    drain(&driver, Duration::from_secs(5));
+    let (log, parked) = recorder(None);
+    let refused = driver
+        .borrow_mut()
+        .submit_detached(opcode::Nop::new().build(), None, parked);
+    let Err(parked) = refused else {
+        panic!("a shut-down driver takes no op");
+    };
+    parked.finish(Completion::new(-libc::ECANCELED, 0, [0; 2]));
+    assert_eq!(*log.borrow(), [format!("finish {}", -libc::ECANCELED)]);
+}
+
 /// A CQE for an operation shutdown gave up on (its resources were leaked) is ignored; it
 /// used to be counted out of `in_flight` a second time, which underflowed.
 #[test]

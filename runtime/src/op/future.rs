@@ -145,16 +145,24 @@ impl<T: OpCode> Op<T> {
             State::Done => return Detached { driver, key: None },
             State::Submitted { key, data, .. } => (key, data),
             State::Unsubmitted(mut data) => {
+                // Submitted and parked in one step: nothing can complete in between.
                 let sqe = data.build();
                 let skip_success = data.skip_success();
-                let submitted = driver.borrow_mut().submit(sqe, skip_success);
-                match submitted {
-                    Some(key) => (key, data),
-                    None => {
-                        data.complete_detached(Completion::new(-libc::ECANCELED, 0, [0; 2]));
-                        return Detached { driver, key: None };
+                let submitted =
+                    driver
+                        .borrow_mut()
+                        .submit_detached(sqe, skip_success, Box::new(data));
+                return match submitted {
+                    Ok(key) => Detached {
+                        driver,
+                        key: Some(key),
+                    },
+                    Err(parked) => {
+                        // Shut down: finished at once, outside the borrow.
+                        parked.finish(Completion::new(-libc::ECANCELED, 0, [0; 2]));
+                        Detached { driver, key: None }
                     }
-                }
+                };
             }
         };
         let released = driver.borrow_mut().detach_lazy(key, Box::new(data));
