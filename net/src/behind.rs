@@ -22,7 +22,7 @@
 //!   last of them went out, never before.
 //! - The send in flight holds a clone of the socket: dropping the stream never loses staged
 //!   bytes, and the fd is closed only after they were sent.
-//! - The send in flight is detached lazily (`Op::detach`): nobody waits for its success, so
+//! - The send in flight is detached lazily (`Detached::start`): nobody waits for its success, so
 //!   the loop may block after submitting it. As soon as something depends on it (bytes
 //!   staged behind it, a flush), it is expedited: the loop then learns its outcome without
 //!   blocking, and sends what waits behind it.
@@ -44,7 +44,7 @@ use std::{
 };
 
 use io_uring::squeue;
-use runtime::op::{Completion, Detached, Interest, Op, OpCode};
+use runtime::op::{Completion, Detached, Interest, OpCode};
 
 use super::socket::Socket;
 use crate::{
@@ -204,7 +204,7 @@ fn start(socket: &Socket, data: Vec<u8>, urgent: bool) {
 fn launch(socket: &Socket, op: StagedSend, urgent: bool) {
     // `detach` may complete the op at once (the runtime shut down), which updates the state
     // itself: no borrow may be held across it.
-    let detached = Op::new(op).detach();
+    let detached = Detached::start(op);
     if detached.is_running() {
         if urgent {
             detached.expedite();
@@ -449,7 +449,7 @@ pub(crate) fn try_send_datagram(
         addr,
     };
     // Completes at once when the runtime has shut down, which counts it out itself.
-    drop(Op::new(op).detach());
+    drop(Detached::start(op));
     true
 }
 
@@ -497,7 +497,7 @@ unsafe impl OpCode for DatagramBehind {
                     send: crate::op::SendMsg::new(socket, data, addr.as_ref(), None, false),
                     addr,
                 };
-                drop(Op::new(op).detach());
+                drop(Detached::start(op));
                 return;
             }
             Err(e) => {

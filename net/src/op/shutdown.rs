@@ -4,7 +4,7 @@
 use std::{io, net::Shutdown as How};
 
 use io_uring::{opcode, squeue};
-use runtime::op::{Completion, Op, OpCode};
+use runtime::op::{Completion, Detached, OpCode};
 
 use crate::socket::{Socket, on_target};
 
@@ -26,7 +26,7 @@ impl Shutdown {
     /// Submits the shutdown and lets it finish on its own (its outcome is not reported), for
     /// code that runs while the driver routes completions and so must not wait for one.
     pub(crate) fn detach(socket: Socket, how: How) {
-        drop(Op::new(Shutdown::new(socket, how)).detach());
+        drop(Detached::start(Shutdown::new(socket, how)));
     }
 
     fn new(socket: Socket, how: How) -> Shutdown {

@@ -134,36 +134,12 @@ impl<T: OpCode> Op<T> {
         // `self` is dropped in state `Done`: its destructor does nothing.
         let state = std::mem::replace(&mut self.state, State::Done);
         drop(self);
-        if epoll {
-            let key = match state {
-                State::Unsubmitted(data) => driver::detach_ready(&driver, data),
-                _ => None,
-            };
-            return Detached { driver, key };
-        }
         let (key, data) = match state {
-            State::Done => return Detached { driver, key: None },
-            State::Submitted { key, data, .. } => (key, data),
-            State::Unsubmitted(mut data) => {
-                // Submitted and parked in one step: nothing can complete in between.
-                let sqe = data.build();
-                let skip_success = data.skip_success();
-                let submitted =
-                    driver
-                        .borrow_mut()
-                        .submit_detached(sqe, skip_success, Box::new(data));
-                return match submitted {
-                    Ok(key) => Detached {
-                        driver,
-                        key: Some(key),
-                    },
-                    Err(parked) => {
-                        // Shut down: finished at once, outside the borrow.
-                        parked.finish(Completion::new(-libc::ECANCELED, 0, [0; 2]));
-                        Detached { driver, key: None }
-                    }
-                };
-            }
+            State::Unsubmitted(data) => return start_detached(driver, epoll, data),
+            State::Submitted { key, data, .. } if !epoll => (key, data),
+            // Done, or on the epoll engine (where nothing is ever in the kernel) past its
+            // start: nothing is left to run.
+            _ => return Detached { driver, key: None },
         };
         let released = driver.borrow_mut().detach_lazy(key, Box::new(data));
         if let Some((parked, cqe)) = released {
@@ -177,6 +153,32 @@ impl<T: OpCode> Op<T> {
     }
 }
 
+/// Starts an operation nobody will poll ([`Op::detach`] before the first poll,
+/// [`Detached::start`]): on the epoll engine it is parked until readiness lets it run; on
+/// io_uring it is submitted and parked in one step, so nothing can complete in between.
+fn start_detached<T: OpCode>(driver: Rc<RefCell<Driver>>, epoll: bool, mut data: T) -> Detached {
+    if epoll {
+        let key = driver::detach_ready(&driver, data);
+        return Detached { driver, key };
+    }
+    let sqe = data.build();
+    let skip_success = data.skip_success();
+    let submitted = driver
+        .borrow_mut()
+        .submit_detached(sqe, skip_success, Box::new(data));
+    match submitted {
+        Ok(key) => Detached {
+            driver,
+            key: Some(key),
+        },
+        Err(parked) => {
+            // Shut down: finished at once, outside the borrow.
+            parked.finish(Completion::new(-libc::ECANCELED, 0, [0; 2]));
+            Detached { driver, key: None }
+        }
+    }
+}
+
 /// An operation left to run on its own ([`Op::detach`]).
 #[derive(Debug)]
 pub struct Detached {
@@ -185,6 +187,17 @@ pub struct Detached {
 }
 
 impl Detached {
+    /// Starts `data` on the current thread's runtime to run to its end with nobody waiting
+    /// for it: what `Op::new(data).detach()` does, without building the future around it
+    /// (a write-behind send takes this path once per message).
+    ///
+    /// # Panics
+    ///
+    /// Panics when called outside a runtime, as [`Op::new`] does.
+    pub fn start<T: OpCode>(data: T) -> Detached {
+        start_detached(driver::current(), driver::current_is_epoll(), data)
+    }
+
     /// Whether the operation was still running when it was detached (false when it had
     /// already completed and `complete_detached` ran during [`Op::detach`]).
     pub fn is_running(&self) -> bool {

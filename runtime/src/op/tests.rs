@@ -142,10 +142,20 @@ fn an_op_dropped_in_flight_keeps_its_value_until_the_final_cqe() {
 
 #[test]
 fn a_detached_op_runs_to_its_end_without_a_future() {
+    detached_runs_to_its_end(|read| Op::new(read).detach());
+}
+
+#[test]
+fn an_op_started_detached_runs_to_its_end() {
+    detached_runs_to_its_end(Detached::start);
+}
+
+fn detached_runs_to_its_end(start: fn(PipeRead) -> Detached) {
     let (driver, _current) = bare_driver();
     let (read, tx, dropped) = pipe_read();
-    let detached = Op::new(read).detach();
+    let detached = start(read);
     assert!(detached.is_running());
+    assert_eq!(driver.borrow().stats().2, 1, "parked in the driver at once");
     assert!(!dropped.get());
     // Nothing is cancelled: the read ends when data comes.
     turn(&driver);
