@@ -179,7 +179,7 @@ fn start_detached<T: OpCode>(driver: Rc<RefCell<Driver>>, epoll: bool, mut data:
     }
 }
 
-/// An operation left to run on its own ([`Op::detach`]).
+/// An operation left to run on its own ([`Op::detach`], [`Detached::start`]).
 #[derive(Debug)]
 pub struct Detached {
     driver: Rc<RefCell<Driver>>,
