@@ -202,8 +202,8 @@ fn start(socket: &Socket, data: Vec<u8>, urgent: bool) {
 }
 
 fn launch(socket: &Socket, op: StagedSend, urgent: bool) {
-    // `detach` may complete the op at once (the runtime shut down), which updates the state
-    // itself: no borrow may be held across it.
+    // `Detached::start` may complete the op at once (the runtime shut down), which updates
+    // the state itself: no borrow may be held across it.
     let detached = Detached::start(op);
     if detached.is_running() {
         if urgent {

@@ -121,6 +121,19 @@ impl Published {
         count: usize,
         mut each: impl FnMut(u16),
     ) -> Result<(), ClaimError> {
+        // The common case, one buffer (a single claim, or a bundle that used one) and the
+        // kernel took the oldest published entry: no search, no drain.
+        if count == 1
+            && self
+                .entries
+                .front()
+                .is_some_and(|&(_, front)| front == first)
+        {
+            self.entries.pop_front();
+            self.position[first as usize] = None;
+            each(first);
+            return Ok(());
+        }
         let start = self
             .position
             .get(first as usize)
@@ -163,12 +176,6 @@ impl Published {
 
     /// Claims the one entry holding `bid`.
     pub(crate) fn claim(&mut self, bid: u16) -> Result<(), ClaimError> {
-        // The common case, the kernel took the oldest published entry: no search, no drain.
-        if self.entries.front().is_some_and(|&(_, front)| front == bid) {
-            self.entries.pop_front();
-            self.position[bid as usize] = None;
-            return Ok(());
-        }
         self.claim_run(bid, 1, |_| {})
     }
 }
